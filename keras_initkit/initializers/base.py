@@ -1,0 +1,134 @@
+"""What every keras_initkit initializer shares: argument checks, seeds and dtypes.
+
+Keras 3's built-in random initializers fix their seed at construction, so one
+instance called twice (or shared by two layers) returns the same tensor. Ours
+derive a new seed for every call: symmetry is always broken, and an explicit
+integer seed still gives the same sequence of draws in every process.
+"""
+import math
+import numbers
+import random as python_random
+
+import keras
+import numpy as np
+from keras import ops
+
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+_MAX_SEED = 2**31 - 1
+
+
+def check_number(name, value, *, positive=False, non_negative=False):
+    """Returns `value` as a float, or raises a ValueError that names the argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(
+            f"`{name}` must be a real number; received {name}={value!r} "
+            f"of type {type(value).__name__}."
+        )
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be finite; received {name}={value}.")
+    if positive and value <= 0:
+        raise ValueError(f"`{name}` must be > 0; received {name}={value}.")
+    if non_negative and value < 0:
+        raise ValueError(f"`{name}` must be >= 0; received {name}={value}.")
+    return value
+
+
+def check_choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(
+            f"`{name}` must be one of {', '.join(repr(a) for a in allowed)}; "
+            f"received {name}={value!r}."
+        )
+    return value
+
+
+def check_seed(seed):
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(
+            "`seed` must be None or a non-negative integer; received "
+            f"seed={seed!r} of type {type(seed).__name__}."
+        )
+    if not 0 <= seed <= 2**63 - 1:
+        raise ValueError(f"`seed` must be in [0, 2**63 - 1]; received seed={seed}.")
+    return int(seed)
+
+
+def float_work_dtype(dtype):
+    """Half precisions are sampled in float32 and cast: erfinv and QR need the bits."""
+    return "float32" if dtype in ("float16", "bfloat16") else dtype
+
+
+class KitInitializer(keras.initializers.Initializer):
+    """Base class: validated arguments, a fresh draw per call, every float dtype.
+
+    Subclasses set `formula` (one line, shown by `list_initializers()`),
+    `random` (False for schemes that draw nothing), `min_rank`, and implement
+    `generate(shape, dtype)`; `get_config()` must return every constructor
+    argument.
+    """
+
+    formula = ""
+    random = True
+    min_rank = 0
+
+    def __init__(self, seed=None):
+        self._seed = check_seed(seed)
+        self._draws = 0
+
+    def next_seed(self):
+        """The integer seed of the next draw. Each call advances the sequence.
+
+        Unseeded instances draw from Python's `random`, which
+        `keras.utils.set_random_seed` seeds, so whole programs stay reproducible.
+        """
+        if self._seed is None:
+            return python_random.randint(1, _MAX_SEED)
+        state = np.random.SeedSequence([self._seed, self._draws]).generate_state(2)
+        self._draws += 1
+        return int(state[0]) % _MAX_SEED + 1
+
+    # Keras' EinsumDense copies a VarianceScaling initializer with
+    # `config["seed"] = initializer.seed`; handing it the next seed keeps two
+    # EinsumDense layers that share one instance from getting equal kernels.
+    seed = property(next_seed)
+
+    def check_shape(self, shape):
+        """Raises a ValueError for a shape the scheme cannot fill (override to add rules)."""
+        if len(shape) < self.min_rank:
+            raise ValueError(
+                f"{type(self).__name__} needs a shape of rank {self.min_rank} or more; "
+                f"received shape={shape} of rank {len(shape)}."
+            )
+
+    def __call__(self, shape, dtype=None):
+        try:
+            shape = tuple(int(d) for d in shape)
+        except TypeError:
+            raise ValueError(
+                f"`shape` must be a tuple of integers; received shape={shape!r}."
+            ) from None
+        if any(d < 0 for d in shape):
+            raise ValueError(f"`shape` must not hold negative sizes; received shape={shape}.")
+        dtype = keras.backend.standardize_dtype(dtype or keras.backend.floatx())
+        if self.random and dtype not in FLOAT_DTYPES:
+            raise TypeError(
+                f"{type(self).__name__} draws random floats, so `dtype` must be one of "
+                f"{', '.join(FLOAT_DTYPES)}; received dtype={dtype}."
+            )
+        self.check_shape(shape)
+        if 0 in shape:  # nothing to draw, and no fan to divide by
+            return ops.zeros(shape, dtype=dtype)
+        return self.generate(shape, dtype)
+
+    def generate(self, shape, dtype):
+        raise NotImplementedError
+
+    def get_config(self):
+        return {"seed": self._seed} if self.random else {}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"

@@ -1,0 +1,312 @@
+"""Structured schemes: identity/Dirac, delta-orthogonal, convolution-aware, ICNR, sparse.
+
+Convolution kernels follow Keras' layout `(*spatial, in_channels, out_channels)`.
+"""
+import math
+import numbers
+
+import keras
+import numpy as np
+from keras import ops
+
+from ..fans import compute_fans
+from .base import KitInitializer, check_number, float_work_dtype
+from .orthogonal import orthogonal_matrix
+
+
+def _centre_tap(matrix, spatial):
+    """Places a `(in, out)` matrix at the centre of an odd `spatial` kernel, zeros elsewhere."""
+    k = len(spatial)
+    matrix = ops.reshape(matrix, (1,) * k + tuple(matrix.shape))
+    return ops.pad(matrix, [(s // 2, s // 2) for s in spatial] + [(0, 0), (0, 0)])
+
+
+def _check_odd_kernel(initializer, shape):
+    even = [s for s in shape[:-2] if s % 2 == 0]
+    if len(shape) >= 3 and even:
+        raise ValueError(
+            f"{type(initializer).__name__} puts its matrix at the centre tap, which needs an odd "
+            f"size on every spatial axis; received kernel shape {shape} with spatial sizes "
+            f"{shape[:-2]}."
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_initkit")
+class Identity(KitInitializer):
+    """Identity matrix times `gain`; for a conv kernel, the Dirac (centre-tap) kernel.
+
+    Rank 2: `W[i, i] = gain` for `i < min(rows, cols)`, zeros elsewhere, as
+    `torch.nn.init.eye_`. Rank 3 or more `(*spatial, in, out)`: the centre tap
+    is that matrix and every other tap is zero, so the convolution passes its
+    input through unchanged, as `torch.nn.init.dirac_`. Every spatial size must
+    be odd.
+
+    Args:
+        gain: Positive multiplier.
+
+    Returns:
+        Called with `(shape, dtype=None)`: a tensor of rank 2 or more.
+
+    Example:
+    >>> keras.layers.Conv2D(16, 3, padding="same", kernel_initializer="kit_identity")
+    """
+
+    formula = "W = gain * I (centre tap of a conv kernel)"
+    random = False
+    min_rank = 2
+
+    def __init__(self, gain=1.0):
+        super().__init__()
+        self.gain = check_number("gain", gain, positive=True)
+
+    def check_shape(self, shape):
+        super().check_shape(shape)
+        _check_odd_kernel(self, shape)
+
+    def generate(self, shape, dtype):
+        eye = ops.eye(shape[-2], shape[-1], dtype=dtype) * ops.cast(self.gain, dtype)
+        return eye if len(shape) == 2 else _centre_tap(eye, shape[:-2])
+
+    def get_config(self):
+        return {"gain": self.gain}
+
+
+@keras.saving.register_keras_serializable(package="keras_initkit")
+class DeltaOrthogonal(KitInitializer):
+    """Orthogonal centre tap, zeros elsewhere (Xiao et al. 2018, Dynamical Isometry and
+    a Mean Field Theory of CNNs: How to Train 10,000-Layer Vanilla Convolutional
+    Neural Networks).
+
+    For a kernel `(*spatial, in, out)` the centre tap is a Haar-orthogonal
+    `(in, out)` matrix times `gain`: `H^T H = gain^2 I` when `out <= in`, and
+    `H H^T = gain^2 I` when `out > in` (the paper takes `out >= in`). Every
+    spatial size must be odd.
+
+    Args:
+        gain: Positive multiplier (the paper uses 1 for tanh at criticality;
+            `keras_initkit.gain("relu")` for ReLU).
+        seed: None, or a non-negative integer for a reproducible sequence of draws.
+
+    Returns:
+        Called with `(shape, dtype=None)`: a tensor of rank 3 or more.
+
+    Example:
+    >>> keras.layers.Conv2D(64, 3, padding="same", kernel_initializer="kit_delta_orthogonal")
+    """
+
+    formula = "centre tap H, H^T H = gain^2 I; other taps 0"
+    min_rank = 3
+
+    def __init__(self, gain=1.0, seed=None):
+        super().__init__(seed)
+        self.gain = check_number("gain", gain, positive=True)
+
+    def check_shape(self, shape):
+        super().check_shape(shape)
+        _check_odd_kernel(self, shape)
+
+    def generate(self, shape, dtype):
+        h = orthogonal_matrix(shape[-2], shape[-1], dtype, self.next_seed(), self.gain)
+        return _centre_tap(h, shape[:-2])
+
+    def get_config(self):
+        return {"gain": self.gain, "seed": self._seed}
+
+
+def _inverse_rfft_matrix(spatial):
+    """The real matrix that maps real Fourier coefficients of a kernel to its taps.
+
+    Row j is the inverse real FFT of the j-th unit coefficient. It depends on
+    the kernel size only, so applying it with a matmul keeps the random part of
+    the scheme on any Keras backend.
+    """
+    fourier_shape = tuple(spatial[:-1]) + (spatial[-1] // 2 + 1,)
+    size = math.prod(fourier_shape)
+    units = np.eye(size).reshape((size,) + fourier_shape)
+    axes = tuple(range(1, len(spatial) + 1))
+    return np.fft.irfftn(units, s=spatial, axes=axes).reshape(size, -1)
+
+
+@keras.saving.register_keras_serializable(package="keras_initkit")
+class ConvolutionAware(KitInitializer):
+    """Convolution-aware initialization (Aghajanyan 2017), as keras-contrib offered it.
+
+    For each output filter, the `in` channel kernels get Fourier coefficients
+    that are rows of a Haar-orthogonal matrix (blocks of them when there are
+    more channels than coefficients), so the channels of a filter are
+    orthogonal in the frequency domain. The inverse real FFT turns them into
+    taps, Gaussian noise of std `eps_std` is added, and the kernel is rescaled
+    so that its sample variance is exactly `2 / fan_in` (He). A 1-tap kernel
+    has a single coefficient and gets Gaussian values instead; a rank-2 shape
+    gets an orthogonal matrix with the same variance, as keras-contrib did.
+
+    Args:
+        eps_std: Std of the noise added to the taps, >= 0 (keras-contrib: 0.05).
+        seed: None, or a non-negative integer for a reproducible sequence of draws.
+
+    Returns:
+        Called with `(shape, dtype=None)`: a tensor of rank 2 to 5.
+
+    Example:
+    >>> keras.layers.Conv2D(32, 3, kernel_initializer="kit_convolution_aware")
+    """
+
+    formula = "orthogonal Fourier basis per filter, inverse FFT, var = 2 / fan_in"
+    min_rank = 2
+
+    def __init__(self, eps_std=0.05, seed=None):
+        super().__init__(seed)
+        self.eps_std = check_number("eps_std", eps_std, non_negative=True)
+
+    def check_shape(self, shape):
+        super().check_shape(shape)
+        if len(shape) > 5:
+            raise ValueError(
+                f"ConvolutionAware handles 1D, 2D and 3D kernels (rank 3 to 5) and rank-2 "
+                f"matrices; received shape={shape} of rank {len(shape)}."
+            )
+
+    def generate(self, shape, dtype):
+        work = float_work_dtype(dtype)
+        if len(shape) == 2:
+            raw = orthogonal_matrix(shape[0], shape[1], work, self.next_seed())
+        else:
+            raw = self._fourier_kernel(shape, work)
+        fan_in, _ = compute_fans(shape)
+        raw = raw - ops.mean(raw)
+        scale = ops.sqrt((2.0 / fan_in) / ops.maximum(ops.mean(raw * raw), 1e-30))
+        return ops.cast(raw * scale, dtype)
+
+    def _fourier_kernel(self, shape, work):
+        spatial, channels, filters = shape[:-2], shape[-2], shape[-1]
+        inverse = _inverse_rfft_matrix(spatial)
+        size = inverse.shape[0]
+        if size == 1:
+            coefficients = keras.random.normal((filters, channels, 1), dtype=work,
+                                               seed=self.next_seed())
+        else:
+            blocks = channels // size + 1
+            bases = orthogonal_matrix(size, size, work, self.next_seed(),
+                                      batch=(filters, blocks))
+            coefficients = ops.reshape(bases, (filters, blocks * size, size))[:, :channels]
+        taps = ops.matmul(coefficients, ops.convert_to_tensor(inverse, dtype=work))
+        if self.eps_std:
+            taps = taps + keras.random.normal(taps.shape, stddev=self.eps_std, dtype=work,
+                                              seed=self.next_seed())
+        taps = ops.reshape(taps, (filters, channels) + tuple(spatial))
+        k = len(spatial)
+        return ops.transpose(taps, tuple(range(2, 2 + k)) + (1, 0))
+
+    def get_config(self):
+        return {"eps_std": self.eps_std, "seed": self._seed}
+
+
+@keras.saving.register_keras_serializable(package="keras_initkit")
+class ICNR(KitInitializer):
+    """ICNR: initialization for sub-pixel convolution that starts as nearest-neighbour
+    upsampling, free of checkerboard artifacts (Aitken et al. 2017, Checkerboard
+    artifact free sub-pixel convolution).
+
+    For a kernel `(*spatial, in, out)` followed by `depth_to_space` with block
+    `scale` over `d` spatial axes, `out = out0 * scale^d`. A sub-kernel
+    `(*spatial, in, out0)` is drawn from `initializer` and tiled `scale^d`
+    times along the output axis, matching the channel order of Keras/TF
+    `depth_to_space` (`(i * scale + j) * out0 + c`), so every output pixel of
+    a block starts equal.
+
+    Args:
+        scale: The upsampling factor, an integer >= 1.
+        initializer: The scheme for the sub-kernel, any initializer identifier
+            (default `"kit_he_normal"`, as in the paper).
+
+    Returns:
+        Called with `(shape, dtype=None)`: a tensor of rank 3 or more whose last
+        axis is divisible by `scale^d`.
+
+    Example:
+    >>> conv = keras.layers.Conv2D(3 * 2**2, 3, padding="same",
+    ...                            kernel_initializer=ICNR(scale=2))
+    >>> # then: tf.nn.depth_to_space(conv(x), 2)
+    """
+
+    formula = "sub-kernel from `initializer`, tiled scale^d times on the output axis"
+    min_rank = 3
+
+    def __init__(self, scale=2, initializer="kit_he_normal"):
+        super().__init__()
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Integral) or scale < 1:
+            raise ValueError(f"`scale` must be an integer >= 1; received scale={scale!r}.")
+        self.scale = int(scale)
+        try:
+            self.initializer = keras.initializers.get(initializer)
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                f"`initializer` could not be resolved: received initializer={initializer!r} "
+                f"({error})."
+            ) from None
+
+    def check_shape(self, shape):
+        super().check_shape(shape)
+        blocks = self.scale ** (len(shape) - 2)
+        if shape[-1] % blocks:
+            raise ValueError(
+                f"ICNR with scale={self.scale} on a {len(shape) - 2}D kernel needs the output "
+                f"channels divisible by scale^{len(shape) - 2} = {blocks}; received shape={shape}."
+            )
+
+    def generate(self, shape, dtype):
+        blocks = self.scale ** (len(shape) - 2)
+        sub = self.initializer(shape[:-1] + (shape[-1] // blocks,), dtype=dtype)
+        return ops.tile(sub, (1,) * (len(shape) - 1) + (blocks,))
+
+    def get_config(self):
+        return {"scale": self.scale,
+                "initializer": keras.initializers.serialize(self.initializer)}
+
+
+@keras.saving.register_keras_serializable(package="keras_initkit")
+class Sparse(KitInitializer):
+    """Sparse initialization (Martens 2010, Deep learning via Hessian-free optimization).
+
+    Each column (one output unit's incoming weights, on the flattening
+    `(prod(shape[:-1]), shape[-1])`) gets exactly `ceil(sparsity * rows)`
+    zeros at random rows; the other entries are N(0, stddev^2), as
+    `torch.nn.init.sparse_`.
+
+    Args:
+        sparsity: Fraction of zeros per column, in [0, 1). Default 0.9, close
+            to Martens' 15 non-zero inputs per unit for layers of ~150 inputs.
+        stddev: Std of the non-zero entries, > 0 (torch's default 0.01).
+        seed: None, or a non-negative integer for a reproducible sequence of draws.
+
+    Returns:
+        Called with `(shape, dtype=None)`: a tensor of rank 2 or more.
+
+    Example:
+    >>> keras.layers.Dense(128, kernel_initializer=Sparse(sparsity=0.8, stddev=0.1))
+    """
+
+    formula = "ceil(sparsity * rows) zeros per column, others N(0, stddev^2)"
+    min_rank = 2
+
+    def __init__(self, sparsity=0.9, stddev=0.01, seed=None):
+        super().__init__(seed)
+        self.sparsity = check_number("sparsity", sparsity)
+        if not 0.0 <= self.sparsity < 1.0:
+            raise ValueError(f"`sparsity` must be in [0, 1); received sparsity={sparsity}.")
+        self.stddev = check_number("stddev", stddev, positive=True)
+
+    def generate(self, shape, dtype):
+        work = float_work_dtype(dtype)
+        rows, cols = math.prod(shape[:-1]), shape[-1]
+        zeros = math.ceil(self.sparsity * rows)
+        values = keras.random.normal((rows, cols), stddev=self.stddev, dtype=work,
+                                     seed=self.next_seed())
+        # The rank of a uniform key within its column picks exactly `zeros` rows at random.
+        keys = keras.random.uniform((rows, cols), dtype="float32", seed=self.next_seed())
+        ranks = ops.argsort(ops.argsort(keys, axis=0), axis=0)
+        values = ops.where(ranks < zeros, ops.zeros_like(values), values)
+        return ops.cast(ops.reshape(values, shape), dtype)
+
+    def get_config(self):
+        return {"sparsity": self.sparsity, "stddev": self.stddev, "seed": self._seed}

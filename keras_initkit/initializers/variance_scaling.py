@@ -1,0 +1,191 @@
+"""Variance-scaling schemes: Glorot/Xavier, He/Kaiming, LeCun and the general form.
+
+Each draws weights of variance `scale / n`, where `n` is `fan_in`, `fan_out`
+or their mean, as Keras counts fans (`keras_initkit.fans.compute_fans`). The
+variance sampled is the variance promised, for every distribution:
+
+- `normal`: N(0, scale / n), untruncated (torch's `kaiming_normal_`).
+- `truncated_normal`: cut at +-2 underlying std, the underlying std widened by
+  1 / 0.87962566103423978 so that the sampled std is sqrt(scale / n) exactly
+  (Keras' choice for its named schemes, kept here).
+- `uniform`: U(-l, l) with l = sqrt(3 * scale / n).
+
+The classes subclass Keras' own `VarianceScaling`, so that `EinsumDense` hands
+them its input and output axes and their fans are right for einsum kernels.
+"""
+import math
+
+import keras
+
+from ..fans import compute_fans, gain
+from .base import KitInitializer, check_choice, check_number
+from .random import sample_normal, sample_truncated_normal, sample_uniform
+
+MODES = ("fan_in", "fan_out", "fan_avg")
+DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
+
+
+@keras.saving.register_keras_serializable(package="keras_initkit")
+class VarianceScaling(KitInitializer, keras.initializers.VarianceScaling):
+    """Weights of variance `scale * gain(activation)^2 / n`.
+
+    `n` is `fan_in`, `fan_out` or `(fan_in + fan_out) / 2` by `mode`. This is
+    the general form of Glorot & Bengio 2010, He et al. 2015 and LeCun et al.
+    1998; see the module docstring for each distribution and its correction.
+
+    Args:
+        scale: Positive multiplier of the variance.
+        mode: `"fan_in"`, `"fan_out"` or `"fan_avg"`.
+        distribution: `"normal"`, `"truncated_normal"` or `"uniform"`
+            (Keras' `"untruncated_normal"` is accepted and stored as `"normal"`).
+        activation: Optional activation name; its `keras_initkit.gain` squared
+            multiplies `scale` (`activation="relu"` with `scale=1` is He).
+        activation_params: Optional dict of parameters for the gain, for
+            example `{"negative_slope": 0.2}` for `leaky_relu`.
+        input_axes, output_axes: Optional lists of axes that override how the
+            fans are counted, as in Keras' own `VarianceScaling`.
+        seed: None, or a non-negative integer for a reproducible sequence of draws.
+
+    Returns:
+        Called with `(shape, dtype=None)`: a tensor of that shape and float dtype.
+
+    Example:
+    >>> init = VarianceScaling(mode="fan_in", distribution="normal",
+    ...                        activation="leaky_relu",
+    ...                        activation_params={"negative_slope": 0.2})
+    >>> keras.layers.Dense(64, kernel_initializer=init)
+    """
+
+    formula = "var = scale * gain(activation)^2 / fan (fan_in | fan_out | fan_avg)"
+
+    def __init__(self, scale=1.0, mode="fan_in", distribution="truncated_normal",
+                 activation=None, activation_params=None, input_axes=None,
+                 output_axes=None, seed=None):
+        KitInitializer.__init__(self, seed)
+        self.scale = check_number("scale", scale, positive=True)
+        self.mode = check_choice("mode", mode, MODES)
+        if distribution == "untruncated_normal":
+            distribution = "normal"
+        self.distribution = check_choice("distribution", distribution, DISTRIBUTIONS)
+        if activation is not None and not isinstance(activation, str):
+            raise TypeError(
+                "`activation` must be None or an activation name, so that the config stays "
+                f"serializable; received {activation!r}. For a callable f, pass "
+                "scale=keras_initkit.gain(f) ** 2 instead."
+            )
+        if activation_params is not None and not isinstance(activation_params, dict):
+            raise TypeError(
+                f"`activation_params` must be None or a dict; received {activation_params!r}."
+            )
+        if activation_params and activation is None:
+            raise ValueError("`activation_params` was given without an `activation`.")
+        self.activation = activation
+        self.activation_params = dict(activation_params) if activation_params else None
+        # Resolve the gain now: an unknown name or parameter fails at construction.
+        self._gain = 1.0 if activation is None else gain(activation, **(activation_params or {}))
+        self.input_axes = None if input_axes is None else list(input_axes)
+        self.output_axes = None if output_axes is None else list(output_axes)
+        if (self.input_axes is None) != (self.output_axes is None):
+            raise ValueError(
+                "`input_axes` and `output_axes` go together: give both or neither; received "
+                f"input_axes={input_axes!r}, output_axes={output_axes!r}."
+            )
+
+    def variance(self, shape):
+        """The variance each entry is drawn with, for a given shape."""
+        fan_in, fan_out = compute_fans(shape, self.input_axes, self.output_axes)
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}
+        return self.scale * self._gain**2 / max(1.0, fan[self.mode])
+
+    def generate(self, shape, dtype):
+        std = math.sqrt(self.variance(shape))
+        seed = self.next_seed()
+        if self.distribution == "uniform":
+            limit = math.sqrt(3.0) * std
+            return sample_uniform(shape, -limit, limit, dtype, seed)
+        sampler = sample_normal if self.distribution == "normal" else sample_truncated_normal
+        return sampler(shape, 0.0, std, dtype, seed)
+
+    def get_config(self):
+        return {
+            "scale": self.scale,
+            "mode": self.mode,
+            "distribution": self.distribution,
+            "activation": self.activation,
+            "activation_params": self.activation_params,
+            "input_axes": self.input_axes,
+            "output_axes": self.output_axes,
+            "seed": self._seed,
+        }
+
+
+class _NamedScheme(VarianceScaling):
+    """A fixed (scale, mode, distribution); only the seed and fan axes are free."""
+
+    scheme = (1.0, "fan_in", "truncated_normal")
+
+    def __init__(self, seed=None, input_axes=None, output_axes=None):
+        scale, mode, distribution = self.scheme
+        super().__init__(scale=scale, mode=mode, distribution=distribution,
+                         input_axes=input_axes, output_axes=output_axes, seed=seed)
+
+    def get_config(self):
+        return {"seed": self._seed, "input_axes": self.input_axes,
+                "output_axes": self.output_axes}
+
+
+_NAMED_DOC = """{title}
+
+    {formula_text}
+
+    Paper: {paper}.
+
+    Args:
+        seed: None, or a non-negative integer for a reproducible sequence of draws.
+        input_axes, output_axes: Optional lists of axes that override how the
+            fans are counted (EinsumDense passes them).
+
+    Returns:
+        Called with `(shape, dtype=None)`: a tensor of that shape and float dtype.
+
+    Example:
+    >>> keras.layers.Dense(64, kernel_initializer={alias!r})
+    """
+
+
+def _named(name, scheme, title, formula_text, paper, alias):
+    cls = type(name, (_NamedScheme,), {
+        "scheme": scheme,
+        "formula": formula_text.split(". ")[0],
+        "__doc__": _NAMED_DOC.format(title=title, formula_text=formula_text,
+                                     paper=paper, alias=alias),
+        "__module__": __name__,
+    })
+    return keras.saving.register_keras_serializable(package="keras_initkit")(cls)
+
+
+_GLOROT = "Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward networks"
+_HE = "He et al. 2015, Delving Deep into Rectifiers"
+_LECUN = "LeCun et al. 1998, Efficient BackProp; Klambauer et al. 2017 for SELU"
+_TRUNC = ("Truncated at +-2 underlying std, the std corrected by 1 / 0.87962566103423978 "
+          "so the variance is exact.")
+
+GlorotUniform = _named(
+    "GlorotUniform", (1.0, "fan_avg", "uniform"), "Glorot (Xavier) uniform initializer.",
+    "U(-l, l), l = sqrt(6 / (fan_in + fan_out)). Variance 2 / (fan_in + fan_out).",
+    _GLOROT, "kit_glorot_uniform")
+GlorotNormal = _named(
+    "GlorotNormal", (1.0, "fan_avg", "truncated_normal"), "Glorot (Xavier) normal initializer.",
+    "var = 2 / (fan_in + fan_out), truncated normal. " + _TRUNC, _GLOROT, "kit_glorot_normal")
+HeNormal = _named(
+    "HeNormal", (2.0, "fan_in", "truncated_normal"), "He (Kaiming) normal initializer.",
+    "var = 2 / fan_in, truncated normal. " + _TRUNC, _HE, "kit_he")
+HeUniform = _named(
+    "HeUniform", (2.0, "fan_in", "uniform"), "He (Kaiming) uniform initializer.",
+    "U(-l, l), l = sqrt(6 / fan_in). Variance 2 / fan_in.", _HE, "kit_he_uniform")
+LecunNormal = _named(
+    "LecunNormal", (1.0, "fan_in", "truncated_normal"), "LeCun normal initializer.",
+    "var = 1 / fan_in, truncated normal. " + _TRUNC, _LECUN, "kit_lecun_normal")
+LecunUniform = _named(
+    "LecunUniform", (1.0, "fan_in", "uniform"), "LeCun uniform initializer.",
+    "U(-l, l), l = sqrt(3 / fan_in). Variance 1 / fan_in.", _LECUN, "kit_lecun_uniform")
