@@ -6,7 +6,6 @@ import math
 import numbers
 
 import keras
-import numpy as np
 from keras import ops
 
 from ..fans import compute_fans
@@ -113,32 +112,22 @@ class DeltaOrthogonal(KitInitializer):
         return {"gain": self.gain, "seed": self._seed}
 
 
-def _inverse_rfft_matrix(spatial):
-    """The real matrix that maps real Fourier coefficients of a kernel to its taps.
-
-    Row j is the inverse real FFT of the j-th unit coefficient. It depends on
-    the kernel size only, so applying it with a matmul keeps the random part of
-    the scheme on any Keras backend.
-    """
-    fourier_shape = tuple(spatial[:-1]) + (spatial[-1] // 2 + 1,)
-    size = math.prod(fourier_shape)
-    units = np.eye(size).reshape((size,) + fourier_shape)
-    axes = tuple(range(1, len(spatial) + 1))
-    return np.fft.irfftn(units, s=spatial, axes=axes).reshape(size, -1)
-
-
 @keras.saving.register_keras_serializable(package="keras_initkit")
 class ConvolutionAware(KitInitializer):
-    """Convolution-aware initialization (Aghajanyan 2017), as keras-contrib offered it.
+    """Convolution-aware initialization (Aghajanyan 2017, Convolution Aware
+    Initialization), the scheme keras-contrib offered.
 
-    For each output filter, the `in` channel kernels get Fourier coefficients
-    that are rows of a Haar-orthogonal matrix (blocks of them when there are
-    more channels than coefficients), so the channels of a filter are
-    orthogonal in the frequency domain. The inverse real FFT turns them into
-    taps, Gaussian noise of std `eps_std` is added, and the kernel is rescaled
-    so that its sample variance is exactly `2 / fan_in` (He). A 1-tap kernel
-    has a single coefficient and gets Gaussian values instead; a rank-2 shape
-    gets an orthogonal matrix with the same variance, as keras-contrib did.
+    For each output filter, the `in` channel kernels are orthogonal in the
+    Fourier domain (in blocks of `taps` when there are more channels than
+    taps). The DFT is unitary (Parseval), so a Haar-orthogonal set of Fourier
+    coefficients is exactly a Haar-orthogonal set of taps, and it is sampled
+    directly in the tap domain; keras-contrib's inverse real FFT of real
+    coefficients kept only the cosine half of the spectrum, a quirk not
+    reproduced here. Gaussian noise of std `eps_std` is added, and the kernel
+    is rescaled so that its sample variance is exactly `2 / fan_in` (He). A
+    1-tap kernel has nothing to be orthogonal over and gets Gaussian values; a
+    rank-2 shape gets an orthogonal matrix with the same variance, as
+    keras-contrib did.
 
     Args:
         eps_std: Std of the noise added to the taps, >= 0 (keras-contrib: 0.05).
@@ -173,29 +162,26 @@ class ConvolutionAware(KitInitializer):
         else:
             raw = self._fourier_kernel(shape, work)
         fan_in, _ = compute_fans(shape)
-        raw = raw - ops.mean(raw)
-        scale = ops.sqrt((2.0 / fan_in) / ops.maximum(ops.mean(raw * raw), 1e-30))
+        # Scaling (not centering) keeps the channels orthogonal; np.var of the result is exact.
+        scale = ops.sqrt((2.0 / fan_in) / ops.maximum(ops.var(raw), 1e-30))
         return ops.cast(raw * scale, dtype)
 
     def _fourier_kernel(self, shape, work):
         spatial, channels, filters = shape[:-2], shape[-2], shape[-1]
-        inverse = _inverse_rfft_matrix(spatial)
-        size = inverse.shape[0]
-        if size == 1:
-            coefficients = keras.random.normal((filters, channels, 1), dtype=work,
-                                               seed=self.next_seed())
+        taps = math.prod(spatial)
+        if taps == 1:
+            kernels = keras.random.normal((filters, channels, 1), dtype=work,
+                                          seed=self.next_seed())
         else:
-            blocks = channels // size + 1
-            bases = orthogonal_matrix(size, size, work, self.next_seed(),
-                                      batch=(filters, blocks))
-            coefficients = ops.reshape(bases, (filters, blocks * size, size))[:, :channels]
-        taps = ops.matmul(coefficients, ops.convert_to_tensor(inverse, dtype=work))
+            blocks = -(-channels // taps)
+            bases = orthogonal_matrix(taps, taps, work, self.next_seed(), batch=(filters, blocks))
+            kernels = ops.reshape(bases, (filters, blocks * taps, taps))[:, :channels]
         if self.eps_std:
-            taps = taps + keras.random.normal(taps.shape, stddev=self.eps_std, dtype=work,
-                                              seed=self.next_seed())
-        taps = ops.reshape(taps, (filters, channels) + tuple(spatial))
+            kernels = kernels + keras.random.normal(kernels.shape, stddev=self.eps_std,
+                                                    dtype=work, seed=self.next_seed())
+        kernels = ops.reshape(kernels, (filters, channels) + tuple(spatial))
         k = len(spatial)
-        return ops.transpose(taps, tuple(range(2, 2 + k)) + (1, 0))
+        return ops.transpose(kernels, tuple(range(2, 2 + k)) + (1, 0))
 
     def get_config(self):
         return {"eps_std": self.eps_std, "seed": self._seed}

@@ -1,0 +1,98 @@
+"""A model that uses every kit_* alias in every kind of layer that takes initializers.
+
+Imported by the save/reload tests, and run as a script in a fresh process to
+reload a saved model and dump what it finds.
+"""
+import json
+import sys
+
+import keras
+import numpy as np
+
+import keras_initkit
+from keras_initkit.initializers import Constant, VarianceScaling
+
+L = keras.layers
+
+
+def build(npz_path):
+    """Returns (model, aliases used). `npz_path` holds the pretrained array "w" of shape (16, 16)."""
+    alias = keras.initializers.get
+    used = []
+
+    def a(name, **config):
+        used.append(name)
+        return alias({"class_name": name, "config": config}) if config else name
+
+    tokens = keras.Input((8,), dtype="int32", name="tokens")
+    x = L.Embedding(50, 16, embeddings_initializer=a("kit_random_uniform"))(tokens)
+    x = L.LSTM(8, return_sequences=True, kernel_initializer=a("kit_glorot"),
+               recurrent_initializer=a("kit_orthogonal"), bias_initializer=a("kit_zeros"))(x)
+    x = L.GRU(8, return_sequences=True, kernel_initializer=a("kit_xavier_uniform"),
+              recurrent_initializer=a("kit_identity"))(x)
+    x = L.EinsumDense("abc,cd->abd", output_shape=(None, 8), bias_axes="d",
+                      kernel_initializer=a("kit_lecun_uniform"), bias_initializer=a("kit_ones"))(x)
+    x = L.Conv1D(8, 3, padding="same", kernel_initializer=a("kit_delta_orthogonal"),
+                 bias_initializer=a("kit_constant", value=0.1))(x)
+    seq = L.GlobalAveragePooling1D()(x)
+
+    image = keras.Input((8, 8, 3), name="image")
+    y = L.Conv2D(12, 3, padding="same", kernel_initializer=a("kit_icnr", scale=2))(image)
+    y = L.Conv2DTranspose(6, 3, padding="same", kernel_initializer=a("kit_convolution_aware"))(y)
+    y = L.DepthwiseConv2D(3, padding="same", depthwise_initializer=a("kit_he_uniform"))(y)
+    y = L.SeparableConv2D(8, 3, padding="same", depthwise_initializer=a("kit_kaiming_uniform"),
+                          pointwise_initializer=a("kit_sparse", sparsity=0.5, stddev=0.1))(y)
+    img = L.GlobalAveragePooling2D()(y)
+
+    volume = keras.Input((4, 4, 4, 2), name="volume")
+    z = L.Conv3D(4, 3, padding="same", kernel_initializer=a("kit_truncated_normal"),
+                 bias_initializer=Constant(0.2))(volume)
+    vol = L.GlobalAveragePooling3D()(z)
+
+    h = L.Concatenate()([seq, img, vol])
+    for name in ["kit_he", "kit_he_normal", "kit_kaiming_normal", "kit_glorot_uniform",
+                 "kit_glorot_normal", "kit_xavier", "kit_xavier_normal", "kit_lecun_normal",
+                 "kit_random_normal", "kit_variance_scaling"]:
+        h = L.Dense(16, activation="relu", kernel_initializer=a(name))(h)
+    h = L.Dense(16, kernel_initializer=a("kit_pretrained", path=str(npz_path), key="w"))(h)
+    out = L.Dense(3, kernel_initializer=VarianceScaling(
+        scale=0.5, mode="fan_avg", distribution="uniform", activation="leaky_relu",
+        activation_params={"negative_slope": 0.2}))(h)
+    return keras.Model([tokens, image, volume], out), used
+
+
+def sample_inputs(batch=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 50, (batch, 8)).astype("int32"),
+            rng.normal(size=(batch, 8, 8, 3)).astype("float32"),
+            rng.normal(size=(batch, 4, 4, 4, 2)).astype("float32")]
+
+
+def initializers_of(model):
+    """{"layer/attribute": [class name, config]} for every initializer the model holds."""
+    found = {}
+    for layer in model.layers:
+        owners = [layer] + ([layer.cell] if hasattr(layer, "cell") else [])
+        for owner in owners:
+            for attr, value in vars(owner).items():
+                if isinstance(value, keras.initializers.Initializer):
+                    found[f"{layer.name}/{attr}"] = [type(value).__name__, value.get_config()]
+    return found
+
+
+def seeded_draws():
+    """Three successive draws of seeded kit initializers: reproducible across processes."""
+    he = keras_initkit.initializers.HeNormal(seed=7)
+    orth = keras_initkit.initializers.Orthogonal(seed=7)
+    return {f"he{i}": keras.ops.convert_to_numpy(he((6, 5))) for i in range(3)} | {
+        f"orth{i}": keras.ops.convert_to_numpy(orth((6, 5))) for i in range(2)}
+
+
+if __name__ == "__main__":  # python every_alias_model.py MODEL_PATH OUT_PREFIX
+    model_path, out = sys.argv[1], sys.argv[2]
+    model = keras.saving.load_model(model_path)
+    with open(out + ".json", "w") as f:
+        json.dump(initializers_of(model), f)
+    np.savez(out + "_weights.npz", *[keras.ops.convert_to_numpy(w) for w in model.weights])
+    np.savez(out + "_outputs.npz", keras.ops.convert_to_numpy(model(sample_inputs())))
+    np.savez(out + "_seeded.npz", **seeded_draws())
