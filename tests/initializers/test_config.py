@@ -1,0 +1,66 @@
+"""Every scheme's config holds exactly its constructor arguments and round-trips."""
+import inspect
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from keras_initkit import initializers as I
+from keras_initkit.registry import BUILTIN_ALIASES
+
+NON_DEFAULT = {  # every argument set away from its default, to catch a dropped one
+    I.Constant: {"value": 0.3},
+    I.RandomNormal: {"mean": 0.1, "stddev": 0.2, "seed": 3},
+    I.RandomUniform: {"minval": -0.3, "maxval": 0.1, "seed": 3},
+    I.TruncatedNormal: {"mean": 0.1, "stddev": 0.2, "seed": 3},
+    I.VarianceScaling: {"scale": 2.5, "mode": "fan_out", "distribution": "uniform",
+                        "activation": "leaky_relu", "activation_params": {"negative_slope": 0.3},
+                        "input_axes": [0], "output_axes": [1], "seed": 3},
+    I.Orthogonal: {"gain": 1.7, "seed": 3},
+    I.Identity: {"gain": 0.5},
+    I.DeltaOrthogonal: {"gain": 1.2, "seed": 3},
+    I.ConvolutionAware: {"eps_std": 0.1, "seed": 3},
+    I.ICNR: {"scale": 3, "initializer": I.GlorotUniform(seed=4)},
+    I.Sparse: {"sparsity": 0.4, "stddev": 0.3, "seed": 3},
+    I.Pretrained: {"path": "weights.npz", "key": "dense/kernel"},
+}
+for cls in (I.GlorotUniform, I.GlorotNormal, I.HeNormal, I.HeUniform, I.LecunNormal,
+            I.LecunUniform):
+    NON_DEFAULT[cls] = {"seed": 3, "input_axes": [0, 1], "output_axes": [2]}
+NON_DEFAULT[I.Zeros] = NON_DEFAULT[I.Ones] = {}
+
+
+def test_every_aliased_class_is_covered():
+    assert set(BUILTIN_ALIASES.values()) == set(NON_DEFAULT)
+
+
+@pytest.mark.parametrize("cls", list(NON_DEFAULT), ids=lambda c: c.__name__)
+def test_config_is_exactly_the_constructor_arguments(cls):
+    init = cls(**NON_DEFAULT[cls])
+    config = init.get_config()
+    assert set(config) == set(inspect.signature(cls.__init__).parameters) - {"self"}
+    json.dumps(config)  # serializable as it stands
+    clone = cls.from_config(config)
+    assert type(clone) is cls and clone.get_config() == config
+    restored = keras.initializers.deserialize(keras.initializers.serialize(init))
+    assert type(restored) is cls and restored.get_config() == config
+
+
+@pytest.mark.parametrize("cls", [c for c in NON_DEFAULT if c is not I.Pretrained],
+                         ids=lambda c: c.__name__)
+def test_a_seeded_clone_draws_the_same_sequence(cls):
+    kwargs = dict(NON_DEFAULT[cls])
+    kwargs.pop("input_axes", None), kwargs.pop("output_axes", None)
+    if cls is I.VarianceScaling:
+        kwargs["input_axes"], kwargs["output_axes"] = [0, 1, 2], [3]
+    shape = (3, 3, 4, 6) if cls is not I.ICNR else (3, 3, 4, 18)
+    a, b = cls(**kwargs), cls.from_config(cls(**kwargs).get_config())
+    for _ in range(2):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a(shape)),
+                                      keras.ops.convert_to_numpy(b(shape)))
+
+
+def test_keras_spelling_of_the_untruncated_normal_is_stored_canonically():
+    init = I.VarianceScaling(distribution="untruncated_normal")
+    assert init.get_config()["distribution"] == "normal"
