@@ -80,6 +80,28 @@ def initializers_of(model):
     return found
 
 
+def weight_initializers(model):
+    """{weight path: the initializer that made it}, for every weight of the model."""
+    made_by = {}
+    for layer in model.layers:
+        owners = [layer] + ([layer.cell] if hasattr(layer, "cell") else [])
+        for owner in owners:
+            for attr, init in vars(owner).items():
+                for name in _WEIGHT_OF.get(attr, ()):
+                    weight = getattr(owner, name, None)
+                    if isinstance(init, keras.initializers.Initializer) and weight is not None:
+                        made_by[weight.path] = init
+                        break
+    return made_by
+
+
+_WEIGHT_OF = {  # initializer attribute -> the weight it makes (DepthwiseConv2D calls it kernel)
+    "kernel_initializer": ["kernel"], "bias_initializer": ["bias"],
+    "recurrent_initializer": ["recurrent_kernel"], "embeddings_initializer": ["embeddings"],
+    "depthwise_initializer": ["depthwise_kernel", "kernel"],
+    "pointwise_initializer": ["pointwise_kernel"]}
+
+
 def seeded_draws():
     """Three successive draws of seeded kit initializers: reproducible across processes."""
     he = keras_initkit.initializers.HeNormal(seed=7)
