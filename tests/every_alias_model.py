@@ -68,30 +68,29 @@ def sample_inputs(batch=4, seed=0):
             rng.normal(size=(batch, 4, 4, 4, 2)).astype("float32")]
 
 
+def _initializer_attributes(model):
+    """(layer, owner, attribute, initializer) for every initializer a model's layers hold."""
+    for layer in model.layers:
+        for owner in [layer] + ([layer.cell] if hasattr(layer, "cell") else []):
+            for attr, init in vars(owner).items():
+                if isinstance(init, keras.initializers.Initializer):
+                    yield layer, owner, attr, init
+
+
 def initializers_of(model):
     """{"layer/attribute": [class name, config]} for every initializer the model holds."""
-    found = {}
-    for layer in model.layers:
-        owners = [layer] + ([layer.cell] if hasattr(layer, "cell") else [])
-        for owner in owners:
-            for attr, value in vars(owner).items():
-                if isinstance(value, keras.initializers.Initializer):
-                    found[f"{layer.name}/{attr}"] = [type(value).__name__, value.get_config()]
-    return found
+    return {f"{layer.name}/{attr}": [type(init).__name__, init.get_config()]
+            for layer, _, attr, init in _initializer_attributes(model)}
 
 
 def weight_initializers(model):
     """{weight path: the initializer that made it}, for every weight of the model."""
     made_by = {}
-    for layer in model.layers:
-        owners = [layer] + ([layer.cell] if hasattr(layer, "cell") else [])
-        for owner in owners:
-            for attr, init in vars(owner).items():
-                for name in _WEIGHT_OF.get(attr, ()):
-                    weight = getattr(owner, name, None)
-                    if isinstance(init, keras.initializers.Initializer) and weight is not None:
-                        made_by[weight.path] = init
-                        break
+    for _, owner, attr, init in _initializer_attributes(model):
+        weights = [getattr(owner, name, None) for name in _WEIGHT_OF.get(attr, ())]
+        weights = [w for w in weights if w is not None]
+        if weights:
+            made_by[weights[0].path] = init
     return made_by
 
 

@@ -56,6 +56,15 @@ def check_seed(seed):
     return int(seed)
 
 
+def check_representable(name, value, dtype):
+    """Refuses a non-integer `value` for an integer dtype instead of truncating it silently."""
+    if dtype not in FLOAT_DTYPES and float(value) != int(value):
+        raise TypeError(
+            f"`{name}`={value} cannot be stored exactly in dtype={dtype}; use a float dtype "
+            "or an integer value."
+        )
+
+
 def float_work_dtype(dtype):
     """Half precisions are sampled in float32 and cast: erfinv and QR need the bits."""
     return "float32" if dtype in ("float16", "bfloat16") else dtype

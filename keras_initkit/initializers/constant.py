@@ -7,7 +7,7 @@ for biases, normalization scales and controlled experiments.
 import keras
 from keras import ops
 
-from .base import KitInitializer, check_number
+from .base import KitInitializer, check_number, check_representable
 
 
 @keras.saving.register_keras_serializable(package="keras_initkit")
@@ -32,6 +32,7 @@ class Constant(KitInitializer):
         self.value = check_number("value", value)
 
     def generate(self, shape, dtype):
+        check_representable("value", self.value, dtype)
         return ops.full(shape, self.value, dtype=dtype)
 
     def get_config(self):
@@ -55,6 +56,9 @@ class Zeros(Constant):
     def __init__(self):
         KitInitializer.__init__(self)
 
+    def generate(self, shape, dtype):
+        return ops.zeros(shape, dtype=dtype)  # tf.zeros' fast path; ops.full converts the value
+
     def get_config(self):
         return {}
 
@@ -75,6 +79,9 @@ class Ones(Constant):
 
     def __init__(self):
         KitInitializer.__init__(self)
+
+    def generate(self, shape, dtype):
+        return ops.ones(shape, dtype=dtype)
 
     def get_config(self):
         return {}

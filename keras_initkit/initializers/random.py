@@ -20,16 +20,19 @@ TRUNCATED_STD = 0.87962566103423978
 _TWO_SIGMA_MASS = math.erf(math.sqrt(2.0))
 
 
+def _cast(x, dtype):
+    return x if dtype == float_work_dtype(dtype) else ops.cast(x, dtype)
+
+
 def sample_normal(shape, mean, stddev, dtype, seed):
     work = float_work_dtype(dtype)
-    x = keras.random.normal(shape, mean=mean, stddev=stddev, dtype=work, seed=seed)
-    return ops.cast(x, dtype)
+    return _cast(keras.random.normal(shape, mean=mean, stddev=stddev, dtype=work, seed=seed), dtype)
 
 
 def sample_uniform(shape, minval, maxval, dtype, seed):
     work = float_work_dtype(dtype)
-    x = keras.random.uniform(shape, minval=minval, maxval=maxval, dtype=work, seed=seed)
-    return ops.cast(x, dtype)
+    return _cast(keras.random.uniform(shape, minval=minval, maxval=maxval, dtype=work, seed=seed),
+                 dtype)
 
 
 def sample_truncated_normal(shape, mean, stddev, dtype, seed):
@@ -38,10 +41,12 @@ def sample_truncated_normal(shape, mean, stddev, dtype, seed):
     v = keras.random.uniform(
         shape, minval=-_TWO_SIGMA_MASS, maxval=_TWO_SIGMA_MASS, dtype=work, seed=seed
     )
-    x = ops.erfinv(v) * (math.sqrt(2.0) * stddev / TRUNCATED_STD)
+    x = ops.erfinv(v)
+    del v  # free it before the next full-size op: peak memory stays at two temporaries
+    x = x * (math.sqrt(2.0) * stddev / TRUNCATED_STD)
     if mean:
         x = x + mean
-    return ops.cast(x, dtype)
+    return _cast(x, dtype)
 
 
 @keras.saving.register_keras_serializable(package="keras_initkit")

@@ -9,7 +9,7 @@ import keras
 from keras import ops
 
 from ..fans import compute_fans
-from .base import KitInitializer, check_number, float_work_dtype
+from .base import KitInitializer, check_number, check_representable, float_work_dtype
 from .orthogonal import orthogonal_matrix
 
 
@@ -20,18 +20,22 @@ def _centre_tap(matrix, spatial):
     return ops.pad(matrix, [(s // 2, s // 2) for s in spatial] + [(0, 0), (0, 0)])
 
 
-def _check_odd_kernel(initializer, shape):
-    even = [s for s in shape[:-2] if s % 2 == 0]
-    if len(shape) >= 3 and even:
-        raise ValueError(
-            f"{type(initializer).__name__} puts its matrix at the centre tap, which needs an odd "
-            f"size on every spatial axis; received kernel shape {shape} with spatial sizes "
-            f"{shape[:-2]}."
-        )
+class _CentreTapScheme(KitInitializer):
+    """A scheme that puts a matrix at the centre tap of a conv kernel: every spatial size odd."""
+
+    def check_shape(self, shape):
+        super().check_shape(shape)
+        even = [s for s in shape[:-2] if s % 2 == 0]
+        if len(shape) >= 3 and even:
+            raise ValueError(
+                f"{type(self).__name__} puts its matrix at the centre tap, which needs an odd "
+                f"size on every spatial axis; received kernel shape {shape} with spatial sizes "
+                f"{shape[:-2]}."
+            )
 
 
 @keras.saving.register_keras_serializable(package="keras_initkit")
-class Identity(KitInitializer):
+class Identity(_CentreTapScheme):
     """Identity matrix times `gain`; for a conv kernel, the Dirac (centre-tap) kernel.
 
     Rank 2: `W[i, i] = gain` for `i < min(rows, cols)`, zeros elsewhere, as
@@ -58,12 +62,11 @@ class Identity(KitInitializer):
         super().__init__()
         self.gain = check_number("gain", gain, positive=True)
 
-    def check_shape(self, shape):
-        super().check_shape(shape)
-        _check_odd_kernel(self, shape)
-
     def generate(self, shape, dtype):
-        eye = ops.eye(shape[-2], shape[-1], dtype=dtype) * ops.cast(self.gain, dtype)
+        check_representable("gain", self.gain, dtype)
+        eye = ops.eye(shape[-2], shape[-1], dtype=dtype)
+        if self.gain != 1.0:  # the default needs no second pass over the tensor
+            eye = eye * ops.cast(self.gain, dtype)
         return eye if len(shape) == 2 else _centre_tap(eye, shape[:-2])
 
     def get_config(self):
@@ -71,7 +74,7 @@ class Identity(KitInitializer):
 
 
 @keras.saving.register_keras_serializable(package="keras_initkit")
-class DeltaOrthogonal(KitInitializer):
+class DeltaOrthogonal(_CentreTapScheme):
     """Orthogonal centre tap, zeros elsewhere (Xiao et al. 2018, Dynamical Isometry and
     a Mean Field Theory of CNNs: How to Train 10,000-Layer Vanilla Convolutional
     Neural Networks).
@@ -99,10 +102,6 @@ class DeltaOrthogonal(KitInitializer):
     def __init__(self, gain=1.0, seed=None):
         super().__init__(seed)
         self.gain = check_number("gain", gain, positive=True)
-
-    def check_shape(self, shape):
-        super().check_shape(shape)
-        _check_odd_kernel(self, shape)
 
     def generate(self, shape, dtype):
         h = orthogonal_matrix(shape[-2], shape[-1], dtype, self.next_seed(), self.gain)

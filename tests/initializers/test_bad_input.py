@@ -86,3 +86,10 @@ def test_a_saved_model_naming_a_deleted_pretrained_file_still_builds_the_initial
     init = keras.initializers.deserialize(keras.initializers.serialize(
         I.Pretrained(str(tmp_path / "deleted.npz"), "w")))
     assert init.get_config()["key"] == "w"
+
+
+@pytest.mark.parametrize("init", [I.Constant(0.5), I.Identity(gain=1.5)], ids=repr)
+def test_a_fraction_is_not_truncated_into_an_integer_dtype(init):
+    with pytest.raises(TypeError, match="int32"):
+        init((3, 3), dtype="int32")
+    assert keras.backend.standardize_dtype(type(init)(2)((3, 3), dtype="int32").dtype) == "int32"

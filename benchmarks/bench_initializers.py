@@ -1,0 +1,126 @@
+"""Time and memory of every scheme that has a Keras built-in twin, against that twin.
+
+    python benchmarks/bench_initializers.py [--rounds 7] [--quick]
+
+For each scheme and shape, ours and the Keras twin run alternately in the same
+process; the median of the rounds is reported, with the ratio ours / Keras.
+Peak extra memory is the allocator's peak during one call, less the output
+tensor, in units of the output tensor's size. Targets: every ratio
+<= 1.0, the truncated-normal schemes (He, LeCun and Glorot normal) <= 0.65,
+peak extra memory <= 2x the output.
+"""
+import argparse
+import gc
+import os
+import platform
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_initkit.initializers as kit  # noqa: E402
+
+K = keras.initializers
+SHAPES = [(4096, 4096), (3, 3, 512, 512)]
+TRUNCATED = {"glorot_normal", "he_normal", "lecun_normal"}
+
+# name -> (ours, Keras' twin). Keras' TruncatedNormal(stddev=s) samples std 0.88 s and ours
+# samples s; the work is the same kind, so the timing comparison stands.
+PAIRS = {
+    "zeros": (kit.Zeros(), K.Zeros()),
+    "ones": (kit.Ones(), K.Ones()),
+    "constant": (kit.Constant(0.1), K.Constant(0.1)),
+    "random_normal": (kit.RandomNormal(), K.RandomNormal()),
+    "random_uniform": (kit.RandomUniform(), K.RandomUniform()),
+    "truncated_normal": (kit.TruncatedNormal(), K.TruncatedNormal()),
+    "glorot_uniform": (kit.GlorotUniform(), K.GlorotUniform()),
+    "glorot_normal": (kit.GlorotNormal(), K.GlorotNormal()),
+    "he_normal": (kit.HeNormal(), K.HeNormal()),
+    "he_uniform": (kit.HeUniform(), K.HeUniform()),
+    "lecun_normal": (kit.LecunNormal(), K.LecunNormal()),
+    "lecun_uniform": (kit.LecunUniform(), K.LecunUniform()),
+    "variance_scaling": (kit.VarianceScaling(2.0, "fan_in", "truncated_normal"),
+                         K.VarianceScaling(2.0, "fan_in", "truncated_normal")),
+    "orthogonal": (kit.Orthogonal(), K.Orthogonal()),
+    "identity": (kit.Identity(), K.Identity()),  # Keras' Identity takes rank 2 only
+}
+
+
+def _sync(x):
+    """Waits for the tensor (a device may run asynchronously) by reading one element."""
+    return float(keras.ops.convert_to_numpy(x[(0,) * len(x.shape)]))
+
+
+def time_call(init, shape, calls=1):
+    """Seconds per call, over `calls` calls (cheap schemes are batched above timer noise)."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        _sync(init(shape))
+    return (time.perf_counter() - start) / calls
+
+
+def peak_extra_memory(init, shape):
+    """Peak memory of one call beyond its output, in units of the output's size.
+
+    Read from TensorFlow's allocator statistics (`get_memory_info`), which count every
+    tensor allocated on the device during the call, temporaries included.
+    """
+    import tensorflow as tf
+
+    device = "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
+    gc.collect()
+    tf.config.experimental.reset_memory_stats(device)
+    before = tf.config.experimental.get_memory_info(device)["current"]
+    out = init(shape)
+    _sync(out)
+    peak = tf.config.experimental.get_memory_info(device)["peak"]
+    out_bytes = int(np.prod(shape)) * 4
+    return (peak - before - out_bytes) / out_bytes
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="3 rounds, fewer schemes")
+    args = parser.parse_args()
+    rounds = 3 if args.quick else args.rounds
+    names = ["zeros", "he_normal", "glorot_uniform"] if args.quick else list(PAIRS)
+    print(f"keras {keras.__version__}, backend {keras.backend.backend()}, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"{time.strftime('%Y-%m-%d')}, median of {rounds} rounds, float32\n")
+    print("| scheme | shape | ours ms | Keras ms | ratio | ours extra mem | Keras extra mem |")
+    print("|---|---|---|---|---|---|---|")
+    worst, truncated_worst, memory_worst = 0.0, 0.0, 0.0
+    for name in names:
+        ours, twin = PAIRS[name]
+        for shape in SHAPES:
+            if name == "identity" and len(shape) != 2:
+                continue
+            time_call(ours, shape), time_call(twin, shape)  # warm-up: kernels, allocations
+            calls = max(1, int(0.1 / max(time_call(twin, shape), 1e-6)))  # >= 0.1 s a round
+            times = {"ours": [], "keras": []}
+            for i in range(rounds):  # interleaved, in alternating order: drift hits both alike
+                for side in (("ours", "keras") if i % 2 == 0 else ("keras", "ours")):
+                    init = ours if side == "ours" else twin
+                    times[side].append(time_call(init, shape, calls))
+            ms_ours = 1e3 * statistics.median(times["ours"])
+            ms_keras = 1e3 * statistics.median(times["keras"])
+            ratio = ms_ours / ms_keras
+            mem_ours, mem_keras = peak_extra_memory(ours, shape), peak_extra_memory(twin, shape)
+            memory_worst = max(memory_worst, mem_ours)
+            worst = max(worst, ratio)
+            if name in TRUNCATED:
+                truncated_worst = max(truncated_worst, ratio)
+            print(f"| {name} | {shape} | {ms_ours:.1f} | {ms_keras:.1f} | {ratio:.2f} | "
+                  f"{mem_ours:.2f}x | {mem_keras:.2f}x |", flush=True)
+    print(f"\nworst ratio {worst:.2f} (target <= 1.0); truncated-normal schemes worst "
+          f"{truncated_worst:.2f} (target <= 0.65); worst extra memory {memory_worst:.2f}x "
+          "the output (target <= 2)")
+
+
+if __name__ == "__main__":
+    main()
