@@ -37,6 +37,8 @@ for name, init in schemes.items():
                     "type": type(x).__name__}
 x = keras.ops.convert_to_numpy(I.Orthogonal(seed=2)((96, 64)))
 report["orth_error"] = float(np.abs(x.T @ x - np.eye(64)).max())
+x = keras.ops.convert_to_numpy(I.Orthogonal(seed=2)((1024, 256)))  # the CholeskyQR2 path
+report["orth_cholesky_error"] = float(np.abs(x.T @ x - np.eye(256)).max())
 report["pretrained"] = keras.ops.convert_to_numpy(I.Pretrained(sys.argv[1], "w")((3, 4))).tolist()
 layer = keras.layers.Dense(8, kernel_initializer="kit_he")
 layer.build((None, 16))
@@ -65,6 +67,6 @@ def test_every_scheme_runs_on_the_numpy_backend(subprocess_env, tmp_path):
         if isinstance(entry, dict):
             assert entry["shape"] == [3, 3, 32, 64] and entry["type"] == "ndarray", name
     assert report["Ones"]["mean"] == 1.0 and report["Constant"]["mean"] == 0.5
-    assert report["orth_error"] < 1e-5
+    assert report["orth_error"] < 1e-5 and report["orth_cholesky_error"] < 1e-5
     assert report["pretrained"] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
     assert abs(report["dense_kernel_var"] * 16 / 2 - 1) < 0.6  # 128 draws: a loose sanity bound
