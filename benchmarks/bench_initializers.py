@@ -86,9 +86,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="3 rounds, fewer schemes")
+    parser.add_argument("--schemes", help="comma-separated subset, e.g. he_normal,orthogonal")
     args = parser.parse_args()
     rounds = 3 if args.quick else args.rounds
     names = ["zeros", "he_normal", "glorot_uniform"] if args.quick else list(PAIRS)
+    if args.schemes:
+        names = args.schemes.split(",")
+        unknown = sorted(set(names) - set(PAIRS))
+        if unknown:
+            parser.error(f"unknown schemes {unknown}; choose from {', '.join(PAIRS)}")
     print(f"keras {keras.__version__}, backend {keras.backend.backend()}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"{time.strftime('%Y-%m-%d')}, median of {rounds} rounds, float32\n")

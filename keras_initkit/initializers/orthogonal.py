@@ -45,7 +45,7 @@ def _cholesky_q(a, gain):
     """
     n = a.shape[-1]
     for last in (False, True):
-        chol = ops.cholesky(ops.matmul(ops.transpose(a), a))
+        chol = ops.cholesky(ops.einsum("ki,kj->ij", a, a))  # no transposed copy of a
         r_inverse = ops.transpose(ops.solve_triangular(chol, ops.eye(n, dtype=a.dtype),
                                                        lower=True))
         if last:
