@@ -24,8 +24,10 @@ def _arrays(path, _stamp):
         for variable in model.weights:
             value = keras.ops.convert_to_numpy(variable)
             arrays[variable.path] = value
-            # Also reachable without the outermost model's name: "dense/kernel".
-            arrays.setdefault(variable.path.partition("/")[2] or variable.path, value)
+            # A Sequential model names its weights "model/layer/weight" before saving and
+            # "layer/weight" after loading; accept the form the user saw in training too.
+            if not variable.path.startswith(model.name + "/"):
+                arrays.setdefault(f"{model.name}/{variable.path}", value)
         return arrays
     import h5py
 
@@ -44,9 +46,9 @@ class Pretrained(KitInitializer):
     Keys by file type:
 
     - `.npz`: the array's name in the archive.
-    - `.keras`: the weight's path in the saved model, `variable.path`, for
-      example `"sequential/dense/kernel"`, or the same without the outermost
-      model's name, `"dense/kernel"`.
+    - `.keras`: the weight's path, `variable.path`, in the reloaded model,
+      for example `"dense/kernel"`, or the same behind the model's name,
+      `"sequential/dense/kernel"`, as a Sequential model names it before saving.
     - `.h5` / `.weights.h5`: the dataset's path inside the HDF5 file, for
       example `"layers/dense/vars/0"`.
 
