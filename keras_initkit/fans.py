@@ -11,7 +11,8 @@ import numpy as np
 __all__ = ["compute_fans", "gain", "GAIN_NAMES"]
 
 
-def _check_axes(name, axes, rank):
+def check_axes(name, axes, rank=None):
+    """A list of integer axes (or None); with `rank`, each must index a shape of that rank."""
     if axes is None:
         return None
     if isinstance(axes, numbers.Integral) and not isinstance(axes, bool):
@@ -22,7 +23,7 @@ def _check_axes(name, axes, rank):
         raise ValueError(
             f"`{name}` must be None or a list of integer axes; received {name}={axes!r}."
         )
-    for a in axes:
+    for a in axes if rank is not None else ():
         if not -rank <= a < rank:
             raise ValueError(
                 f"`{name}` holds axis {a}, which is out of range for a shape of rank {rank}; "
@@ -55,8 +56,8 @@ def compute_fans(shape, input_axes=None, output_axes=None):
     """
     shape = tuple(int(d) for d in shape)
     rank = len(shape)
-    input_axes = _check_axes("input_axes", input_axes, rank)
-    output_axes = _check_axes("output_axes", output_axes, rank)
+    input_axes = check_axes("input_axes", input_axes, rank)
+    output_axes = check_axes("output_axes", output_axes, rank)
     if input_axes is not None and output_axes is not None:
         return (math.prod(shape[a] for a in input_axes),
                 math.prod(shape[a] for a in output_axes))
@@ -118,6 +119,7 @@ GAIN_NAMES = tuple(sorted(set(_TORCH_GAINS) | set(_NUMERIC_ACTIVATIONS)))
 # A fine trapezoid grid on [-12, 12] is exact to ~1e-9 even for kinked activations,
 # where Gauss-Hermite quadrature converges slowly; the mass beyond 12 sigma is < 1e-32.
 _Z = np.linspace(-12.0, 12.0, 48001)
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # NumPy 2 renamed it
 _PDF = np.exp(-0.5 * _Z**2) / math.sqrt(2 * math.pi)
 
 
@@ -128,7 +130,7 @@ def _second_moment(fn):
             "An activation callable must map an array elementwise to an array of the same "
             f"shape; it returned shape {values.shape} for an input of shape {_Z.shape}."
         )
-    return float(np.trapezoid(values**2 * _PDF, _Z))
+    return float(_trapezoid(values**2 * _PDF, _Z))
 
 
 def _call_activation(fn):
@@ -150,11 +152,14 @@ def _check_params(name, params, allowed):
             f"gain('{name}') received unknown parameter(s) {unknown}; it takes {allowed_text}."
         )
     for key, value in params.items():
-        if isinstance(value, bool) and key != "approximate":
+        if key == "approximate":
+            if not isinstance(value, bool):
+                raise ValueError(f"gain('{name}'): `approximate` must be True or False; "
+                                 f"received approximate={value!r}.")
+            continue
+        if isinstance(value, bool):
             raise ValueError(f"gain('{name}'): `{key}` must be a number; received {value!r}.")
-        if key != "approximate" and not (
-            isinstance(value, numbers.Real) and math.isfinite(value)
-        ):
+        if not (isinstance(value, numbers.Real) and math.isfinite(value)):
             raise ValueError(
                 f"gain('{name}'): `{key}` must be a finite number; received {key}={value!r}."
             )

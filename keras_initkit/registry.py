@@ -179,8 +179,12 @@ def list_initializers():
     >>> [i.alias for i in keras_initkit.list_initializers()][:3]
     ['kit_constant', 'kit_convolution_aware', 'kit_delta_orthogonal']
     """
-    return [InitializerInfo(alias, cls, getattr(cls, "formula", "") or "")
-            for alias, cls in sorted(_aliases.items())]
+    return [InitializerInfo(alias, cls, _formula(cls)) for alias, cls in sorted(_aliases.items())]
+
+
+def _formula(cls):
+    """The class's `formula`, else the first line of its docstring."""
+    return getattr(cls, "formula", "") or (inspect.getdoc(cls) or "").partition("\n")[0]
 
 
 for _alias, _cls in BUILTIN_ALIASES.items():

@@ -89,6 +89,7 @@ def test_every_listed_name_has_a_positive_gain():
     ((3,), {}, TypeError, "activation"),
     ((lambda x: x * 0,), {}, ValueError, "second moment"),
     ((np.tanh,), {"alpha": 1}, ValueError, "partial"),
+    (("gelu",), {"approximate": "none"}, ValueError, "approximate"),
 ])
 def test_bad_gain_arguments(args, kwargs, error, word):
     with pytest.raises(error, match=word):

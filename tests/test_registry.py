@@ -73,6 +73,8 @@ def test_register_a_function(tmp_path):
 def test_register_a_subclass():
     @keras_initkit.register_initializer("kit_test_scaled_eye")
     class ScaledEye(keras.initializers.Initializer):
+        """Identity times a factor."""
+
         def __init__(self, factor=2.0):
             self.factor = factor
 
@@ -84,6 +86,8 @@ def test_register_a_subclass():
 
     init = keras_initkit.get("kit_test_scaled_eye")
     assert isinstance(init, ScaledEye)
+    info = {i.alias: i for i in keras_initkit.list_initializers()}["kit_test_scaled_eye"]
+    assert info.formula == "Identity times a factor."
     restored = keras.initializers.deserialize(keras.initializers.serialize(ScaledEye(3.0)))
     assert isinstance(restored, ScaledEye) and restored.factor == 3.0
 

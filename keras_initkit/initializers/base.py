@@ -10,6 +10,7 @@ import numbers
 import random as python_random
 
 import keras
+import ml_dtypes
 import numpy as np
 from keras import ops
 
@@ -57,11 +58,18 @@ def check_seed(seed):
 
 
 def check_representable(name, value, dtype):
-    """Refuses a non-integer `value` for an integer dtype instead of truncating it silently."""
-    if dtype not in FLOAT_DTYPES and float(value) != int(value):
+    """Refuses a value that `dtype` would truncate, wrap around or overflow to inf."""
+    if dtype == "bool":
+        ok = value in (0, 1)
+    elif dtype in FLOAT_DTYPES:
+        ok = abs(value) <= float(ml_dtypes.finfo(dtype).max)
+    else:
+        info = np.iinfo(dtype)
+        ok = float(value) == int(value) and info.min <= value <= info.max
+    if not ok:
         raise TypeError(
-            f"`{name}`={value} cannot be stored exactly in dtype={dtype}; use a float dtype "
-            "or an integer value."
+            f"`{name}`={value} cannot be stored exactly in dtype={dtype}; use a wider "
+            "dtype or another value."
         )
 
 
@@ -99,18 +107,23 @@ class KitInitializer(keras.initializers.Initializer):
         self._draws += 1
         return int(state[0]) % _MAX_SEED + 1
 
-    # Keras' EinsumDense copies a VarianceScaling initializer with
-    # `config["seed"] = initializer.seed`; handing it the next seed keeps two
-    # EinsumDense layers that share one instance from getting equal kernels.
-    seed = property(next_seed)
+    @property
+    def seed(self):
+        """A fresh integer seed for a copy of this initializer, from a stream of its own.
+
+        Keras' EinsumDense copies a VarianceScaling initializer with
+        `config["seed"] = initializer.seed`; a new seed per read keeps two
+        EinsumDense layers that share one instance from getting equal kernels,
+        and the separate stream leaves this instance's own draws unchanged.
+        """
+        if self._seed is None:
+            return python_random.randint(1, _MAX_SEED)
+        self._copies = getattr(self, "_copies", 0) + 1
+        state = np.random.SeedSequence([self._seed, self._copies, 1]).generate_state(1)
+        return int(state[0]) % _MAX_SEED + 1
 
     def check_shape(self, shape):
-        """Raises a ValueError for a shape the scheme cannot fill (override to add rules)."""
-        if len(shape) < self.min_rank:
-            raise ValueError(
-                f"{type(self).__name__} needs a shape of rank {self.min_rank} or more; "
-                f"received shape={shape} of rank {len(shape)}."
-            )
+        """Raises a ValueError for a non-empty shape the scheme cannot fill (beyond its rank)."""
 
     def __call__(self, shape, dtype=None):
         try:
@@ -127,9 +140,14 @@ class KitInitializer(keras.initializers.Initializer):
                 f"{type(self).__name__} draws random floats, so `dtype` must be one of "
                 f"{', '.join(FLOAT_DTYPES)}; received dtype={dtype}."
             )
-        self.check_shape(shape)
+        if len(shape) < self.min_rank:
+            raise ValueError(
+                f"{type(self).__name__} needs a shape of rank {self.min_rank} or more; "
+                f"received shape={shape} of rank {len(shape)}."
+            )
         if 0 in shape:  # nothing to draw, and no fan to divide by
             return ops.zeros(shape, dtype=dtype)
+        self.check_shape(shape)
         return self.generate(shape, dtype)
 
     def generate(self, shape, dtype):

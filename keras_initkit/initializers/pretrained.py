@@ -82,8 +82,10 @@ class Pretrained(KitInitializer):
             raise ValueError(
                 f"`path` must name a file ending in {', '.join(SUFFIXES)}; received path={path!r}."
             )
-        if not isinstance(key, str) or not key:
-            raise TypeError(f"`key` must be a non-empty string; received key={key!r}.")
+        if not isinstance(key, str):
+            raise TypeError(f"`key` must be a string; received key={key!r}.")
+        if not key:
+            raise ValueError("`key` must name an array of the file; received key=''.")
         self.path = path
         self.key = key
 

@@ -12,7 +12,7 @@ import math
 import keras
 from keras import ops
 
-from .base import KitInitializer, check_number, float_work_dtype
+from .base import KitInitializer, check_number, check_representable, float_work_dtype
 
 # Std of N(0, 1) truncated to [-2, 2]; the same constant Keras' VarianceScaling uses.
 TRUNCATED_STD = 0.87962566103423978
@@ -77,6 +77,7 @@ class RandomNormal(KitInitializer):
         self.stddev = check_number("stddev", stddev, positive=True)
 
     def generate(self, shape, dtype):
+        check_representable("|mean| + 6 * stddev", abs(self.mean) + 6 * self.stddev, dtype)
         return self.sampler(shape, self.mean, self.stddev, dtype, self.next_seed())
 
     def get_config(self):
@@ -113,6 +114,8 @@ class RandomUniform(KitInitializer):
             )
 
     def generate(self, shape, dtype):
+        check_representable("max(|minval|, |maxval|)", max(abs(self.minval), abs(self.maxval)),
+                            dtype)
         return sample_uniform(shape, self.minval, self.maxval, dtype, self.next_seed())
 
     def get_config(self):

@@ -6,6 +6,7 @@ import math
 import numbers
 
 import keras
+import numpy as np
 from keras import ops
 
 from ..fans import compute_fans
@@ -111,22 +112,36 @@ class DeltaOrthogonal(_CentreTapScheme):
         return {"gain": self.gain, "seed": self._seed}
 
 
+def _inverse_rfft_matrix(spatial):
+    """The real matrix that maps the real Fourier coefficients of a kernel to its taps.
+
+    Row j is `irfftn` of the j-th unit coefficient array (of the `rfftn` shape
+    of the kernel). It depends on the kernel size alone, so the random part of
+    the scheme stays in `keras.ops` and runs on any backend.
+    """
+    fourier_shape = tuple(spatial[:-1]) + (spatial[-1] // 2 + 1,)
+    size = math.prod(fourier_shape)
+    units = np.eye(size).reshape((size,) + fourier_shape)
+    axes = tuple(range(1, len(spatial) + 1))
+    return np.fft.irfftn(units, s=spatial, axes=axes).reshape(size, -1)
+
+
 @keras.saving.register_keras_serializable(package="keras_initkit")
 class ConvolutionAware(KitInitializer):
     """Convolution-aware initialization (Aghajanyan 2017, Convolution Aware
-    Initialization), the scheme keras-contrib offered.
+    Initialization), following keras-contrib's `ConvolutionAware`.
 
-    For each output filter, the `in` channel kernels are orthogonal in the
-    Fourier domain (in blocks of `taps` when there are more channels than
-    taps). The DFT is unitary (Parseval), so a Haar-orthogonal set of Fourier
-    coefficients is exactly a Haar-orthogonal set of taps, and it is sampled
-    directly in the tap domain; keras-contrib's inverse real FFT of real
-    coefficients kept only the cosine half of the spectrum, a quirk not
-    reproduced here. Gaussian noise of std `eps_std` is added, and the kernel
-    is rescaled so that its sample variance is exactly `2 / fan_in` (He). A
-    1-tap kernel has nothing to be orthogonal over and gets Gaussian values; a
-    rank-2 shape gets an orthogonal matrix with the same variance, as
-    keras-contrib did.
+    For each output filter, the `in` channel kernels get real Fourier
+    coefficients (of the kernel's `rfftn` shape) that are orthonormal rows
+    of Haar-orthogonal matrices, in blocks when there are more channels than
+    coefficients; keras-contrib drew its rows as singular vectors of a
+    symmetrized Gaussian matrix, another orthonormal basis. `irfftn` turns the
+    coefficients into taps; as in keras-contrib, real coefficients give
+    circularly even kernels. Gaussian noise of std `eps_std` is added to every
+    tap, and the kernel is multiplied by one factor so that its sample
+    variance is exactly `2 / fan_in` (He). A 1-tap kernel has a single
+    coefficient and gets Gaussian values; a rank-2 shape gets an orthogonal
+    matrix with the same variance, as in keras-contrib.
 
     Args:
         eps_std: Std of the noise added to the taps, >= 0 (keras-contrib: 0.05).
@@ -139,7 +154,7 @@ class ConvolutionAware(KitInitializer):
     >>> keras.layers.Conv2D(32, 3, kernel_initializer="kit_convolution_aware")
     """
 
-    formula = "orthogonal Fourier basis per filter, inverse FFT, var = 2 / fan_in"
+    formula = "orthonormal real Fourier coefficients per filter, irfftn, var = 2 / fan_in"
     min_rank = 2
 
     def __init__(self, eps_std=0.05, seed=None):
@@ -161,26 +176,28 @@ class ConvolutionAware(KitInitializer):
         else:
             raw = self._fourier_kernel(shape, work)
         fan_in, _ = compute_fans(shape)
-        # Scaling (not centering) keeps the channels orthogonal; np.var of the result is exact.
+        # One factor for the whole kernel (no centering), as keras-contrib; np.var is exact.
         scale = ops.sqrt((2.0 / fan_in) / ops.maximum(ops.var(raw), 1e-30))
         return ops.cast(raw * scale, dtype)
 
     def _fourier_kernel(self, shape, work):
         spatial, channels, filters = shape[:-2], shape[-2], shape[-1]
-        taps = math.prod(spatial)
-        if taps == 1:
-            kernels = keras.random.normal((filters, channels, 1), dtype=work,
-                                          seed=self.next_seed())
+        inverse = _inverse_rfft_matrix(spatial)
+        size = inverse.shape[0]
+        if size == 1:
+            coefficients = keras.random.normal((filters, channels, 1), dtype=work,
+                                               seed=self.next_seed())
         else:
-            blocks = -(-channels // taps)
-            bases = orthogonal_matrix(taps, taps, work, self.next_seed(), batch=(filters, blocks))
-            kernels = ops.reshape(bases, (filters, blocks * taps, taps))[:, :channels]
+            blocks = channels // size + 1
+            bases = orthogonal_matrix(size, size, work, self.next_seed(), batch=(filters, blocks))
+            coefficients = ops.reshape(bases, (filters, blocks * size, size))[:, :channels]
+        taps = ops.matmul(coefficients, ops.convert_to_tensor(inverse, dtype=work))
         if self.eps_std:
-            kernels = kernels + keras.random.normal(kernels.shape, stddev=self.eps_std,
-                                                    dtype=work, seed=self.next_seed())
-        kernels = ops.reshape(kernels, (filters, channels) + tuple(spatial))
+            taps = taps + keras.random.normal(ops.shape(taps), stddev=self.eps_std, dtype=work,
+                                              seed=self.next_seed())
+        taps = ops.reshape(taps, (filters, channels) + tuple(spatial))
         k = len(spatial)
-        return ops.transpose(kernels, tuple(range(2, 2 + k)) + (1, 0))
+        return ops.transpose(taps, tuple(range(2, 2 + k)) + (1, 0))
 
     def get_config(self):
         return {"eps_std": self.eps_std, "seed": self._seed}
@@ -241,8 +258,15 @@ class ICNR(KitInitializer):
 
     def generate(self, shape, dtype):
         blocks = self.scale ** (len(shape) - 2)
-        sub = self.initializer(shape[:-1] + (shape[-1] // blocks,), dtype=dtype)
+        sub = self._fresh_initializer()(shape[:-1] + (shape[-1] // blocks,), dtype=dtype)
         return ops.tile(sub, (1,) * (len(shape) - 1) + (blocks,))
+
+    def _fresh_initializer(self):
+        """Keras' built-in random initializers repeat their draws; re-seed them per call."""
+        inner = self.initializer
+        if isinstance(inner, KitInitializer) or "seed" not in inner.get_config():
+            return inner
+        return type(inner).from_config({**inner.get_config(), "seed": self.next_seed()})
 
     def get_config(self):
         return {"scale": self.scale,

@@ -17,7 +17,7 @@ import math
 
 import keras
 
-from ..fans import compute_fans, gain
+from ..fans import check_axes, compute_fans, gain
 from .base import KitInitializer, check_choice, check_number
 from .random import sample_normal, sample_truncated_normal, sample_uniform
 
@@ -78,13 +78,15 @@ class VarianceScaling(KitInitializer, keras.initializers.VarianceScaling):
                 f"`activation_params` must be None or a dict; received {activation_params!r}."
             )
         if activation_params and activation is None:
-            raise ValueError("`activation_params` was given without an `activation`.")
+            raise ValueError(
+                f"`activation_params` was given without an `activation`; received "
+                f"activation_params={activation_params!r}, activation=None.")
         self.activation = activation
         self.activation_params = dict(activation_params) if activation_params else None
         # Resolve the gain now: an unknown name or parameter fails at construction.
         self._gain = 1.0 if activation is None else gain(activation, **(activation_params or {}))
-        self.input_axes = None if input_axes is None else list(input_axes)
-        self.output_axes = None if output_axes is None else list(output_axes)
+        self.input_axes = check_axes("input_axes", input_axes)
+        self.output_axes = check_axes("output_axes", output_axes)
         if (self.input_axes is None) != (self.output_axes is None):
             raise ValueError(
                 "`input_axes` and `output_axes` go together: give both or neither; received "

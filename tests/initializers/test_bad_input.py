@@ -34,7 +34,13 @@ CONSTRUCTION = [  # (factory, exception, words the message must hold)
     (lambda: I.ConvolutionAware(eps_std=-1), ValueError, ["eps_std", ">= 0"]),
     (lambda: I.Constant(value=None), ValueError, ["value", "None"]),
     (lambda: I.Pretrained("weights.txt", "w"), ValueError, ["path", "weights.txt", ".npz"]),
-    (lambda: I.Pretrained("weights.npz", ""), TypeError, ["key"]),
+    (lambda: I.Pretrained("weights.npz", ""), ValueError, ["key"]),
+    (lambda: I.Pretrained("weights.npz", 3), TypeError, ["key", "3"]),
+    (lambda: I.HeNormal(input_axes=["0"], output_axes=[1]), ValueError, ["input_axes", "'0'"]),
+    (lambda: I.VarianceScaling(activation_params={"alpha": 1.0}), ValueError,
+     ["activation_params", "alpha", "activation=None"]),
+    (lambda: I.VarianceScaling(activation="gelu", activation_params={"approximate": "none"}),
+     ValueError, ["approximate", "'none'"]),
 ]
 
 
@@ -63,6 +69,7 @@ def test_a_random_scheme_refuses_an_integer_or_bool_dtype(init, dtype):
     (I.ICNR(scale=2), (3, 3, 4, 6), ["divisible", "4"]),
     (I.ConvolutionAware(), (2, 2, 2, 2, 2, 2), ["rank 6"]),
     (I.HeNormal(), (4, -1), ["negative"]),
+    (I.Orthogonal(), (0,), ["rank 2"]),
 ], ids=str)
 def test_a_shape_the_scheme_cannot_fill_fails_at_call(init, shape, words):
     with pytest.raises(ValueError) as info:
@@ -93,3 +100,21 @@ def test_a_fraction_is_not_truncated_into_an_integer_dtype(init):
     with pytest.raises(TypeError, match="int32"):
         init((3, 3), dtype="int32")
     assert keras.backend.standardize_dtype(type(init)(2)((3, 3), dtype="int32").dtype) == "int32"
+
+
+@pytest.mark.parametrize("init,dtype", [
+    (I.Constant(-1), "uint8"), (I.Constant(300), "int8"), (I.Constant(1e6), "float16"),
+    (I.Constant(2), "bool"), (I.Identity(gain=7e4), "float16"),
+    (I.RandomNormal(mean=1e5), "float16"), (I.TruncatedNormal(stddev=2e4), "float16"),
+    (I.RandomUniform(-1e5, 0), "float16"),
+], ids=str)
+def test_a_value_the_dtype_cannot_hold_is_refused(init, dtype):
+    with pytest.raises(TypeError, match=f"dtype={dtype}"):
+        init((2, 2), dtype=dtype)
+
+
+@pytest.mark.parametrize("init", [I.Identity(), I.DeltaOrthogonal(), I.ICNR(scale=2),
+                                  I.ConvolutionAware()], ids=repr)
+@pytest.mark.parametrize("shape", [(0, 3, 4, 4), (3, 0, 4, 4), (3, 3, 0, 4)])
+def test_an_empty_conv_shape_gives_an_empty_tensor(init, shape):
+    assert tuple(init(shape).shape) == shape

@@ -65,3 +65,27 @@ def test_a_seeded_sequence_is_the_same_in_a_new_process(subprocess_env, tmp_path
         for key in mine:
             np.testing.assert_array_equal(other[key], mine[key])
     assert not np.array_equal(mine["he0"], mine["he1"])
+
+
+def test_reading_seed_leaves_the_sequence_of_draws_unchanged():
+    a, b = I.HeNormal(seed=3), I.HeNormal(seed=3)
+    first = a.seed
+    assert isinstance(first, int) and a.seed != first  # a fresh seed per read, for copies
+    np.testing.assert_array_equal(draw(a), draw(b))
+
+
+def test_clone_model_redraws_unseeded_and_reproduces_seeded_initializers():
+    # An explicit seed is a promise of the same sequence, in a clone as in a new process.
+    def build(init):
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, kernel_initializer=init)])
+
+    for init, same in [(I.HeNormal(), False), ("kit_he", False), (I.HeNormal(seed=1), True)]:
+        model = build(init)
+        clone = keras.models.clone_model(model)
+        assert np.array_equal(model.layers[0].kernel.numpy(), clone.layers[0].kernel.numpy()) \
+            is same
+
+
+def test_icnr_redraws_even_around_a_keras_builtin():
+    init = I.ICNR(scale=2, initializer="he_normal")  # Keras' own fixed-seed HeNormal
+    assert not np.array_equal(draw(init, (3, 3, 4, 8)), draw(init, (3, 3, 4, 8)))

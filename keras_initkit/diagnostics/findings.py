@@ -1,0 +1,221 @@
+"""Rules that turn probe statistics into findings: what is wrong, where, and what to change.
+
+Every threshold is an argument of `Thresholds`, and each default names its source.
+"""
+import dataclasses
+import math
+
+import keras
+
+KINDS = ("vanishing", "exploding", "dead", "saturated", "nonfinite")
+SIGNALS = ("activation", "gradient")
+
+# Layers that set the scale of what follows, so the depth trend starts again after them.
+_RESETS = (keras.layers.BatchNormalization, keras.layers.LayerNormalization,
+           keras.layers.GroupNormalization, keras.layers.UnitNormalization,
+           keras.layers.Normalization, keras.layers.Rescaling, keras.layers.Embedding)
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One problem, at one layer.
+
+    Attributes:
+        kind: One of `vanishing`, `exploding`, `dead`, `saturated`, `nonfinite`.
+        signal: `activation` or `gradient`.
+        layer: The layer's name (its unique path for nested layers).
+        value: The measured number the rule compared.
+        threshold: The threshold it crossed.
+        message: A sentence that names the layer and the likely remedy.
+    """
+
+    kind: str
+    signal: str
+    layer: str
+    value: float
+    threshold: float
+    message: str
+
+    def to_dict(self):
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    """The thresholds of the rules, with their sources.
+
+    Args:
+        vanishing_ratio: Activation std, relative to the scale where the trend
+            started (the input, or the last normalization layer), below which
+            the signal has vanished. Default 1e-2: on a 30-layer, 512-wide
+            MLP, Glorot/ReLU falls to 8e-3 of its input scale by layer 15 and
+            4e-5 by layer 30, while He/ReLU stays at 0.7-0.9 and LeCun/tanh at
+            0.13 (measured, shared/KERAS_NOTES.md); 1e-2 separates them.
+        exploding_ratio: The same ratio above which the signal has exploded.
+            Default 1e2, the mirror image: unit-variance normal weights at
+            width 512 grow 13x a layer.
+        dead_fraction: Fraction of ReLU-family units that are zero for every
+            sample in the batch, above which a layer is reported dead.
+            Default 0.4, CS231n's "as much as 40% of your network can be dead".
+        saturated_fraction: Fraction of a bounded activation's outputs beyond
+            `saturation_threshold`, above which a layer is saturated. Default
+            0.5: most of the layer passes (almost) no gradient.
+        saturation_threshold: |tanh| (or 2*sigmoid - 1) above which an output
+            is saturated. Default 0.97, Karpathy's rule (CS231n).
+        gradient_vanishing_ratio: Gradient norm of the first kernel over that
+            of the last, below which gradients vanish. Default 1e-3, AUTOTRAINER
+            (Zhang et al., ICSE 2021).
+        gradient_exploding_ratio: The same ratio above which gradients explode.
+            Default 70, AUTOTRAINER.
+    """
+
+    vanishing_ratio: float = 1e-2
+    exploding_ratio: float = 1e2
+    dead_fraction: float = 0.4
+    saturated_fraction: float = 0.5
+    saturation_threshold: float = 0.97
+    gradient_vanishing_ratio: float = 1e-3
+    gradient_exploding_ratio: float = 70.0
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    math.isfinite(value) and value > 0):
+                raise ValueError(f"`{field.name}` must be a positive number; received "
+                                 f"{field.name}={value!r}.")
+        for name in ("dead_fraction", "saturated_fraction", "saturation_threshold"):
+            if getattr(self, name) >= 1:
+                raise ValueError(f"`{name}` must be in (0, 1); received {name}={getattr(self, name)}.")
+        if self.vanishing_ratio >= 1 or self.exploding_ratio <= 1:
+            raise ValueError("`vanishing_ratio` must be < 1 and `exploding_ratio` > 1; received "
+                             f"{self.vanishing_ratio} and {self.exploding_ratio}.")
+
+
+def activation_name(layer):
+    """The activation a layer applies, as a lower-case name ('' for none known)."""
+    fn = getattr(layer, "activation", None)
+    if fn is not None:
+        return getattr(fn, "__name__", type(fn).__name__).lower()
+    names = {"ReLU": "relu", "LeakyReLU": "leaky_relu", "PReLU": "prelu", "ELU": "elu",
+             "Softmax": "softmax"}
+    return names.get(type(layer).__name__, "")
+
+
+def _remedy(activation):
+    if activation in ("relu", "leaky_relu", "prelu", "relu6"):
+        return "use kit_he for ReLU layers (He et al. 2015)"
+    if activation == "selu":
+        return "use kit_lecun_normal for SELU layers (Klambauer et al. 2017)"
+    if activation in ("tanh", "sigmoid", "softsign", "hard_sigmoid"):
+        return (f"use kit_glorot or kit_lecun_normal for {activation} layers, or "
+                "kit_orthogonal")
+    if activation in ("", "linear"):
+        return "use kit_lecun_normal (or kit_glorot) for linear layers, or add normalization"
+    return (f"use kit_variance_scaling with activation='{activation}' (fan-in scaling with "
+            "its gain)")
+
+
+def find(result, input_std, thresholds):
+    """The findings of one probe. `input_std` is the std of the input batch (None if not float)."""
+    t = thresholds
+    found = []
+    rows = [(path, layer, s) for path, layer, s in result.activations
+            if not isinstance(layer, keras.Model)]  # a nested model repeats its last layer
+
+    for path, layer, s in rows:  # the first layer whose output is not finite
+        bad = s["nan_count"] + s["inf_count"]
+        if bad:
+            found.append(Finding(
+                "nonfinite", "activation", layer.name, bad, 0.0,
+                f"Layer '{path}' is the first to output NaN or Inf ({int(bad)} values). "
+                "Check the input batch for NaN, lower the learning rate, or "
+                f"{_remedy(activation_name(layer))}."))
+            break
+
+    reference, ref_path = input_std, "the input"
+    crossed = {"vanishing": None, "exploding": None}
+    for path, layer, s in rows:
+        name = activation_name(layer)
+        if isinstance(layer, _RESETS) or reference is None or reference <= 0:
+            reference, ref_path = s["std"], f"'{path}'"
+            continue
+        if name == "softmax" or not math.isfinite(reference):
+            continue
+        ratio = s["std"] / reference if math.isfinite(s["std"]) else math.inf
+        if ratio < t.vanishing_ratio and crossed["vanishing"] is None:
+            crossed["vanishing"] = (path, layer, ratio, name)
+        if ratio > t.exploding_ratio and crossed["exploding"] is None:
+            crossed["exploding"] = (path, layer, ratio, name)
+    for kind, hit in crossed.items():
+        if hit is None:
+            continue
+        path, layer, ratio, name = hit
+        limit = t.vanishing_ratio if kind == "vanishing" else t.exploding_ratio
+        found.append(Finding(
+            kind, "activation", layer.name, ratio, limit,
+            f"Activations {kind} with depth: at layer '{path}' their std is {ratio:.3g} times "
+            f"that of {ref_path} (threshold {limit:g}). "
+            + ("The weights are too small for the depth: " if kind == "vanishing" else
+               "The weights are too large: ") + _remedy(name) + "."))
+
+    for path, layer, s in rows:
+        name = activation_name(layer)
+        if name in ("relu", "relu6") and s["dead_fraction"] > t.dead_fraction:
+            found.append(Finding(
+                "dead", "activation", layer.name, s["dead_fraction"], t.dead_fraction,
+                f"{100 * s['dead_fraction']:.0f}% of the units of '{path}' are zero for every "
+                "sample: they receive no gradient. Use kit_he with zero biases, a leaky ReLU, "
+                "or a lower learning rate."))
+        if s["saturated_fraction"] > t.saturated_fraction:
+            found.append(Finding(
+                "saturated", "activation", layer.name, s["saturated_fraction"],
+                t.saturated_fraction,
+                f"{100 * s['saturated_fraction']:.0f}% of the outputs of '{path}' ({name}) are "
+                f"saturated beyond {t.saturation_threshold:g}: their gradient is almost zero. "
+                f"The weights are too large for {name}: {_remedy(name)}."))
+
+    found += _gradient_findings(result, t)
+    return found
+
+
+def _gradient_findings(result, t):
+    kernels = [(path, layer, s) for path, layer, s in result.weights
+               if not path.endswith(("bias", "gamma", "beta"))]
+    for path, layer, s in kernels:
+        if s["grad_nan_count"] + s["grad_inf_count"]:
+            return [Finding(
+                "nonfinite", "gradient", _owner_name(layer, path),
+                s["grad_nan_count"] + s["grad_inf_count"],
+                0.0, f"The gradient of '{path}' holds NaN or Inf. Lower the learning rate, clip "
+                "gradients, or re-initialize with kit_he / kit_glorot.")]
+    if len(kernels) < 2:
+        return []
+    (first_path, first_layer, first), (last_path, _, last) = kernels[0], kernels[-1]
+    if last["grad_norm"] == 0 and first["grad_norm"] == 0:
+        ratio = 0.0
+    elif last["grad_norm"] == 0:
+        ratio = math.inf
+    else:
+        ratio = first["grad_norm"] / last["grad_norm"]
+    layer = _owner_name(first_layer, first_path)
+    if ratio < t.gradient_vanishing_ratio:
+        return [Finding(
+            "vanishing", "gradient", layer, ratio, t.gradient_vanishing_ratio,
+            f"The gradient reaching '{layer}' is {ratio:.3g} times the one at '{last_path}' "
+            f"(threshold {t.gradient_vanishing_ratio:g}): the first layers will not learn. "
+            "Re-initialize with kit_he (ReLU) or kit_glorot (tanh), or add normalization or "
+            "skip connections.")]
+    if ratio > t.gradient_exploding_ratio:
+        return [Finding(
+            "exploding", "gradient", layer, ratio, t.gradient_exploding_ratio,
+            f"The gradient reaching '{layer}' is {ratio:.3g} times the one at '{last_path}' "
+            f"(threshold {t.gradient_exploding_ratio:g}). Use smaller initial weights "
+            "(kit_he or kit_glorot instead of unit variance), clip gradients, or add "
+            "normalization.")]
+    return []
+
+
+def _owner_name(layer, weight_path):
+    return layer.name if layer is not None else weight_path.rsplit("/", 1)[0]

@@ -1,0 +1,201 @@
+"""The probe: every layer's activations and every weight's gradient on one batch.
+
+One compiled pass, one transfer to the host, and no trace: the model runs
+through `stateless_call`, so weights, BatchNormalization moving statistics and
+RNG seed states are exactly as they were. It runs in training mode, because
+that is the network training sees (BatchNormalization normalizes with batch
+statistics; an untrained MobileNetV2 in inference mode shows activations a
+million times too small).
+
+Activations are caught by wrapping each layer's `call` while the probe
+function is traced, so Sequential, Functional, nested and subclassed models
+all report their inner layers, in the order they run. A layer called twice
+(a shared layer) is reported once per call.
+"""
+import warnings
+
+import keras
+import numpy as np
+from keras import ops
+
+from . import stats
+
+_SURROGATE_SEED = 1234
+
+
+class ProbeResult:
+    """The numbers of one probe, on the host.
+
+    Attributes:
+        activations: list of `(path, layer, dict)` in the order the layers ran;
+            the dict maps each of `stats.ACTIVATION_FIELDS` to a float.
+        weights: list of `(path, layer, dict)` for every trainable weight (the
+            layer that owns it, or None);
+            the dict maps each of `stats.WEIGHT_FIELDS` to a float.
+        loss: the loss the gradients are of.
+    """
+
+    def __init__(self, activations, weights, loss):
+        self.activations, self.weights, self.loss = activations, weights, loss
+
+
+def _bounded_name(layer):
+    fn = getattr(layer, "activation", None)
+    name = getattr(fn, "__name__", "")
+    return name if name in stats.BOUNDED else None
+
+
+def _first_float(output):
+    for tensor in keras.tree.flatten(output):
+        if hasattr(tensor, "dtype") and keras.backend.is_float_dtype(
+                keras.backend.standardize_dtype(tensor.dtype)) and len(tensor.shape) >= 1:
+            return tensor
+    return None
+
+
+class Probe:
+    """Activation and gradient statistics of a built Keras model, one batch at a time.
+
+    Args:
+        model: A built Keras model (TensorFlow backend).
+        loss: Optional loss (name, `keras.losses.Loss` or callable
+            `loss(y_true, y_pred)`) used when `y` is given. Default: the loss
+            the model was compiled with.
+        saturation_threshold: |value| mapped onto [-1, 1] above which a
+            bounded activation counts as saturated. Default 0.97, Karpathy's
+            rule of thumb for tanh (CS231n).
+
+    Example:
+    >>> result = Probe(model)(x_batch)
+    >>> [(path, s["std"]) for path, _, s in result.activations]
+    """
+
+    def __init__(self, model, loss=None, saturation_threshold=0.97):
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
+        if not model.built:
+            raise ValueError(
+                f"The model {model.name!r} is not built; call it on data or build it first.")
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError("The probe needs the TensorFlow backend; received backend="
+                             f"{keras.backend.backend()!r}.")
+        self.model = model
+        self.loss = loss
+        self.saturation_threshold = float(saturation_threshold)
+        self._layers = [layer for layer in model._flatten_layers(include_self=False,
+                                                                 recursive=True)
+                        if not isinstance(layer, keras.layers.InputLayer)]
+        self._records = None  # filled while the probe function traces
+        self._traced = None  # (path, layer) of each recorded call, from the last trace
+        self._function = None
+
+    def _loss_fn(self):
+        loss = self.loss if self.loss is not None else getattr(self.model, "loss", None)
+        if loss is None:
+            raise ValueError(
+                f"The probe got `y` but the model {self.model.name!r} is not compiled with a "
+                "loss; compile it, or pass `loss=` to the probe.")
+        if isinstance(loss, (list, tuple, dict)):
+            raise ValueError("The probe takes one loss for all outputs; pass `loss=`.")
+        return keras.losses.get(loss)
+
+    def _wrap_calls(self):
+        originals = {}
+        for layer in self._layers:
+            original = layer.call
+
+            def recording(*args, _layer=layer, _original=original, **kwargs):
+                index = len(self._records)
+                self._records.append(None)  # reserve the slot: order of call start
+                output = _original(*args, **kwargs)
+                self._records[index] = (_layer, output)
+                return output
+
+            originals[layer] = original
+            layer.call = recording
+        return originals
+
+    def _build(self):
+        import tensorflow as tf
+
+        model = self.model
+
+        def step(trainable, non_trainable, x, y, has_y):
+            self._records = []
+            with tf.GradientTape() as tape:
+                tape.watch(trainable)
+                y_pred, _ = model.stateless_call(trainable, non_trainable, x, training=True)
+                if has_y:
+                    loss = ops.mean(self._loss_fn()(y, y_pred))
+                else:  # a fixed random projection: a unit-scale signal into every output
+                    loss = 0.0
+                    for i, out in enumerate(keras.tree.flatten(y_pred)):
+                        direction = keras.random.normal(ops.shape(out), seed=_SURROGATE_SEED + i)
+                        loss = loss + ops.mean(ops.cast(out, "float32") * direction)
+            grads = tape.gradient(loss, trainable)
+            rows, traced = [], []
+            for record in self._records:
+                if record is None:
+                    continue
+                layer, output = record
+                tensor = _first_float(output)
+                if tensor is None:
+                    continue
+                traced.append(layer)
+                rows.append(stats.activation_stats(tensor, _bounded_name(layer),
+                                                   self.saturation_threshold))
+            self._traced = traced
+            weight_rows = [stats.weight_stats(w, g) for w, g in zip(trainable, grads)]
+            return (ops.stack(rows) if rows else ops.zeros((0, len(stats.ACTIVATION_FIELDS))),
+                    ops.stack(weight_rows) if weight_rows else
+                    ops.zeros((0, len(stats.WEIGHT_FIELDS))), ops.cast(loss, "float32"))
+
+        return tf.function(step, reduce_retracing=True)
+
+    def __call__(self, x, y=None):
+        """Runs the probe on one batch `x` (and targets `y`); returns a `ProbeResult`."""
+        if self._function is None:
+            self._function = self._build()
+        trainable = [v.value for v in self.model.trainable_variables]
+        non_trainable = [v.value for v in self.model.non_trainable_variables]
+        originals = self._wrap_calls()
+        try:
+            act, weights, loss = self._function(trainable, non_trainable, x,
+                                                y if y is not None else 0.0, y is not None)
+        finally:
+            for layer, original in originals.items():
+                layer.call = original
+            self._records = None
+        act, weights = np.asarray(act), np.asarray(weights)  # the one transfer
+        paths, seen = [], {}
+        for layer in self._traced:
+            path = layer_path(layer)
+            seen[path] = seen.get(path, 0) + 1
+            suffix = f" (call {seen[path]})" if seen[path] > 1 else ""
+            paths.append((path + suffix, layer))
+        activations = [(path, layer, dict(zip(stats.ACTIVATION_FIELDS, map(float, row))))
+                       for (path, layer), row in zip(paths, act)]
+        owners = _weight_owners(self.model)
+        weight_rows = [(v.path, owners.get(id(v)), dict(zip(stats.WEIGHT_FIELDS, map(float, row))))
+                       for v, row in zip(self.model.trainable_variables, weights)]
+        return ProbeResult(activations, weight_rows, float(loss))
+
+
+def layer_path(layer):
+    """The layer's unique path in its model ("outer/inner/dense"); its name if it has none."""
+    return getattr(layer, "path", None) or layer.name
+
+
+def _weight_owners(model):
+    """id(variable) -> the innermost layer that owns it."""
+    owners = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        for variable in layer.trainable_variables:
+            owners[id(variable)] = layer  # inner layers come later and win
+    return owners
+
+
+def warn_once(message, _seen=set()):
+    if message not in _seen:
+        _seen.add(message)
+        warnings.warn(message, stacklevel=3)

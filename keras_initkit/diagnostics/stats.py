@@ -1,0 +1,80 @@
+"""Per-tensor statistics, reduced on the device: pure functions of tensors, no state.
+
+Each function returns a 1-D float32 tensor whose entries are named by the
+matching `*_FIELDS` tuple, so a probe can stack every layer's numbers into one
+tensor and move them to the host in one transfer.
+"""
+import math
+
+from keras import ops
+
+ACTIVATION_FIELDS = ("mean", "std", "rms", "min", "max", "zero_fraction", "dead_fraction",
+                     "saturated_fraction", "nan_count", "inf_count")
+WEIGHT_FIELDS = ("weight_norm", "weight_rms", "grad_norm", "grad_rms", "grad_max",
+                 "grad_nan_count", "grad_inf_count", "grad_to_weight")
+
+# Bounded activations, mapped onto [-1, 1] so that one threshold serves them all.
+BOUNDED = {
+    "tanh": lambda y: y,
+    "softsign": lambda y: y,
+    "sigmoid": lambda y: 2.0 * y - 1.0,
+    "hard_sigmoid": lambda y: 2.0 * y - 1.0,
+}
+
+
+def _finite(x):
+    """x with NaN and Inf replaced by 0, and the count of finite entries (at least 1)."""
+    finite = ops.isfinite(x)
+    return ops.where(finite, x, ops.zeros_like(x)), ops.maximum(
+        ops.sum(ops.cast(finite, "float32")), 1.0)
+
+
+def activation_stats(y, bounded=None, saturation_threshold=0.97):
+    """Statistics of one layer output `y` of shape (batch, ..., units).
+
+    Moments skip NaN and Inf (counted separately). A unit is dead when it is
+    exactly zero for every sample and position. For a bounded activation
+    (`bounded` names one of `BOUNDED`), an entry is saturated when its value
+    mapped onto [-1, 1] has magnitude above `saturation_threshold` (0.97 for
+    tanh, Karpathy's rule; sigmoid's 2y - 1 above 0.97 is y outside [0.015, 0.985]).
+    """
+    y = ops.cast(y, "float32")
+    clean, count = _finite(y)
+    mean = ops.sum(clean) / count
+    square = ops.sum(clean * clean) / count
+    variance = ops.maximum(square - mean * mean, 0.0)
+    big = ops.cast(3.0e38, "float32")
+    finite = ops.isfinite(y)
+    minimum = ops.min(ops.where(finite, y, big))
+    maximum = ops.max(ops.where(finite, y, -big))
+    zero = ops.cast(ops.equal(y, 0.0), "float32")
+    units = ops.reshape(zero, (-1, y.shape[-1] if len(y.shape) > 1 else 1))
+    dead = ops.mean(ops.cast(ops.min(units, axis=0) > 0.5, "float32"))
+    if bounded in BOUNDED:
+        saturated = ops.mean(ops.cast(ops.abs(BOUNDED[bounded](clean)) > saturation_threshold,
+                                      "float32"))
+    else:
+        saturated = ops.zeros((), "float32")
+    return ops.stack([
+        mean, ops.sqrt(variance), ops.sqrt(square), minimum, maximum, ops.mean(zero), dead,
+        saturated, ops.sum(ops.cast(ops.isnan(y), "float32")),
+        ops.sum(ops.cast(ops.isinf(y), "float32")),
+    ])
+
+
+def weight_stats(w, g):
+    """Norm and RMS of a weight and of its gradient, max |g|, non-finite counts, |g| / |w|."""
+    w = ops.cast(w, "float32")
+    size = float(max(1, math.prod(int(d) for d in w.shape)))
+    if g is None:  # a weight the loss does not reach
+        g = ops.zeros_like(w)
+    g = ops.cast(g, "float32")
+    w_norm = ops.sqrt(ops.sum(w * w))
+    clean, _ = _finite(g)
+    g_norm = ops.sqrt(ops.sum(clean * clean))
+    return ops.stack([
+        w_norm, w_norm / size**0.5, g_norm, g_norm / size**0.5, ops.max(ops.abs(clean)),
+        ops.sum(ops.cast(ops.isnan(g), "float32")), ops.sum(ops.cast(ops.isinf(g), "float32")),
+        g_norm / ops.maximum(w_norm, 1e-12),
+    ])
+
