@@ -124,14 +124,22 @@ def find(result, input_std, thresholds):
     rows = [(path, layer, s) for path, layer, s in result.activations
             if not isinstance(layer, keras.Model)]  # a nested model repeats its last layer
 
-    for path, layer, s in rows:  # the first layer whose output is not finite
+    for path, layer, s in rows:  # the first layer whose output (or input) is not finite
         bad = s["nan_count"] + s["inf_count"]
+        if s["input_nonfinite_count"] and not bad:  # e.g. ReLU turned the NaN into 0
+            found.append(Finding(
+                "nonfinite", "activation", layer.name, s["input_nonfinite_count"], 0.0,
+                f"The input of layer '{path}' holds {int(s['input_nonfinite_count'])} NaN or "
+                "Inf values, which its activation hides: clean the data (look for NaN, "
+                "division by zero or log of 0 in preprocessing)."))
+            break
         if bad:
             found.append(Finding(
                 "nonfinite", "activation", layer.name, bad, 0.0,
                 f"Layer '{path}' is the first to output NaN or Inf ({int(bad)} values). "
-                "Check the input batch for NaN, lower the learning rate, or "
-                f"{_remedy(activation_name(layer))}."))
+                + ("Its input already holds NaN or Inf: clean the data. "
+                   if s["input_nonfinite_count"] else
+                   f"Lower the learning rate, or {_remedy(activation_name(layer))}.")))
             break
 
     reference, ref_path = input_std, "the input"

@@ -108,7 +108,7 @@ class Probe:
                 index = len(self._records)
                 self._records.append(None)  # reserve the slot: order of call start
                 output = _original(*args, **kwargs)
-                self._records[index] = (_layer, output)
+                self._records[index] = (_layer, _first_float(args), output)
                 return output
 
             originals[layer] = original
@@ -124,7 +124,8 @@ class Probe:
             self._records = []
             with tf.GradientTape() as tape:
                 tape.watch(trainable)
-                y_pred, _ = model.stateless_call(trainable, non_trainable, x, training=True)
+                kwargs = {"training": True} if model._call_has_training_arg else {}
+                y_pred, _ = model.stateless_call(trainable, non_trainable, x, **kwargs)
                 if has_y:
                     loss = ops.mean(self._loss_fn()(y, y_pred))
                 else:  # a fixed random projection: a unit-scale signal into every output
@@ -137,13 +138,13 @@ class Probe:
             for record in self._records:
                 if record is None:
                     continue
-                layer, output = record
+                layer, inputs, output = record
                 tensor = _first_float(output)
                 if tensor is None:
                     continue
                 traced.append(layer)
                 rows.append(stats.activation_stats(tensor, _bounded_name(layer),
-                                                   self.saturation_threshold))
+                                                   self.saturation_threshold, inputs))
             self._traced = traced
             weight_rows = [stats.weight_stats(w, g) for w, g in zip(trainable, grads)]
             return (ops.stack(rows) if rows else ops.zeros((0, len(stats.ACTIVATION_FIELDS))),

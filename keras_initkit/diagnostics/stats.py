@@ -9,7 +9,7 @@ import math
 from keras import ops
 
 ACTIVATION_FIELDS = ("mean", "std", "rms", "min", "max", "zero_fraction", "dead_fraction",
-                     "saturated_fraction", "nan_count", "inf_count")
+                     "saturated_fraction", "nan_count", "inf_count", "input_nonfinite_count")
 WEIGHT_FIELDS = ("weight_norm", "weight_rms", "grad_norm", "grad_rms", "grad_max",
                  "grad_nan_count", "grad_inf_count", "grad_to_weight")
 
@@ -29,14 +29,16 @@ def _finite(x):
         ops.sum(ops.cast(finite, "float32")), 1.0)
 
 
-def activation_stats(y, bounded=None, saturation_threshold=0.97):
-    """Statistics of one layer output `y` of shape (batch, ..., units).
+def activation_stats(y, bounded=None, saturation_threshold=0.97, x=None):
+    """Statistics of one layer output `y` of shape (batch, ..., units), and of its input `x`.
 
     Moments skip NaN and Inf (counted separately). A unit is dead when it is
     exactly zero for every sample and position. For a bounded activation
     (`bounded` names one of `BOUNDED`), an entry is saturated when its value
     mapped onto [-1, 1] has magnitude above `saturation_threshold` (0.97 for
     tanh, Karpathy's rule; sigmoid's 2y - 1 above 0.97 is y outside [0.015, 0.985]).
+    The NaN and Inf in the input `x` are counted too: ReLU maps NaN to 0, so a
+    NaN in the data may never reach an output.
     """
     y = ops.cast(y, "float32")
     clean, count = _finite(y)
@@ -59,7 +61,14 @@ def activation_stats(y, bounded=None, saturation_threshold=0.97):
         mean, ops.sqrt(variance), ops.sqrt(square), minimum, maximum, ops.mean(zero), dead,
         saturated, ops.sum(ops.cast(ops.isnan(y), "float32")),
         ops.sum(ops.cast(ops.isinf(y), "float32")),
+        _nonfinite_count(x),
     ])
+
+
+def _nonfinite_count(x):
+    if x is None:
+        return ops.zeros((), "float32")
+    return ops.sum(ops.cast(ops.logical_not(ops.isfinite(ops.cast(x, "float32"))), "float32"))
 
 
 def weight_stats(w, g):
@@ -75,6 +84,7 @@ def weight_stats(w, g):
     return ops.stack([
         w_norm, w_norm / size**0.5, g_norm, g_norm / size**0.5, ops.max(ops.abs(clean)),
         ops.sum(ops.cast(ops.isnan(g), "float32")), ops.sum(ops.cast(ops.isinf(g), "float32")),
-        g_norm / ops.maximum(w_norm, 1e-12),
+        # |g| / |w| is infinite for a zero weight (a fresh bias): the update ratio has no scale.
+        ops.where(w_norm > 0, g_norm / ops.maximum(w_norm, 1e-30), float("inf")),
     ])
 

@@ -1,0 +1,71 @@
+"""Diagnostics: will this network train, and if not, why?
+
+`diagnose(model, x)` probes one batch (activations and gradients of every
+layer, side-effect free), applies the rules of `findings`, and returns a
+`DiagnosisReport`.
+"""
+import dataclasses
+
+import keras
+import numpy as np
+
+from .findings import KINDS, SIGNALS, Finding, Thresholds, find
+from .probe import Probe, ProbeResult, warn_once
+from .report import DiagnosisReport
+
+__all__ = ["diagnose", "DiagnosisReport", "Finding", "Thresholds", "Probe", "ProbeResult",
+           "KINDS", "SIGNALS"]
+
+
+def _input_std(x):
+    """Std of the first float input (None when the inputs are not floats, e.g. token ids)."""
+    for tensor in keras.tree.flatten(x):
+        array = np.asarray(keras.ops.convert_to_numpy(tensor))
+        if np.issubdtype(array.dtype, np.floating):
+            finite = array[np.isfinite(array)]
+            return float(finite.std()) if finite.size else None
+    return None
+
+
+def diagnose(model, x, y=None, *, loss=None, **thresholds):
+    """Diagnoses a model at its current weights, on one batch, without training it.
+
+    Runs the probe in training mode (BatchNormalization uses batch
+    statistics, as in training) and leaves no trace: weights, moving
+    statistics and RNG states are unchanged. With `y`, gradients are of the
+    model's compiled loss (or `loss=`); without `y`, of a surrogate loss, the
+    mean of the outputs times a fixed standard-normal direction, which sends a
+    unit-scale signal into every output whatever the output's own scale.
+
+    Args:
+        model: A built Keras model (TensorFlow backend).
+        x: One batch of inputs, as the model takes them.
+        y: Optional targets for the batch.
+        loss: Optional loss for `y` when the model is not compiled.
+        **thresholds: Any field of `Thresholds` (`vanishing_ratio`,
+            `exploding_ratio`, `dead_fraction`, `saturated_fraction`,
+            `saturation_threshold`, `gradient_vanishing_ratio`,
+            `gradient_exploding_ratio`); each default and its source is
+            documented there.
+
+    Returns:
+        A `DiagnosisReport` with `.healthy`, `.findings`, `.layers`,
+        `.table()`, `.to_dict()` and `.plot()`.
+
+    Example:
+    >>> report = keras_initkit.diagnose(model, x_batch)
+    >>> print(report.table())
+    >>> report.findings[0].message
+    "Activations vanishing with depth: at layer 'dense_12' ... use kit_he for ReLU layers"
+    """
+    allowed = {f.name for f in dataclasses.fields(Thresholds)}
+    unknown = sorted(set(thresholds) - allowed)
+    if unknown:
+        raise TypeError(f"diagnose() got unknown threshold(s) {unknown}; allowed: "
+                        f"{', '.join(sorted(allowed))}.")
+    limits = Thresholds(**thresholds)
+    result = Probe(model, loss=loss, saturation_threshold=limits.saturation_threshold)(x, y)
+    if not result.activations:
+        warn_once(f"No layer output of {model.name!r} could be reached; the report holds "
+                  "weights and gradients only.")
+    return DiagnosisReport(result, find(result, _input_std(x), limits), limits)

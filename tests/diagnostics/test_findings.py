@@ -1,0 +1,125 @@
+"""The textbook failures are flagged, and healthy networks raise no alarm."""
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import keras_initkit
+from keras_initkit.diagnostics import Thresholds
+from nets import batch, mlp
+
+
+def kinds(report):
+    return {(f.kind, f.signal) for f in report.findings}
+
+
+def test_glorot_relu_stack_vanishes_and_names_the_layer_and_remedy():
+    report = keras_initkit.diagnose(mlp("kit_glorot_normal"), batch())
+    vanishing = [f for f in report.findings if f.kind == "vanishing"]
+    assert vanishing and vanishing[0].signal == "activation"
+    depth = [row["layer"] for row in report.layers].index(vanishing[0].layer)
+    assert 8 <= depth <= 16  # ReLU halves the variance per layer: 1e-2 is crossed near 13
+    assert vanishing[0].value < vanishing[0].threshold == 1e-2
+    assert "kit_he" in vanishing[0].message and vanishing[0].layer in vanishing[0].message
+    assert not report.healthy
+
+
+def test_small_normal_tanh_stack_vanishes_in_activations_and_gradients():
+    report = keras_initkit.diagnose(mlp(keras.initializers.RandomNormal(0, 0.01), "tanh"),
+                                    batch())
+    assert {("vanishing", "activation"), ("vanishing", "gradient")} <= kinds(report)
+
+
+def test_unit_variance_weights_explode():
+    report = keras_initkit.diagnose(
+        mlp(keras.initializers.RandomNormal(0, 1), depth=6, width=512), batch())
+    assert ("exploding", "activation") in kinds(report)
+    finding = next(f for f in report.findings if f.kind == "exploding")
+    assert finding.value > 100 and "kit_he" in finding.message
+
+
+def test_saturated_tanh_stack():
+    report = keras_initkit.diagnose(mlp(keras.initializers.RandomNormal(0, 1), "tanh", depth=5),
+                                    batch())
+    saturated = [f for f in report.findings if f.kind == "saturated"]
+    assert len(saturated) == 5 and all(f.value > 0.5 for f in saturated)
+    assert "kit_glorot" in saturated[0].message
+
+
+def test_zero_weights_leave_every_relu_dead():
+    report = keras_initkit.diagnose(mlp("kit_zeros", depth=4), batch())
+    dead = [f for f in report.findings if f.kind == "dead"]
+    assert len(dead) == 4 and all(f.value == 1.0 for f in dead)
+
+
+def test_nan_in_the_data_names_the_first_layer():
+    model = mlp("kit_he", depth=5)
+    x = batch()
+    x[3, 7] = np.nan
+    report = keras_initkit.diagnose(model, x)
+    nonfinite = [f for f in report.findings if f.kind == "nonfinite" and f.signal == "activation"]
+    assert len(nonfinite) == 1 and nonfinite[0].layer == model.layers[0].name
+    assert ("nonfinite", "gradient") in kinds(report)
+
+
+@pytest.mark.parametrize("init,activation", [("kit_he", "relu"), ("kit_lecun_normal", "selu"),
+                                             ("kit_lecun_normal", "tanh")])
+def test_healthy_mlps_raise_no_alarm(init, activation):
+    report = keras_initkit.diagnose(mlp(init, activation, depth=30), batch())
+    assert report.healthy, report.table()
+
+
+def test_a_cnn_with_batchnorm_is_healthy_whatever_the_input_scale():
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    layers = [keras.Input((16, 16, 3)), L.Rescaling(1 / 255)]
+    for _ in range(6):
+        layers += [L.Conv2D(16, 3, padding="same", kernel_initializer="kit_he"),
+                   L.BatchNormalization(), L.ReLU()]
+    layers += [L.GlobalAveragePooling2D(), L.Dense(10, activation="softmax")]
+    x = np.random.default_rng(0).uniform(0, 255, (32, 16, 16, 3)).astype("float32")
+    report = keras_initkit.diagnose(keras.Sequential(layers), x)
+    assert report.healthy, report.table()
+
+
+@pytest.mark.slow
+def test_resnet50_at_initialization_is_healthy():
+    model = keras.applications.ResNet50(weights=None)
+    x = np.random.default_rng(0).normal(size=(4, 224, 224, 3)).astype("float32")
+    report = keras_initkit.diagnose(model, x)
+    assert report.healthy, report.table()
+    assert np.median([row["std"] for row in report.layers]) == pytest.approx(1.0, abs=0.2)
+
+
+def test_thresholds_are_arguments():
+    model, x = mlp("kit_he", depth=10), batch()
+    assert keras_initkit.diagnose(model, x).healthy
+    strict = keras_initkit.diagnose(model, x, vanishing_ratio=0.99)
+    assert ("vanishing", "activation") in kinds(strict)
+    assert strict.findings[0].threshold == 0.99
+
+
+@pytest.mark.parametrize("kwargs,error,word", [
+    ({"vanishing_ratio": 0}, ValueError, "vanishing_ratio"),
+    ({"dead_fraction": 1.5}, ValueError, "dead_fraction"),
+    ({"exploding_ratio": 0.5}, ValueError, "exploding_ratio"),
+    ({"vanish_ratio": 0.1}, TypeError, "vanish_ratio"),
+])
+def test_bad_thresholds(kwargs, error, word):
+    with pytest.raises(error, match=word):
+        keras_initkit.diagnose(mlp("kit_he", depth=2, width=8, inputs=8), batch(8, 8), **kwargs)
+
+
+def test_report_table_dict_and_plot():
+    report = keras_initkit.diagnose(mlp("kit_glorot_normal", depth=20), batch())
+    data = report.to_dict()
+    json.dumps(data, allow_nan=False)
+    assert data["healthy"] is False and len(data["layers"]) == 20
+    assert data["findings"][0]["kind"] == report.findings[0].kind
+    assert data["thresholds"] == Thresholds().__dict__
+    table = report.table()
+    assert report.layers[-1]["layer"] in table and "vanishing" in table
+    figure = report.plot()
+    assert len(figure.axes) == 2 and figure.axes[0].get_yscale() == "log"
+    assert len(figure.axes[0].lines[0].get_xdata()) == 20

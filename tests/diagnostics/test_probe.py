@@ -1,0 +1,112 @@
+"""The probe measures what it claims, on every kind of model, and leaves no trace."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_initkit.diagnostics import Probe
+from nets import batch, mlp
+
+L = keras.layers
+
+
+def by_path(result):
+    return {path: s for path, _, s in result.activations}
+
+
+def test_activation_stats_match_a_direct_computation():
+    model = mlp("kit_he", depth=3, width=32)
+    x = batch(64)
+    x[0, 0] = 0.0
+    result = by_path(Probe(model)(x))
+    outputs = keras.Model(model.inputs, [layer.output for layer in model.layers])(x)
+    for layer, out in zip(model.layers, outputs):
+        out = np.asarray(out, dtype=np.float64)
+        s = result[layer.path]
+        np.testing.assert_allclose([s["mean"], s["std"], s["rms"], s["min"], s["max"]],
+                                   [out.mean(), out.std(), np.sqrt((out**2).mean()), out.min(),
+                                    out.max()], rtol=1e-4, atol=1e-6)
+        assert s["zero_fraction"] == pytest.approx((out == 0).mean())
+        assert s["dead_fraction"] == pytest.approx((out == 0).all(axis=0).mean())
+
+
+def test_gradients_match_a_direct_computation_with_y():
+    model = mlp("kit_he", depth=3, width=32)
+    model.compile(loss="mse")
+    x, y = batch(64), np.random.default_rng(1).normal(size=(64, 32)).astype("float32")
+    result = Probe(model)(x, y)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(keras.losses.mean_squared_error(y, model(x, training=True)))
+    grads = tape.gradient(loss, model.trainable_variables)
+    assert result.loss == pytest.approx(float(loss), rel=1e-5)
+    for (path, _, s), g, w in zip(result.weights, grads, model.trainable_variables):
+        assert path == w.path
+        assert s["grad_norm"] == pytest.approx(float(tf.norm(g)), rel=1e-4)
+        assert s["weight_norm"] == pytest.approx(float(tf.norm(w)), rel=1e-5)
+        assert s["grad_to_weight"] == pytest.approx(float(tf.norm(g) / tf.norm(w)), rel=1e-4)
+
+
+def test_the_probe_leaves_no_trace():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((16,)), L.Dense(32), L.BatchNormalization(),
+                              L.Activation("relu"), L.Dropout(0.5), L.Dense(4)])
+    before = [v.numpy().copy() for v in model.variables]  # weights, BN moments, dropout seed
+    assert any("seed" in v.path for v in model.variables)
+    probe = Probe(model)
+    for _ in range(2):
+        probe(batch(32, 16))
+    for old, new in zip(before, model.variables):
+        np.testing.assert_array_equal(old, new.numpy(), err_msg=new.path)
+
+
+def test_training_mode_batch_statistics():
+    # In training mode BatchNormalization normalizes with the batch: std ~ 1 whatever the input.
+    model = keras.Sequential([keras.Input((16,)), L.Dense(32), L.BatchNormalization(name="bn")])
+    s = by_path(Probe(model)(batch(256, 16) * 50.0))
+    bn = next(v for k, v in s.items() if k.endswith("bn"))
+    assert bn["std"] == pytest.approx(1.0, abs=0.01)
+
+
+def test_nested_multi_output_and_shared_layers():
+    inner = keras.Sequential([L.Dense(8, activation="relu", name="inner_dense"),
+                              L.Dense(8, name="inner_out")], name="inner")
+    shared = L.Dense(8, name="shared")
+    a, b = keras.Input((8,), name="a"), keras.Input((8,), name="b")
+    left, right = shared(a), shared(b)
+    out1 = inner(left)
+    out2 = L.Dense(2, name="head2")(right)
+    model = keras.Model([a, b], [out1, out2], name="outer")
+    result = Probe(model)([batch(16, 8), batch(16, 8, seed=1)])
+    paths = [p for p, _, _ in result.activations]
+    assert "shared" in paths[0] and "(call 2)" in paths[1]
+    assert any(p.endswith("inner/inner_dense") for p in paths)
+    assert any(p.endswith("head2") for p in paths)
+    assert len(result.weights) == len(model.trainable_variables)
+    assert all(s["grad_norm"] > 0 for _, _, s in result.weights)
+
+
+def test_a_subclassed_model_reports_its_inner_layers():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.hidden = L.Dense(16, activation="tanh")
+            self.out = L.Dense(3)
+
+        def call(self, x):
+            return self.out(self.hidden(x))
+
+    model = Net()
+    model(batch(4, 8))
+    result = Probe(model)(batch(32, 8))
+    assert [type(layer).__name__ for _, layer, _ in result.activations] == ["Dense", "Dense"]
+    assert len(result.weights) == 4
+
+
+def test_bad_models_are_refused():
+    with pytest.raises(TypeError, match="keras.Model"):
+        Probe(L.Dense(3))
+    with pytest.raises(ValueError, match="not built"):
+        Probe(keras.Sequential([L.Dense(3)]))
+    model = mlp("kit_he", depth=2, width=8, inputs=8)
+    with pytest.raises(ValueError, match="loss"):
+        Probe(model)(batch(8, 8), np.zeros((8, 8), "float32"))
