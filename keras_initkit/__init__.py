@@ -4,12 +4,12 @@ won't train.
 Importing the package registers every `kit_*` alias with Keras, so that
 `keras.layers.Dense(64, kernel_initializer="kit_he")` works.
 """
-from . import initializers
+from . import callbacks, initializers
 from .diagnostics import DiagnosisReport, Finding, diagnose
 from .fans import compute_fans, gain
 from .registry import get, list_initializers, register_initializer
 
 __version__ = "0.1.0"
 
-__all__ = ["initializers", "compute_fans", "gain", "get", "list_initializers",
+__all__ = ["callbacks", "initializers", "compute_fans", "gain", "get", "list_initializers",
            "register_initializer", "diagnose", "DiagnosisReport", "Finding"]

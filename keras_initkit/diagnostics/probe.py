@@ -120,7 +120,7 @@ class Probe:
 
         model = self.model
 
-        def step(trainable, non_trainable, x, y, has_y):
+        def step(trainable, non_trainable, x, y, has_y, with_tensors):
             self._records = []
             with tf.GradientTape() as tape:
                 tape.watch(trainable)
@@ -134,7 +134,7 @@ class Probe:
                         direction = keras.random.normal(ops.shape(out), seed=_SURROGATE_SEED + i)
                         loss = loss + ops.mean(ops.cast(out, "float32") * direction)
             grads = tape.gradient(loss, trainable)
-            rows, traced = [], []
+            rows, traced, tensors = [], [], []
             for record in self._records:
                 if record is None:
                     continue
@@ -143,30 +143,41 @@ class Probe:
                 if tensor is None:
                     continue
                 traced.append(layer)
+                tensors.append(tensor)
                 rows.append(stats.activation_stats(tensor, _bounded_name(layer),
                                                    self.saturation_threshold, inputs))
             self._traced = traced
             weight_rows = [stats.weight_stats(w, g) for w, g in zip(trainable, grads)]
-            return (ops.stack(rows) if rows else ops.zeros((0, len(stats.ACTIVATION_FIELDS))),
-                    ops.stack(weight_rows) if weight_rows else
-                    ops.zeros((0, len(stats.WEIGHT_FIELDS))), ops.cast(loss, "float32"))
+            numbers = (ops.stack(rows) if rows else ops.zeros((0, len(stats.ACTIVATION_FIELDS))),
+                       ops.stack(weight_rows) if weight_rows else
+                       ops.zeros((0, len(stats.WEIGHT_FIELDS))), ops.cast(loss, "float32"))
+            if with_tensors:  # raw values, for histograms: only when asked, they are large
+                return numbers + (tensors, [g if g is not None else ops.zeros_like(w)
+                                            for w, g in zip(trainable, grads)])
+            return numbers
 
         return tf.function(step, reduce_retracing=True)
 
-    def __call__(self, x, y=None):
-        """Runs the probe on one batch `x` (and targets `y`); returns a `ProbeResult`."""
+    def __call__(self, x, y=None, with_tensors=False):
+        """Runs the probe on one batch `x` (and targets `y`); returns a `ProbeResult`.
+
+        With `with_tensors`, the result also holds `activation_tensors` and
+        `gradient_tensors` (device tensors, in the order of `activations` and
+        `weights`) for histograms.
+        """
         if self._function is None:
             self._function = self._build()
         trainable = [v.value for v in self.model.trainable_variables]
         non_trainable = [v.value for v in self.model.non_trainable_variables]
         originals = self._wrap_calls()
         try:
-            act, weights, loss = self._function(trainable, non_trainable, x,
-                                                y if y is not None else 0.0, y is not None)
+            out = self._function(trainable, non_trainable, x, y if y is not None else 0.0,
+                                 y is not None, with_tensors)
         finally:
             for layer, original in originals.items():
                 layer.call = original
             self._records = None
+        act, weights, loss = out[:3]
         act, weights = np.asarray(act), np.asarray(weights)  # the one transfer
         paths, seen = [], {}
         for layer in self._traced:
@@ -179,7 +190,10 @@ class Probe:
         owners = _weight_owners(self.model)
         weight_rows = [(v.path, owners.get(id(v)), dict(zip(stats.WEIGHT_FIELDS, map(float, row))))
                        for v, row in zip(self.model.trainable_variables, weights)]
-        return ProbeResult(activations, weight_rows, float(loss))
+        result = ProbeResult(activations, weight_rows, float(loss))
+        if with_tensors:
+            result.activation_tensors, result.gradient_tensors = out[3], out[4]
+        return result
 
 
 def layer_path(layer):

@@ -1,0 +1,182 @@
+"""SignalMonitor: per-layer activation and gradient statistics to TensorBoard, during `fit`."""
+import os
+import warnings
+
+import keras
+
+from ..diagnostics import Finding, Probe, Thresholds, _input_std
+from ..diagnostics.findings import find
+
+ON_FINDING = ("warn", "stop", "raise")
+# The statistics written as TensorBoard scalars (all of them stay in `history`).
+_ACTIVATION_SCALARS = ("mean", "std", "dead_fraction", "saturated_fraction", "nan_count")
+_WEIGHT_SCALARS = ("weight_norm", "grad_norm", "grad_to_weight")
+
+
+class FindingError(RuntimeError):
+    """Raised by `SignalMonitor(on_finding="raise")`; `.finding` holds the `Finding`."""
+
+    def __init__(self, finding):
+        super().__init__(finding.message)
+        self.finding = finding
+
+
+class SignalMonitor(keras.callbacks.Callback):
+    """Logs every layer's activation and gradient statistics to TensorBoard, and reports findings.
+
+    Every `every_n_steps` training steps (and once before the first), it runs
+    `keras_initkit.diagnostics.Probe` on a fixed probe batch: one compiled
+    pass, side-effect free, so training with the monitor gives the same
+    weights as training without it. It writes per-layer scalars (activation
+    mean, std, dead and saturated fractions, NaN count; weight norm, gradient
+    norm and gradient-to-weight ratio) under tags made from each layer's unique
+    path, optional histograms, and the findings as TensorBoard text.
+
+    Args:
+        log_dir: Folder for the TensorBoard event files (created if needed).
+        probe_data: The probe batch: `x`, or a tuple `(x, y)`. A Keras callback
+            cannot see the training batches without changing the train step,
+            so the batch is given here; a few hundred samples are plenty.
+        every_n_steps: Probe every this many training steps (default 100: the
+            probe costs about one training step, so about 1% at the default).
+        histograms: Also write histograms of activations, gradients and
+            weights (large transfers; off by default).
+        on_finding: `"warn"` (a Python warning, once per kind and layer),
+            `"stop"` (sets `model.stop_training`), `"raise"` (raises
+            `FindingError`), or a callable that receives each `Finding`.
+        loss: Loss for `y` when the model is not compiled with one.
+        **thresholds: Any field of `keras_initkit.diagnostics.Thresholds`.
+
+    Attributes:
+        history: `{"step": [...], "activations": {path: {stat: [...]}},
+            "weights": {path: {stat: [...]}}, "findings": [(step, Finding)]}`;
+            it grows by one entry per probe, nothing else.
+
+    Example:
+    >>> monitor = SignalMonitor("logs/he", probe_data=x_train[:256], every_n_steps=50)
+    >>> model.fit(x_train, y_train, epochs=5, callbacks=[monitor])
+    >>> monitor.history["activations"]["sequential/dense_3"]["std"]
+    """
+
+    def __init__(self, log_dir, probe_data=None, every_n_steps=100, histograms=False,
+                 on_finding="warn", loss=None, **thresholds):
+        super().__init__()
+        if not isinstance(log_dir, (str, os.PathLike)):
+            raise TypeError(f"`log_dir` must be a path; received log_dir={log_dir!r}.")
+        if probe_data is None:
+            raise ValueError(
+                "`probe_data` is required: pass a batch `x` or `(x, y)`, e.g. "
+                "probe_data=x_train[:256]. A Keras callback cannot read the training batches "
+                "without changing the train step.")
+        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or \
+                every_n_steps < 1:
+            raise ValueError(f"`every_n_steps` must be an integer >= 1; received "
+                             f"every_n_steps={every_n_steps!r}.")
+        if not (on_finding in ON_FINDING or callable(on_finding)):
+            raise ValueError(f"`on_finding` must be one of {ON_FINDING} or a callable; "
+                             f"received on_finding={on_finding!r}.")
+        self.log_dir = os.fspath(log_dir)
+        self.x, self.y = probe_data if isinstance(probe_data, tuple) else (probe_data, None)
+        self.every_n_steps = every_n_steps
+        self.histograms = bool(histograms)
+        self.on_finding = on_finding
+        self.loss = loss
+        self.thresholds = Thresholds(**thresholds)
+        self.history = {"step": [], "activations": {}, "weights": {}, "findings": []}
+        self._input_std = _input_std(self.x)
+        self._warned = set()
+        self._step = 0
+        self._probe = self._writer = None
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+
+        try:
+            os.makedirs(self.log_dir, exist_ok=True)
+            probe_file = os.path.join(self.log_dir, ".write_check")
+            with open(probe_file, "w"):
+                pass
+            os.remove(probe_file)
+        except OSError as error:
+            raise ValueError(f"SignalMonitor cannot write to log_dir={self.log_dir!r}: "
+                             f"{error.strerror or error}.") from None
+        self._writer = tf.summary.create_file_writer(self.log_dir)
+        self._probe = Probe(self.model, loss=self.loss,
+                            saturation_threshold=self.thresholds.saturation_threshold)
+        self._run_probe()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if self._step % self.every_n_steps == 0:
+            self._run_probe()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()
+            self._writer = None
+
+    def _run_probe(self):
+        try:
+            result = self._probe(self.x, self.y, with_tensors=self.histograms)
+            findings = find(result, self._input_std, self.thresholds)
+            self._record(result, findings)
+            self._write(result, findings)
+        except Exception as error:  # a diagnostics failure must never lose the training
+            warnings.warn(f"SignalMonitor: the probe at step {self._step} failed and was "
+                          f"skipped ({type(error).__name__}: {error}).", stacklevel=2)
+            return
+        for finding in findings:
+            self._act(finding)
+
+    def _record(self, result, findings):
+        self.history["step"].append(self._step)
+        for path, _, s in result.activations:
+            series = self.history["activations"].setdefault(path, {k: [] for k in s})
+            for key, value in s.items():
+                series[key].append(value)
+        for path, _, s in result.weights:
+            series = self.history["weights"].setdefault(path, {k: [] for k in s})
+            for key, value in s.items():
+                series[key].append(value)
+        self.history["findings"] += [(self._step, f) for f in findings]
+
+    def _write(self, result, findings):
+        import tensorflow as tf
+
+        with self._writer.as_default(step=self._step):
+            for path, _, s in result.activations:
+                for key in _ACTIVATION_SCALARS:
+                    tf.summary.scalar(f"activation/{path}/{key}", s[key])
+            for path, _, s in result.weights:
+                for key in _WEIGHT_SCALARS:
+                    tf.summary.scalar(f"weight/{path}/{key}", s[key])
+            if self.histograms:
+                for (path, _, _), tensor in zip(result.activations, result.activation_tensors):
+                    tf.summary.histogram(f"activation/{path}", tensor)
+                for variable, grad in zip(self.model.trainable_variables,
+                                          result.gradient_tensors):
+                    tf.summary.histogram(f"gradient/{variable.path}", grad)
+                    tf.summary.histogram(f"weight/{variable.path}", variable.value)
+            if findings:
+                rows = "\n".join(f"| {f.kind} | {f.signal} | {f.layer} | {f.value:.3g} | "
+                                 f"{f.message} |" for f in findings)
+                tf.summary.text("findings", "| kind | signal | layer | value | message |\n"
+                                "|---|---|---|---|---|\n" + rows)
+
+    def _act(self, finding):
+        if self.on_finding == "raise":
+            raise FindingError(finding)
+        if self.on_finding == "stop":
+            self.model.stop_training = True
+        elif self.on_finding == "warn":
+            key = (finding.kind, finding.signal, finding.layer)
+            if key not in self._warned:
+                self._warned.add(key)
+                warnings.warn(f"SignalMonitor at step {self._step}: {finding.message}",
+                              stacklevel=2)
+        elif callable(self.on_finding):
+            self.on_finding(finding)
+
+
+__all__ = ["SignalMonitor", "FindingError", "Finding"]

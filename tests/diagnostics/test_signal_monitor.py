@@ -1,0 +1,119 @@
+"""SignalMonitor: TensorBoard logs equal its history, findings act as asked, training is unchanged."""
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from keras_initkit.callbacks import FindingError, SignalMonitor
+from nets import batch, mlp
+
+L = keras.layers
+
+
+def data(n=256, features=16, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, features)).astype("float32")
+    return x, (x[:, 0] > 0).astype("int32")
+
+
+def classifier(init="kit_he", seed=0):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((16,)), L.Dense(32, kernel_initializer=init),
+                              L.BatchNormalization(), L.Activation("relu"), L.Dropout(0.3),
+                              L.Dense(2)], name="clf")
+    model.compile(keras.optimizers.SGD(0.05),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def test_training_with_the_monitor_gives_the_same_weights(tmp_path):
+    x, y = data()
+    plain = classifier()
+    plain.fit(x, y, batch_size=32, epochs=2, verbose=0, shuffle=False)
+    monitored = classifier()
+    monitor = SignalMonitor(tmp_path, probe_data=(x[:64], y[:64]), every_n_steps=3,
+                            histograms=True)
+    monitored.fit(x, y, batch_size=32, epochs=2, verbose=0, shuffle=False, callbacks=[monitor])
+    for a, b in zip(plain.variables, monitored.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    assert monitor.history["step"] == [0, 3, 6, 9, 12, 15]
+
+
+def test_tensorboard_holds_the_history_values(tmp_path):
+    x, y = data()
+    model = classifier()
+    monitor = SignalMonitor(tmp_path, probe_data=x[:64], every_n_steps=4, histograms=True)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    events = EventAccumulator(str(tmp_path), size_guidance={"tensors": 0}).Reload()
+    tags = set(events.Tags()["tensors"])
+    path = next(iter(monitor.history["activations"]))
+    values = [float(np.asarray(__import__("tensorflow").make_ndarray(e.tensor_proto)))
+              for e in events.Tensors(f"activation/{path}/std")]
+    np.testing.assert_allclose(values, monitor.history["activations"][path]["std"], rtol=1e-6)
+    weight = model.trainable_variables[0].path
+    steps = [e.step for e in events.Tensors(f"weight/{weight}/grad_norm")]
+    assert steps == monitor.history["step"] == [0, 4, 8]
+    assert f"gradient/{weight}" in tags and f"activation/{path}" in tags
+
+
+def test_findings_warn_once_per_kind_and_layer(tmp_path):
+    x = batch(64)
+    model = mlp("kit_glorot_normal", depth=20)
+    model.compile(keras.optimizers.SGD(1e-4), "mse")
+    monitor = SignalMonitor(tmp_path, probe_data=x, every_n_steps=1)
+    with pytest.warns(UserWarning, match="kit_he") as caught:
+        model.fit(x, x, batch_size=16, epochs=1, verbose=0, callbacks=[monitor])
+    vanishing = [w for w in caught if "vanishing" in str(w.message)]
+    assert len(vanishing) == 1 and len(monitor.history["findings"]) >= 5
+
+
+@pytest.mark.parametrize("mode", ["stop", "raise", "callable"])
+def test_on_finding_modes(tmp_path, mode):
+    x = batch(64)
+    model = mlp("kit_glorot_normal", depth=20)
+    model.compile(keras.optimizers.SGD(1e-4), "mse")
+    seen = []
+    monitor = SignalMonitor(tmp_path, probe_data=x, every_n_steps=1,
+                            on_finding=seen.append if mode == "callable" else mode)
+    if mode == "raise":
+        with pytest.raises(FindingError, match="vanishing"):
+            model.fit(x, x, batch_size=16, epochs=3, verbose=0, callbacks=[monitor])
+        return
+    history = model.fit(x, x, batch_size=16, epochs=3, verbose=0, callbacks=[monitor])
+    if mode == "stop":
+        assert len(history.history["loss"]) == 1  # stopped at the end of the first epoch
+    else:
+        assert seen and all(f.kind in ("vanishing", "dead") for f in seen)
+
+
+def test_an_unwritable_log_dir_fails_at_train_begin(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    model = classifier()
+    x, y = data(32)
+    monitor = SignalMonitor(blocker / "logs", probe_data=x)
+    with pytest.raises(ValueError, match="cannot write to log_dir"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[monitor])
+
+
+def test_a_failing_probe_warns_and_training_goes_on(tmp_path):
+    model = classifier()
+    x, y = data(64)
+    monitor = SignalMonitor(tmp_path, probe_data=np.zeros((8, 5), "float32"), every_n_steps=1)
+    with pytest.warns(UserWarning, match="probe at step"):
+        history = model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[monitor])
+    assert len(history.history["loss"]) == 2
+
+
+@pytest.mark.parametrize("kwargs,error,word", [
+    ({"probe_data": None}, ValueError, "probe_data"),
+    ({"every_n_steps": 0}, ValueError, "every_n_steps"),
+    ({"on_finding": "shout"}, ValueError, "on_finding"),
+    ({"dead_fraction": 2}, ValueError, "dead_fraction"),
+])
+def test_bad_arguments(tmp_path, kwargs, error, word):
+    arguments = {"probe_data": batch(4), **kwargs}
+    with pytest.raises(error, match=word):
+        SignalMonitor(tmp_path, **arguments)
