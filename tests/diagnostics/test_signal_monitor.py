@@ -45,7 +45,8 @@ def test_tensorboard_holds_the_history_values(tmp_path):
     x, y = data()
     model = classifier()
     monitor = SignalMonitor(tmp_path, probe_data=x[:64], every_n_steps=4, histograms=True)
-    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    for _ in range(2):  # a second fit() goes on with the same writer and step count
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
     events = EventAccumulator(str(tmp_path), size_guidance={"tensors": 0}).Reload()
     tags = set(events.Tags()["tensors"])
     path = next(iter(monitor.history["activations"]))
@@ -54,7 +55,7 @@ def test_tensorboard_holds_the_history_values(tmp_path):
     np.testing.assert_allclose(values, monitor.history["activations"][path]["std"], rtol=1e-6)
     weight = model.trainable_variables[0].path
     steps = [e.step for e in events.Tensors(f"weight/{weight}/grad_norm")]
-    assert steps == monitor.history["step"] == [0, 4, 8]
+    assert steps == monitor.history["step"] == [0, 4, 8, 12, 16]
     assert f"gradient/{weight}" in tags and f"activation/{path}" in tags
 
 

@@ -1,0 +1,127 @@
+"""Step-time cost of SignalMonitor, against no callback and Keras' own TensorBoard callback.
+
+    python benchmarks/bench_monitor.py [--rounds 5] [--quick]
+
+For a small MLP and a small CNN, `fit` runs with no callback, with
+SignalMonitor at its defaults, with SignalMonitor(every_n_steps=16), and with
+keras.callbacks.TensorBoard(histogram_freq=1), interleaved in alternating
+order in one process. Each configuration is warmed up once (tracing), then
+timed over whole `fit` calls; the median per step is reported with its ratio
+to no callback. A final 2,000-step run with SignalMonitor(every_n_steps=16)
+samples resident memory to show it stays flat.
+"""
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_initkit.callbacks import SignalMonitor  # noqa: E402
+
+L = keras.layers
+
+
+def mlp():
+    return keras.Sequential([keras.Input((64,))] + [L.Dense(256, activation="relu")
+                                                    for _ in range(4)] + [L.Dense(10)])
+
+
+def cnn():
+    return keras.Sequential([
+        keras.Input((16, 16, 3)), L.Conv2D(32, 3, padding="same", activation="relu"),
+        L.BatchNormalization(), L.Conv2D(32, 3, padding="same", activation="relu"),
+        L.MaxPooling2D(), L.Conv2D(64, 3, padding="same", activation="relu"),
+        L.GlobalAveragePooling2D(), L.Dense(10)])
+
+
+def dataset(kind, n):
+    rng = np.random.default_rng(0)
+    shape = (n, 64) if kind == "mlp" else (n, 16, 16, 3)
+    return rng.normal(size=shape).astype("float32"), rng.integers(0, 10, n).astype("int32")
+
+
+def compiled(build):
+    keras.utils.set_random_seed(0)
+    model = build()
+    model.compile(keras.optimizers.SGD(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def _rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class _MemorySampler(keras.callbacks.Callback):
+    def __init__(self, every):
+        super().__init__()
+        self.every, self.samples, self.step = every, [], 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.every == 0:
+            self.samples.append((self.step, _rss_mb()))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="2 rounds, MLP only")
+    args = parser.parse_args()
+    rounds = 2 if args.quick else args.rounds
+    batch, steps = 32, 600
+    print(f"keras {keras.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"{time.strftime('%Y-%m-%d')}; batch {batch}, {steps} steps per fit, median of "
+          f"{rounds} rounds\n")
+    print("| model | callback | ms / step | ratio to none |")
+    print("|---|---|---|---|")
+    logs = tempfile.mkdtemp(prefix="bench_monitor_")
+    for kind, build in [("mlp", mlp), ("cnn", cnn)][: 1 if args.quick else 2]:
+        x, y = dataset(kind, batch * steps)
+        probe = x[:256]
+        model = compiled(build)
+        configs = {
+            "none": [],
+            "SignalMonitor() defaults": [SignalMonitor(os.path.join(logs, kind, "default"),
+                                                       probe_data=probe)],
+            "SignalMonitor(every_n_steps=16)": [SignalMonitor(
+                os.path.join(logs, kind, "every16"), probe_data=probe, every_n_steps=16)],
+            "TensorBoard(histogram_freq=1)": [keras.callbacks.TensorBoard(
+                os.path.join(logs, kind, "keras"), histogram_freq=1)],
+        }
+        times = {name: [] for name in configs}
+        for name, callbacks in configs.items():  # warm-up: tracing, writers
+            model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
+        for i in range(rounds):
+            order = list(configs) if i % 2 == 0 else list(reversed(configs))
+            for name in order:
+                start = time.perf_counter()
+                model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=configs[name])
+                times[name].append((time.perf_counter() - start) / steps)
+        base = statistics.median(times["none"])
+        for name in configs:
+            median = statistics.median(times[name])
+            print(f"| {kind} | {name} | {1e3 * median:.2f} | {median / base:.3f} |", flush=True)
+
+    x, y = dataset("mlp", batch * 500)
+    model = compiled(mlp)
+    sampler = _MemorySampler(250)
+    monitor = SignalMonitor(os.path.join(logs, "memory"), probe_data=x[:256], every_n_steps=16,
+                            on_finding=lambda finding: None)
+    model.fit(x, y, batch_size=batch, epochs=4, verbose=0, callbacks=[monitor, sampler])
+    rss = [mb for _, mb in sampler.samples]
+    print(f"\nmemory over {sampler.step} steps with SignalMonitor(every_n_steps=16): "
+          f"{rss[0]:.0f} MB at step {sampler.samples[0][0]}, {rss[-1]:.0f} MB at step "
+          f"{sampler.samples[-1][0]} (change {rss[-1] - rss[0]:+.1f} MB); "
+          f"history holds {len(monitor.history['step'])} probes")
+
+
+if __name__ == "__main__":
+    main()
