@@ -85,14 +85,13 @@ def main():
     logs = tempfile.mkdtemp(prefix="bench_monitor_")
     for kind, build in [("mlp", mlp), ("cnn", cnn)][: 1 if args.quick else 2]:
         x, y = dataset(kind, batch * steps)
-        probe = x[:256]
         model = compiled(build)
         configs = {
             "none": [],
-            "SignalMonitor() defaults": [SignalMonitor(os.path.join(logs, kind, "default"),
-                                                       probe_data=probe)],
+            # Defaults: the probe batch is the first training batch, every 200 steps.
+            "SignalMonitor() defaults": [SignalMonitor(os.path.join(logs, kind, "default"))],
             "SignalMonitor(every_n_steps=16)": [SignalMonitor(
-                os.path.join(logs, kind, "every16"), probe_data=probe, every_n_steps=16)],
+                os.path.join(logs, kind, "every16"), every_n_steps=16)],
             "TensorBoard(histogram_freq=1)": [keras.callbacks.TensorBoard(
                 os.path.join(logs, kind, "keras"), histogram_freq=1)],
         }
@@ -113,7 +112,7 @@ def main():
     x, y = dataset("mlp", batch * 500)
     model = compiled(mlp)
     sampler = _MemorySampler(250)
-    monitor = SignalMonitor(os.path.join(logs, "memory"), probe_data=x[:256], every_n_steps=16,
+    monitor = SignalMonitor(os.path.join(logs, "memory"), every_n_steps=16,
                             on_finding=lambda finding: None)
     model.fit(x, y, batch_size=batch, epochs=4, verbose=0, callbacks=[monitor, sampler])
     rss = [mb for _, mb in sampler.samples]

@@ -34,12 +34,13 @@ class SignalMonitor(keras.callbacks.Callback):
 
     Args:
         log_dir: Folder for the TensorBoard event files (created if needed).
-        probe_data: The probe batch: `x`, or a tuple `(x, y)`. A Keras callback
-            cannot see the training batches without changing the train step,
-            so the batch is given here; a few hundred samples are plenty.
+        probe_data: The probe batch: `x`, or a tuple `(x, y)`; a few hundred
+            samples are plenty. Default: the first training batch of the
+            first `fit` call (arrays, tensors, `tf.data.Dataset` or
+            `PyDataset`; a Python generator needs `probe_data`).
         every_n_steps: Probe every this many training steps. Default 200: a
-            probe of 256 samples with its writes costs about 3 or 4 steps of a
-            small model, under 2% at this interval (benchmarks/README.md).
+            probe of one training batch, with its writes, costs one or two
+            training steps, about 1% at this interval (benchmarks/README.md).
         histograms: Also write histograms of activations, gradients and
             weights (large transfers; off by default).
         on_finding: `"warn"` (a Python warning, once per kind and layer),
@@ -64,11 +65,6 @@ class SignalMonitor(keras.callbacks.Callback):
         super().__init__()
         if not isinstance(log_dir, (str, os.PathLike)):
             raise TypeError(f"`log_dir` must be a path; received log_dir={log_dir!r}.")
-        if probe_data is None:
-            raise ValueError(
-                "`probe_data` is required: pass a batch `x` or `(x, y)`, e.g. "
-                "probe_data=x_train[:256]. A Keras callback cannot read the training batches "
-                "without changing the train step.")
         if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or \
                 every_n_steps < 1:
             raise ValueError(f"`every_n_steps` must be an integer >= 1; received "
@@ -78,13 +74,14 @@ class SignalMonitor(keras.callbacks.Callback):
                              f"received on_finding={on_finding!r}.")
         self.log_dir = os.fspath(log_dir)
         self.x, self.y = probe_data if isinstance(probe_data, tuple) else (probe_data, None)
+        self._given = probe_data is not None
         self.every_n_steps = every_n_steps
         self.histograms = bool(histograms)
         self.on_finding = on_finding
         self.loss = loss
         self.thresholds = Thresholds(**thresholds)
         self.history = {"step": [], "activations": {}, "weights": {}, "findings": []}
-        self._input_std = _input_std(self.x)
+        self._input_std = _input_std(self.x) if self._given else None
         self._warned = set()
         self._step = 0
         self._probe = self._writer = None
@@ -104,6 +101,9 @@ class SignalMonitor(keras.callbacks.Callback):
                              f"{error.strerror or error}.") from None
         if self._writer is None:  # kept across fit() calls: the compiled writer captured it
             self._writer = tf.summary.create_file_writer(self.log_dir)
+        if not self._given and self.x is None:
+            self.x, self.y = _first_batch_of_fit(self.model)
+            self._input_std = _input_std(self.x)
         if self._probe is None or self._probe.model is not self.model:  # reuse its trace
             self._probe = Probe(self.model, loss=self.loss,
                                 saturation_threshold=self.thresholds.saturation_threshold)
@@ -183,6 +183,40 @@ class SignalMonitor(keras.callbacks.Callback):
                               stacklevel=2)
         elif callable(self.on_finding):
             self.on_finding(finding)
+
+
+def _first_batch_of_fit(model):
+    """The first batch of the `fit` call that is running, read without touching training.
+
+    A Keras callback is never handed the data, so this finds `fit`'s own
+    arguments on the call stack: arrays and tensors give their first
+    `batch_size` samples, a `tf.data.Dataset` its first element (from a
+    separate iterator), a `keras.utils.PyDataset` its item 0. Anything else
+    (a Python generator cannot be read twice) asks for `probe_data`.
+    """
+    import inspect
+
+    import tensorflow as tf
+
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_code.co_name == "fit" and frame.f_locals.get("self") is model:
+            x, y = frame.f_locals.get("x"), frame.f_locals.get("y")
+            size = frame.f_locals.get("batch_size") or 32
+            if isinstance(x, tf.data.Dataset):
+                first = next(iter(x.take(1)))
+                return first if isinstance(first, tuple) else (first, None)
+            if isinstance(x, keras.utils.PyDataset):
+                first = x[0]
+                return first[:2] if isinstance(first, tuple) else (first, None)
+            if x is not None and hasattr(keras.tree.flatten(x)[0], "shape"):
+                take = lambda data: keras.tree.map_structure(lambda a: a[:size], data)  # noqa
+                return take(x), (take(y) if y is not None else None)
+            break
+        frame = frame.f_back
+    raise ValueError(
+        "SignalMonitor could not take a probe batch from this fit() call (its data is a "
+        "generator or was not found); pass probe_data=x_batch or (x_batch, y_batch).")
 
 
 def _compiled_scalar_writer(tags):

@@ -109,7 +109,6 @@ def test_a_failing_probe_warns_and_training_goes_on(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,error,word", [
-    ({"probe_data": None}, ValueError, "probe_data"),
     ({"every_n_steps": 0}, ValueError, "every_n_steps"),
     ({"on_finding": "shout"}, ValueError, "on_finding"),
     ({"dead_fraction": 2}, ValueError, "dead_fraction"),
@@ -118,3 +117,33 @@ def test_bad_arguments(tmp_path, kwargs, error, word):
     arguments = {"probe_data": batch(4), **kwargs}
     with pytest.raises(error, match=word):
         SignalMonitor(tmp_path, **arguments)
+
+
+def test_without_probe_data_the_first_training_batch_is_used(tmp_path):
+    x, y = data(128)
+    model = classifier()
+    monitor = SignalMonitor(tmp_path, every_n_steps=2)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[monitor])
+    np.testing.assert_array_equal(monitor.x, x[:16])
+    np.testing.assert_array_equal(monitor.y, y[:16])
+    assert monitor.history["step"] == [0, 2, 4, 6, 8]
+    import tensorflow as tf
+
+    model2, monitor2 = classifier(), SignalMonitor(tmp_path / "ds", every_n_steps=4)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    model2.fit(dataset, epochs=1, verbose=0, callbacks=[monitor2])
+    np.testing.assert_array_equal(np.asarray(monitor2.x), x[:32])
+    assert monitor2.history["step"] == [0, 4]
+
+
+def test_a_generator_without_probe_data_is_refused_clearly(tmp_path):
+    x, y = data(64)
+    model = classifier()
+
+    def batches():
+        while True:
+            yield x[:16], y[:16]
+
+    with pytest.raises(ValueError, match="probe_data"):
+        model.fit(batches(), steps_per_epoch=2, epochs=1, verbose=0,
+                  callbacks=[SignalMonitor(tmp_path)])
