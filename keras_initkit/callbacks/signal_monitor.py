@@ -83,7 +83,7 @@ class SignalMonitor(keras.callbacks.Callback):
         self.history = {"step": [], "activations": {}, "weights": {}, "findings": []}
         self._input_std = _input_std(self.x) if self._given else None
         self._warned = set()
-        self._step = 0
+        self._step, self._next_probe = 0, 0
         self._probe = self._writer = None
         self._scalar_tags, self._write_scalars = None, None
 
@@ -107,17 +107,26 @@ class SignalMonitor(keras.callbacks.Callback):
         if self._probe is None or self._probe.model is not self.model:  # reuse its trace
             self._probe = Probe(self.model, loss=self.loss,
                                 saturation_threshold=self.thresholds.saturation_threshold)
-        if not self.history["step"] or self.history["step"][-1] != self._step:
-            self._run_probe()  # the state training starts from
+        self._probe_if_due(force=True)  # the state training starts from
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._step += 1
-        if self._step % self.every_n_steps == 0:
-            self._run_probe()
+    # Probing at the start of a batch (of the weights after the steps done so far), not at
+    # its end: Keras runs training asynchronously only for callbacks without *_batch_end
+    # hooks, and a probe needs no step's logs.
+    def on_train_batch_begin(self, batch, logs=None):
+        self._probe_if_due()
+        self._step += getattr(self.model, "steps_per_execution", 1) or 1
 
     def on_train_end(self, logs=None):
+        self._probe_if_due()
         if self._writer is not None:
             self._writer.flush()
+
+    def _probe_if_due(self, force=False):
+        if self.history["step"] and self.history["step"][-1] == self._step:
+            return  # this state is probed already
+        if force or self._step >= self._next_probe:
+            self._next_probe = (self._step // self.every_n_steps + 1) * self.every_n_steps
+            self._run_probe()
 
     def _run_probe(self):
         try:

@@ -5,6 +5,7 @@ layer, side-effect free), applies the rules of `findings`, and returns a
 `DiagnosisReport`.
 """
 import dataclasses
+import weakref
 
 import keras
 import numpy as np
@@ -15,6 +16,9 @@ from .report import DiagnosisReport
 
 __all__ = ["diagnose", "DiagnosisReport", "Finding", "Thresholds", "Probe", "ProbeResult",
            "KINDS", "SIGNALS"]
+
+
+_probes = weakref.WeakKeyDictionary()  # model -> Probe: a second diagnose() reuses the trace
 
 
 def _input_std(x):
@@ -64,7 +68,12 @@ def diagnose(model, x, y=None, *, loss=None, **thresholds):
         raise TypeError(f"diagnose() got unknown threshold(s) {unknown}; allowed: "
                         f"{', '.join(sorted(allowed))}.")
     limits = Thresholds(**thresholds)
-    result = Probe(model, loss=loss, saturation_threshold=limits.saturation_threshold)(x, y)
+    key = (loss if isinstance(loss, (str, type(None))) else id(loss), limits.saturation_threshold)
+    probe = _probes.get(model, {}).get(key) if isinstance(model, keras.Model) else None
+    if probe is None:
+        probe = Probe(model, loss=loss, saturation_threshold=limits.saturation_threshold)
+        _probes.setdefault(model, {})[key] = probe
+    result = probe(x, y)
     if not result.activations:
         warn_once(f"No layer output of {model.name!r} could be reached; the report holds "
                   "weights and gradients only.")
