@@ -148,12 +148,15 @@ class Probe:
                                                    self.saturation_threshold, inputs))
             self._traced = traced
             weight_rows = [stats.weight_stats(w, g) for w, g in zip(trainable, grads)]
-            numbers = (ops.stack(rows) if rows else ops.zeros((0, len(stats.ACTIVATION_FIELDS))),
-                       ops.stack(weight_rows) if weight_rows else
-                       ops.zeros((0, len(stats.WEIGHT_FIELDS))), ops.cast(loss, "float32"))
+            # Everything in one flat tensor: one transfer to the host.
+            numbers = ops.concatenate([ops.reshape(ops.stack(rows), (-1,)) if rows else
+                                       ops.zeros((0,)),
+                                       ops.reshape(ops.stack(weight_rows), (-1,)) if weight_rows
+                                       else ops.zeros((0,)),
+                                       ops.reshape(ops.cast(loss, "float32"), (1,))])
             if with_tensors:  # raw values, for histograms: only when asked, they are large
-                return numbers + (tensors, [g if g is not None else ops.zeros_like(w)
-                                            for w, g in zip(trainable, grads)])
+                return numbers, tensors, [g if g is not None else ops.zeros_like(w)
+                                          for w, g in zip(trainable, grads)]
             return numbers
 
         return tf.function(step, reduce_retracing=True)
@@ -177,8 +180,11 @@ class Probe:
             for layer, original in originals.items():
                 layer.call = original
             self._records = None
-        act, weights, loss = out[:3]
-        act, weights = np.asarray(act), np.asarray(weights)  # the one transfer
+        numbers = np.asarray(out[0] if with_tensors else out)  # the one transfer
+        n_act = len(self._traced) * len(stats.ACTIVATION_FIELDS)
+        act = numbers[:n_act].reshape(len(self._traced), len(stats.ACTIVATION_FIELDS))
+        weights = numbers[n_act:-1].reshape(-1, len(stats.WEIGHT_FIELDS))
+        loss = numbers[-1]
         paths, seen = [], {}
         for layer in self._traced:
             path = layer_path(layer)
@@ -192,7 +198,7 @@ class Probe:
                        for v, row in zip(self.model.trainable_variables, weights)]
         result = ProbeResult(activations, weight_rows, float(loss))
         if with_tensors:
-            result.activation_tensors, result.gradient_tensors = out[3], out[4]
+            result.activation_tensors, result.gradient_tensors = out[1], out[2]
         return result
 
 

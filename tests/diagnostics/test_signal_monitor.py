@@ -68,6 +68,9 @@ def test_findings_warn_once_per_kind_and_layer(tmp_path):
         model.fit(x, x, batch_size=16, epochs=1, verbose=0, callbacks=[monitor])
     vanishing = [w for w in caught if "vanishing" in str(w.message)]
     assert len(vanishing) == 1 and len(monitor.history["findings"]) >= 5
+    events = EventAccumulator(str(tmp_path), size_guidance={"tensors": 0}).Reload()
+    texts = [e.tensor_proto.string_val[0].decode() for e in events.Tensors("findings")]
+    assert len(texts) == len(monitor.history["step"]) and "vanishing" in texts[0]
 
 
 @pytest.mark.parametrize("mode", ["stop", "raise", "callable"])
