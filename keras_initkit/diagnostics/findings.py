@@ -209,20 +209,19 @@ def _gradient_findings(result, t):
         ratio = first["grad_norm"] / last["grad_norm"]
     layer = _owner_name(first_layer, first_path)
     if ratio < t.gradient_vanishing_ratio:
-        return [Finding(
-            "vanishing", "gradient", layer, ratio, t.gradient_vanishing_ratio,
-            f"The gradient reaching '{layer}' is {ratio:.3g} times the one at '{last_path}' "
-            f"(threshold {t.gradient_vanishing_ratio:g}): the first layers will not learn. "
-            "Re-initialize with kit_he (ReLU) or kit_glorot (tanh), or add normalization or "
-            "skip connections.")]
-    if ratio > t.gradient_exploding_ratio:
-        return [Finding(
-            "exploding", "gradient", layer, ratio, t.gradient_exploding_ratio,
-            f"The gradient reaching '{layer}' is {ratio:.3g} times the one at '{last_path}' "
-            f"(threshold {t.gradient_exploding_ratio:g}). Use smaller initial weights "
-            "(kit_he or kit_glorot instead of unit variance), clip gradients, or add "
-            "normalization.")]
-    return []
+        kind, limit, advice = ("vanishing", t.gradient_vanishing_ratio,
+                               ": the first layers will not learn. Re-initialize with kit_he "
+                               "(ReLU) or kit_glorot (tanh), or add normalization or skip "
+                               "connections.")
+    elif ratio > t.gradient_exploding_ratio:
+        kind, limit, advice = ("exploding", t.gradient_exploding_ratio,
+                               ". Use smaller initial weights (kit_he or kit_glorot instead of "
+                               "unit variance), clip gradients, or add normalization.")
+    else:
+        return []
+    return [Finding(kind, "gradient", layer, ratio, limit,
+                    f"The gradient reaching '{layer}' is {ratio:.3g} times the one at "
+                    f"'{last_path}' (threshold {limit:g}){advice}")]
 
 
 def _owner_name(layer, weight_path):
