@@ -111,7 +111,7 @@ class Probe:
                 self._records[index] = (_layer, _first_float(args), output)
                 return output
 
-            originals[layer] = original
+            originals[layer] = original if "call" in vars(layer) else None
             layer.call = recording
         return originals
 
@@ -178,7 +178,10 @@ class Probe:
                                  y is not None, with_tensors)
         finally:
             for layer, original in originals.items():
-                layer.call = original
+                if original is None:
+                    del layer.call  # back to the class's method, no instance attribute left
+                else:
+                    layer.call = original
             self._records = None
         numbers = np.asarray(out[0] if with_tensors else out)  # the one transfer
         n_act = len(self._traced) * len(stats.ACTIVATION_FIELDS)

@@ -57,6 +57,7 @@ def test_the_probe_leaves_no_trace():
         probe(batch(32, 16))
     for old, new in zip(before, model.variables):
         np.testing.assert_array_equal(old, new.numpy(), err_msg=new.path)
+    assert not any("call" in vars(layer) for layer in model.layers)  # calls unwrapped
 
 
 def test_training_mode_batch_statistics():
