@@ -90,14 +90,29 @@ class Probe:
         self._function = None
 
     def _loss_fn(self):
+        """`(y, y_pred) -> scalar`: `loss=`, else the compiled loss, per output for several."""
         loss = self.loss if self.loss is not None else getattr(self.model, "loss", None)
         if loss is None:
             raise ValueError(
                 f"The probe got `y` but the model {self.model.name!r} is not compiled with a "
                 "loss; compile it, or pass `loss=` to the probe.")
-        if isinstance(loss, (list, tuple, dict)):
-            raise ValueError("The probe takes one loss for all outputs; pass `loss=`.")
-        return keras.losses.get(loss)
+        if isinstance(loss, dict):  # by output name; loss_weights are not applied
+            names = list(self.model.output_names)
+            fns = {name: keras.losses.get(fn) for name, fn in loss.items()}
+
+            def get(data, name):
+                return data[name] if isinstance(data, dict) else data[names.index(name)]
+
+            def by_name(y, y_pred):
+                return sum(ops.mean(fn(get(y, n), get(y_pred, n))) for n, fn in fns.items())
+
+            return by_name
+        if isinstance(loss, (list, tuple)):
+            fns = [keras.losses.get(fn) for fn in loss]
+            return lambda y, y_pred: sum(ops.mean(fn(t, p)) for fn, t, p in zip(
+                fns, keras.tree.flatten(y), keras.tree.flatten(y_pred)))
+        fn = keras.losses.get(loss)
+        return lambda y, y_pred: ops.mean(fn(y, y_pred))
 
     def _wrap_calls(self):
         originals = {}
@@ -127,7 +142,7 @@ class Probe:
                 kwargs = {"training": True} if model._call_has_training_arg else {}
                 y_pred, _ = model.stateless_call(trainable, non_trainable, x, **kwargs)
                 if has_y:
-                    loss = ops.mean(self._loss_fn()(y, y_pred))
+                    loss = self._loss_fn()(y, y_pred)
                 else:  # a fixed random projection: a unit-scale signal into every output
                     loss = 0.0
                     for i, out in enumerate(keras.tree.flatten(y_pred)):

@@ -111,3 +111,24 @@ def test_bad_models_are_refused():
     model = mlp("kit_he", depth=2, width=8, inputs=8)
     with pytest.raises(ValueError, match="loss"):
         Probe(model)(batch(8, 8), np.zeros((8, 8), "float32"))
+
+
+@pytest.mark.parametrize("structure", ["list", "dict"])
+def test_a_multi_output_model_uses_its_compiled_losses(structure):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8,))
+    a, b = L.Dense(2, name="a")(inputs), L.Dense(3, name="b")(inputs)
+    x = batch(16, 8)
+    ya, yb = np.ones((16, 2), "float32"), np.zeros((16, 3), "float32")
+    if structure == "list":
+        model = keras.Model(inputs, [a, b])
+        model.compile(loss=["mse", "mae"])
+        y = [ya, yb]
+    else:
+        model = keras.Model(inputs, {"a": a, "b": b})
+        model.compile(loss={"a": "mse", "b": "mae"})
+        y = {"a": ya, "b": yb}
+    result = Probe(model)(x, y)
+    pa, pb = (model(x)[0], model(x)[1]) if structure == "list" else (model(x)["a"], model(x)["b"])
+    expected = float(np.mean((np.asarray(pa) - ya) ** 2) + np.mean(np.abs(np.asarray(pb) - yb)))
+    assert result.loss == pytest.approx(expected, rel=1e-5)
