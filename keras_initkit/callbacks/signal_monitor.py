@@ -4,7 +4,7 @@ import warnings
 
 import keras
 
-from ..diagnostics import Finding, Probe, Thresholds, _input_std
+from ..diagnostics import Finding, Probe, Thresholds
 from ..diagnostics.findings import find
 
 ON_FINDING = ("warn", "stop", "raise")
@@ -36,8 +36,8 @@ class SignalMonitor(keras.callbacks.Callback):
         log_dir: Folder for the TensorBoard event files (created if needed).
         probe_data: The probe batch: `x`, or a tuple `(x, y)`; a few hundred
             samples are plenty. Default: the first training batch of the
-            first `fit` call (arrays, tensors, `tf.data.Dataset` or
-            `PyDataset`; a Python generator needs `probe_data`).
+            first `fit` call when it gets arrays, tensors or a `PyDataset`; a
+            generator or `tf.data.Dataset` needs `probe_data`.
         every_n_steps: Probe every this many training steps. Default 200: a
             probe of one training batch, with its writes, costs one or two
             training steps, about 1% at this interval (benchmarks/README.md).
@@ -81,9 +81,8 @@ class SignalMonitor(keras.callbacks.Callback):
         self.loss = loss
         self.thresholds = Thresholds(**thresholds)
         self.history = {"step": [], "activations": {}, "weights": {}, "findings": []}
-        self._input_std = _input_std(self.x) if self._given else None
         self._warned = set()
-        self._step, self._next_probe = 0, 0
+        self._step = self._epoch_base = self._next_probe = 0
         self._probe = self._writer = None
         self._scalar_tags, self._write_scalars = None, None
 
@@ -103,23 +102,32 @@ class SignalMonitor(keras.callbacks.Callback):
             self._writer = tf.summary.create_file_writer(self.log_dir)
         if not self._given and self.x is None:
             self.x, self.y = _first_batch_of_fit(self.model)
-            self._input_std = _input_std(self.x)
         if self._probe is None or self._probe.model is not self.model:  # reuse its trace
             self._probe = Probe(self.model, loss=self.loss,
                                 saturation_threshold=self.thresholds.saturation_threshold)
+        self._step = self._epoch_base = self._iterations()
         self._probe_if_due(force=True)  # the state training starts from
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_base = self._iterations()  # one read per epoch; exact under any chunking
 
     # Probing at the start of a batch (of the weights after the steps done so far), not at
     # its end: Keras runs training asynchronously only for callbacks without *_batch_end
     # hooks, and a probe needs no step's logs.
     def on_train_batch_begin(self, batch, logs=None):
+        self._step = self._epoch_base + batch
         self._probe_if_due()
-        self._step += getattr(self.model, "steps_per_execution", 1) or 1
 
     def on_train_end(self, logs=None):
+        self._step = self._iterations()
         self._probe_if_due()
         if self._writer is not None:
             self._writer.flush()
+
+    def _iterations(self):
+        """The optimizer's step count: TensorBoard steps continue across fit() calls."""
+        iterations = getattr(getattr(self.model, "optimizer", None), "iterations", None)
+        return int(keras.ops.convert_to_numpy(iterations)) if iterations is not None else 0
 
     def _probe_if_due(self, force=False):
         if self.history["step"] and self.history["step"][-1] == self._step:
@@ -131,7 +139,7 @@ class SignalMonitor(keras.callbacks.Callback):
     def _run_probe(self):
         try:
             result = self._probe(self.x, self.y, with_tensors=self.histograms)
-            findings = find(result, self._input_std, self.thresholds)
+            findings = find(result, self.thresholds)
             self._record(result, findings)
             self._write(result, findings)
         except Exception as error:  # a diagnostics failure must never lose the training
@@ -199,9 +207,10 @@ def _first_batch_of_fit(model):
 
     A Keras callback is never handed the data, so this finds `fit`'s own
     arguments on the call stack: arrays and tensors give their first
-    `batch_size` samples, a `tf.data.Dataset` its first element (from a
-    separate iterator), a `keras.utils.PyDataset` its item 0. Anything else
-    (a Python generator cannot be read twice) asks for `probe_data`.
+    `batch_size` samples, a `keras.utils.PyDataset` its item 0. A Python
+    generator cannot be read twice, and a second iterator over a shuffled
+    `tf.data.Dataset` would change the order training sees; both ask for
+    `probe_data`.
     """
     import inspect
 
@@ -213,8 +222,7 @@ def _first_batch_of_fit(model):
             x, y = frame.f_locals.get("x"), frame.f_locals.get("y")
             size = frame.f_locals.get("batch_size") or 32
             if isinstance(x, tf.data.Dataset):
-                first = next(iter(x.take(1)))
-                return first if isinstance(first, tuple) else (first, None)
+                break  # a second iterator would move a shuffled dataset's seed on
             if isinstance(x, keras.utils.PyDataset):
                 first = x[0]
                 return first[:2] if isinstance(first, tuple) else (first, None)
@@ -224,8 +232,9 @@ def _first_batch_of_fit(model):
             break
         frame = frame.f_back
     raise ValueError(
-        "SignalMonitor could not take a probe batch from this fit() call (its data is a "
-        "generator or was not found); pass probe_data=x_batch or (x_batch, y_batch).")
+        "SignalMonitor could not take a probe batch from this fit() call without touching "
+        "training (its data is a generator or a tf.data.Dataset, or was not found); pass "
+        "probe_data=x_batch or (x_batch, y_batch).")
 
 
 def _compiled_scalar_writer(tags):

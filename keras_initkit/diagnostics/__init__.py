@@ -8,7 +8,6 @@ import dataclasses
 import weakref
 
 import keras
-import numpy as np
 
 from .findings import KINDS, SIGNALS, Finding, Thresholds, find
 from .probe import Probe, ProbeResult, warn_once
@@ -19,16 +18,6 @@ __all__ = ["diagnose", "DiagnosisReport", "Finding", "Thresholds", "Probe", "Pro
 
 
 _probes = weakref.WeakKeyDictionary()  # model -> Probe: a second diagnose() reuses the trace
-
-
-def _input_std(x):
-    """Std of the first float input (None when the inputs are not floats, e.g. token ids)."""
-    for tensor in keras.tree.flatten(x):
-        array = np.asarray(keras.ops.convert_to_numpy(tensor))
-        if np.issubdtype(array.dtype, np.floating):
-            finite = array[np.isfinite(array)]
-            return float(finite.std()) if finite.size else None
-    return None
 
 
 def diagnose(model, x, y=None, *, loss=None, **thresholds):
@@ -77,4 +66,4 @@ def diagnose(model, x, y=None, *, loss=None, **thresholds):
     if not result.activations:
         warn_once(f"No layer output of {model.name!r} could be reached; the report holds "
                   "weights and gradients only.")
-    return DiagnosisReport(result, find(result, _input_std(x), limits), limits)
+    return DiagnosisReport(result, find(result, limits), limits)

@@ -16,6 +16,12 @@ _RESETS = (keras.layers.BatchNormalization, keras.layers.LayerNormalization,
            keras.layers.Normalization, keras.layers.Rescaling, keras.layers.Embedding)
 
 
+# Layers that combine several inputs: the probe sees the first, so their gain is not measured.
+_MERGES = (keras.layers.Add, keras.layers.Average, keras.layers.Concatenate, keras.layers.Dot,
+           keras.layers.Maximum, keras.layers.Minimum, keras.layers.Multiply,
+           keras.layers.Subtract)
+
+
 @dataclasses.dataclass(frozen=True)
 class Finding:
     """One problem, at one layer.
@@ -53,14 +59,18 @@ class Thresholds:
             4e-5 by layer 30, while He/ReLU stays at 0.7-0.9 and LeCun/tanh at
             0.13 (measured, shared/KERAS_NOTES.md); 1e-2 separates them.
         exploding_ratio: The same ratio above which the signal has exploded.
-            Default 1e2, the mirror image: unit-variance normal weights at
-            width 512 grow 13x a layer.
+            Default 1e2: unit-variance normal weights at width 512 grow the
+            signal 13x a layer and overflow float32 by layer 15, while He/ReLU
+            stays within 0.7-0.9 over 30 layers (shared/KERAS_NOTES.md); 1e2
+            is crossed at the second bad layer and never by the healthy nets.
         dead_fraction: Fraction of ReLU-family units that are zero for every
             sample in the batch, above which a layer is reported dead.
             Default 0.4, CS231n's "as much as 40% of your network can be dead".
         saturated_fraction: Fraction of a bounded activation's outputs beyond
             `saturation_threshold`, above which a layer is saturated. Default
-            0.5: most of the layer passes (almost) no gradient.
+            0.5, a majority of the units, as in the saturated top layers that
+            Glorot & Bengio 2010 (Sec. 3.1) observed; LeCun/tanh layers here
+            stay under 0.04, and N(0, 1)/tanh layers above 0.9.
         saturation_threshold: |tanh| (or 2*sigmoid - 1) above which an output
             is saturated. Default 0.97, Karpathy's rule (CS231n).
         gradient_vanishing_ratio: Gradient norm of the first kernel over that
@@ -117,8 +127,33 @@ def _remedy(activation):
             "its gain)")
 
 
-def find(result, input_std, thresholds):
-    """The findings of one probe. `input_std` is the std of the input batch (None if not float)."""
+def _scale_over_depth(activations):
+    """(index, scale, where the trend started) for each layer output.
+
+    The scale is the product of the layers' gains (output std over input std)
+    along the path of layers that fed it, back to a model input or to the last
+    layer that sets the scale (normalization, rescaling, embedding). In a chain
+    it is the output std over the input std; branches and several inputs each
+    keep their own reference.
+    """
+    scales, starts = [], []
+    for i, (path, layer, s) in enumerate(activations):
+        parent = s.get("parent")
+        if isinstance(layer, _RESETS):
+            scale, start = 1.0, f"'{path}'"
+        else:
+            base, start = (scales[parent], starts[parent]) if parent is not None else \
+                (1.0, "the input")
+            measured = s["input_std"] > 0 and not isinstance(layer, _MERGES)
+            gain = s["std"] / s["input_std"] if measured else 1.0
+            scale = base * gain if math.isfinite(s["std"]) else math.inf
+        scales.append(scale)
+        starts.append(start)
+        yield i, scale, start
+
+
+def find(result, thresholds):
+    """The findings of one probe (a `ProbeResult`) under `thresholds`."""
     t = thresholds
     found = []
     rows = [(path, layer, s) for path, layer, s in result.activations
@@ -142,24 +177,20 @@ def find(result, input_std, thresholds):
                    f"Lower the learning rate, or {_remedy(activation_name(layer))}.")))
             break
 
-    reference, ref_path = input_std, "the input"
     crossed = {"vanishing": None, "exploding": None}
-    for path, layer, s in rows:
+    for i, ratio, ref_path in _scale_over_depth(result.activations):
+        path, layer, s = result.activations[i]
         name = activation_name(layer)
-        if isinstance(layer, _RESETS) or reference is None or reference <= 0:
-            reference, ref_path = s["std"], f"'{path}'"
-            continue
-        if name == "softmax" or not math.isfinite(reference):
-            continue
-        ratio = s["std"] / reference if math.isfinite(s["std"]) else math.inf
+        if isinstance(layer, keras.Model) or name == "softmax":
+            continue  # a nested model repeats its last layer; probabilities have no scale
         if ratio < t.vanishing_ratio and crossed["vanishing"] is None:
-            crossed["vanishing"] = (path, layer, ratio, name)
+            crossed["vanishing"] = (path, layer, ratio, name, ref_path)
         if ratio > t.exploding_ratio and crossed["exploding"] is None:
-            crossed["exploding"] = (path, layer, ratio, name)
+            crossed["exploding"] = (path, layer, ratio, name, ref_path)
     for kind, hit in crossed.items():
         if hit is None:
             continue
-        path, layer, ratio, name = hit
+        path, layer, ratio, name, ref_path = hit
         limit = t.vanishing_ratio if kind == "vanishing" else t.exploding_ratio
         found.append(Finding(
             kind, "activation", layer.name, ratio, limit,

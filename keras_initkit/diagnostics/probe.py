@@ -28,7 +28,9 @@ class ProbeResult:
 
     Attributes:
         activations: list of `(path, layer, dict)` in the order the layers ran;
-            the dict maps each of `stats.ACTIVATION_FIELDS` to a float.
+            the dict maps each of `stats.ACTIVATION_FIELDS` to a float, and
+            `parent` to the index of the entry whose output the layer read
+            (None for a model input).
         weights: list of `(path, layer, dict)` for every trainable weight (the
             layer that owns it, or None);
             the dict maps each of `stats.WEIGHT_FIELDS` to a float.
@@ -82,12 +84,15 @@ class Probe:
         self.model = model
         self.loss = loss
         self.saturation_threshold = float(saturation_threshold)
-        self._layers = [layer for layer in model._flatten_layers(include_self=False,
-                                                                 recursive=True)
-                        if not isinstance(layer, keras.layers.InputLayer)]
+        layers = list(model._flatten_layers(include_self=False, recursive=True))
+        # A recurrent layer's cell runs once per time step inside the loop: the layer's own
+        # output is what is reported.
+        cells = {id(c) for layer in layers for c in _cells(getattr(layer, "cell", None))}
+        self._layers = [layer for layer in layers if id(layer) not in cells
+                        and not isinstance(layer, keras.layers.InputLayer)]
         self._records = None  # filled while the probe function traces
         self._traced = None  # (path, layer) of each recorded call, from the last trace
-        self._function = None
+        self._function = self._traced_loss = None
 
     def _loss_fn(self):
         """`(y, y_pred) -> scalar`: `loss=`, else the compiled loss, per output for several."""
@@ -111,8 +116,9 @@ class Probe:
             fns = [keras.losses.get(fn) for fn in loss]
             return lambda y, y_pred: sum(ops.mean(fn(t, p)) for fn, t, p in zip(
                 fns, keras.tree.flatten(y), keras.tree.flatten(y_pred)))
-        fn = keras.losses.get(loss)
-        return lambda y, y_pred: ops.mean(fn(y, y_pred))
+        fn = keras.losses.get(loss)  # one loss for every output, as Keras applies it
+        return lambda y, y_pred: sum(ops.mean(fn(t, p)) for t, p in zip(
+            keras.tree.flatten(y), keras.tree.flatten(y_pred)))
 
     def _wrap_calls(self):
         originals = {}
@@ -140,28 +146,35 @@ class Probe:
             with tf.GradientTape() as tape:
                 tape.watch(trainable)
                 kwargs = {"training": True} if model._call_has_training_arg else {}
-                y_pred, _ = model.stateless_call(trainable, non_trainable, x, **kwargs)
-                if has_y:
-                    loss = self._loss_fn()(y, y_pred)
+                y_pred, _, extra_losses = model.stateless_call(
+                    trainable, non_trainable, x, return_losses=True, **kwargs)
+                if has_y:  # the training loss: compiled loss plus regularization losses
+                    loss = self._loss_fn()(y, y_pred) + sum(extra_losses)
                 else:  # a fixed random projection: a unit-scale signal into every output
                     loss = 0.0
                     for i, out in enumerate(keras.tree.flatten(y_pred)):
                         direction = keras.random.normal(ops.shape(out), seed=_SURROGATE_SEED + i)
                         loss = loss + ops.mean(ops.cast(out, "float32") * direction)
             grads = tape.gradient(loss, trainable)
-            rows, traced, tensors = [], [], []
+            graph = tf.compat.v1.get_default_graph()
+            rows, traced, tensors, parents, made_by = [], [], [], [], {}
             for record in self._records:
                 if record is None:
                     continue
                 layer, inputs, output = record
                 tensor = _first_float(output)
-                if tensor is None:
+                # A cell inside a recurrent layer runs in the loop's own graph: skip it.
+                if tensor is None or getattr(tensor, "graph", graph) is not graph:
                     continue
+                if inputs is not None and getattr(inputs, "graph", graph) is not graph:
+                    inputs = None
+                parents.append(made_by.get(inputs.ref()) if inputs is not None else None)
+                made_by[tensor.ref()] = len(traced)
                 traced.append(layer)
                 tensors.append(tensor)
                 rows.append(stats.activation_stats(tensor, _bounded_name(layer),
                                                    self.saturation_threshold, inputs))
-            self._traced = traced
+            self._traced, self._parents = traced, parents
             weight_rows = [stats.weight_stats(w, g) for w, g in zip(trainable, grads)]
             # Everything in one flat tensor: one transfer to the host.
             numbers = ops.concatenate([ops.reshape(ops.stack(rows), (-1,)) if rows else
@@ -183,8 +196,9 @@ class Probe:
         `gradient_tensors` (device tensors, in the order of `activations` and
         `weights`) for histograms.
         """
-        if self._function is None:
-            self._function = self._build()
+        loss_now = self.loss if self.loss is not None else getattr(self.model, "loss", None)
+        if self._function is None or self._traced_loss is not loss_now:  # compile() again
+            self._function, self._traced_loss = self._build(), loss_now
         trainable = [v.value for v in self.model.trainable_variables]
         non_trainable = [v.value for v in self.model.non_trainable_variables]
         originals = self._wrap_calls()
@@ -211,6 +225,8 @@ class Probe:
             paths.append((path + suffix, layer))
         activations = [(path, layer, dict(zip(stats.ACTIVATION_FIELDS, map(float, row))))
                        for (path, layer), row in zip(paths, act)]
+        for (_, _, row), parent in zip(activations, self._parents):
+            row["parent"] = parent  # index of the record whose output this layer read, or None
         owners = _weight_owners(self.model)
         weight_rows = [(v.path, owners.get(id(v)), dict(zip(stats.WEIGHT_FIELDS, map(float, row))))
                        for v, row in zip(self.model.trainable_variables, weights)]
@@ -218,6 +234,12 @@ class Probe:
         if with_tensors:
             result.activation_tensors, result.gradient_tensors = out[1], out[2]
         return result
+
+
+def _cells(cell):
+    if cell is None:
+        return []
+    return [cell] + [c for inner in getattr(cell, "cells", []) for c in _cells(inner)]
 
 
 def layer_path(layer):

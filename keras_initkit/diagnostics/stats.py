@@ -9,7 +9,8 @@ import math
 from keras import ops
 
 ACTIVATION_FIELDS = ("mean", "std", "rms", "min", "max", "zero_fraction", "dead_fraction",
-                     "saturated_fraction", "nan_count", "inf_count", "input_nonfinite_count")
+                     "saturated_fraction", "nan_count", "inf_count", "input_nonfinite_count",
+                     "input_std")
 WEIGHT_FIELDS = ("weight_norm", "weight_rms", "grad_norm", "grad_rms", "grad_max",
                  "grad_nan_count", "grad_inf_count", "grad_to_weight")
 
@@ -42,11 +43,13 @@ def activation_stats(y, bounded=None, saturation_threshold=0.97, x=None):
     """
     y = ops.cast(y, "float32")
     clean, count = _finite(y)
+    finite = ops.isfinite(y)
     mean = ops.sum(clean) / count
     square = ops.sum(clean * clean) / count
-    variance = ops.maximum(square - mean * mean, 0.0)
+    # Centre before squaring: E[x^2] - E[x]^2 loses the variance of a large-mean layer.
+    centred = ops.where(finite, clean - mean, ops.zeros_like(clean))
+    variance = ops.sum(centred * centred) / count
     big = ops.cast(3.0e38, "float32")
-    finite = ops.isfinite(y)
     minimum = ops.min(ops.where(finite, y, big))
     maximum = ops.max(ops.where(finite, y, -big))
     zero = ops.cast(ops.equal(y, 0.0), "float32")
@@ -62,7 +65,18 @@ def activation_stats(y, bounded=None, saturation_threshold=0.97, x=None):
         saturated, ops.sum(ops.cast(ops.isnan(y), "float32")),
         ops.sum(ops.cast(ops.isinf(y), "float32")),
         _nonfinite_count(x),
+        _std(x),
     ])
+
+
+def _std(x):
+    """Std of the finite entries of `x` (-1 when there is no float input)."""
+    if x is None:
+        return -ops.ones((), "float32")
+    x = ops.cast(x, "float32")
+    clean, count = _finite(x)
+    centred = ops.where(ops.isfinite(x), clean - ops.sum(clean) / count, ops.zeros_like(clean))
+    return ops.sqrt(ops.sum(centred * centred) / count)
 
 
 def _nonfinite_count(x):

@@ -123,3 +123,17 @@ def test_report_table_dict_and_plot():
     figure = report.plot()
     assert len(figure.axes) == 2 and figure.axes[0].get_yscale() == "log"
     assert len(figure.axes[0].lines[0].get_xdata()) == 20
+
+
+def test_inputs_on_different_scales_raise_no_alarm():
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((32,)), keras.Input((32,))
+    L = keras.layers
+    left = L.Dense(64, activation="relu", kernel_initializer="kit_he")(a)
+    right = L.Dense(64, activation="relu", kernel_initializer="kit_he")(b)
+    out = L.Dense(1)(L.Concatenate()([left, right]))
+    model = keras.Model([a, b], out)
+    x = [batch(64, 32), 300.0 * batch(64, 32, seed=1)]
+    for inputs in (x, x[::-1]):
+        report = keras_initkit.diagnose(model, inputs)
+        assert report.healthy, report.table()

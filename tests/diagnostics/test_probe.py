@@ -132,3 +132,36 @@ def test_a_multi_output_model_uses_its_compiled_losses(structure):
     pa, pb = (model(x)[0], model(x)[1]) if structure == "list" else (model(x)["a"], model(x)["b"])
     expected = float(np.mean((np.asarray(pa) - ya) ** 2) + np.mean(np.abs(np.asarray(pb) - yb)))
     assert result.loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_recurrent_layers_are_probed_without_their_inner_cells():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((10,), dtype="int32"), L.Embedding(50, 8),
+                              L.LSTM(8, return_sequences=True), L.GRU(4), L.Dense(1)])
+    x = np.random.default_rng(0).integers(0, 50, (16, 10)).astype("int32")
+    result = Probe(model)(x)
+    kinds = [type(layer).__name__ for _, layer, _ in result.activations]
+    assert kinds == ["Embedding", "LSTM", "GRU", "Dense"]
+    assert all(s["grad_norm"] > 0 for _, _, s in result.weights)
+
+
+def test_std_of_a_large_mean_output_is_exact():
+    from keras_initkit.diagnostics import stats
+
+    y = (1000 + 0.01 * np.random.default_rng(0).normal(size=(64, 32))).astype("float32")
+    row = dict(zip(stats.ACTIVATION_FIELDS, np.asarray(stats.activation_stats(y, x=y))))
+    assert row["std"] == pytest.approx(y.astype("float64").std(), rel=1e-3)
+    assert row["input_std"] == pytest.approx(row["std"])
+
+
+def test_the_loss_follows_a_new_compile_and_includes_regularization():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), L.Dense(4, kernel_regularizer="l2")])
+    x, y = batch(16, 8), np.ones((16, 4), "float32")
+    probe = Probe(model)
+    model.compile(loss="mse")
+    penalty = 0.01 * float(np.sum(model.layers[0].kernel.numpy() ** 2))
+    out = np.asarray(model(x))
+    assert probe(x, y).loss == pytest.approx(np.mean((out - y) ** 2) + penalty, rel=1e-5)
+    model.compile(loss="mae")
+    assert probe(x, y).loss == pytest.approx(np.mean(np.abs(out - y)) + penalty, rel=1e-5)

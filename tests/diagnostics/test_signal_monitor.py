@@ -130,16 +130,13 @@ def test_without_probe_data_the_first_training_batch_is_used(tmp_path):
     np.testing.assert_array_equal(monitor.x, x[:16])
     np.testing.assert_array_equal(monitor.y, y[:16])
     assert monitor.history["step"] == [0, 2, 4, 6, 8]
+
+
+
+@pytest.mark.parametrize("source", ["generator", "dataset"])
+def test_a_generator_or_dataset_without_probe_data_is_refused_clearly(tmp_path, source):
     import tensorflow as tf
 
-    model2, monitor2 = classifier(), SignalMonitor(tmp_path / "ds", every_n_steps=4)
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
-    model2.fit(dataset, epochs=1, verbose=0, callbacks=[monitor2])
-    np.testing.assert_array_equal(np.asarray(monitor2.x), x[:32])
-    assert monitor2.history["step"] == [0, 4]
-
-
-def test_a_generator_without_probe_data_is_refused_clearly(tmp_path):
     x, y = data(64)
     model = classifier()
 
@@ -147,6 +144,51 @@ def test_a_generator_without_probe_data_is_refused_clearly(tmp_path):
         while True:
             yield x[:16], y[:16]
 
+    inputs = batches() if source == "generator" else \
+        tf.data.Dataset.from_tensor_slices((x, y)).shuffle(64).batch(16).repeat()
     with pytest.raises(ValueError, match="probe_data"):
-        model.fit(batches(), steps_per_epoch=2, epochs=1, verbose=0,
+        model.fit(inputs, steps_per_epoch=2, epochs=1, verbose=0,
                   callbacks=[SignalMonitor(tmp_path)])
+
+
+def test_shuffled_dataset_steps_per_execution_and_nested_multi_output(tmp_path):
+    # Non-interference and step counting beyond plain arrays: a shuffled tf.data pipeline,
+    # four steps per execution, and a nested, two-output model.
+    import tensorflow as tf
+
+    x, y = data(160)
+
+    def build():
+        keras.utils.set_random_seed(0)
+        inner = keras.Sequential([L.Dense(16, activation="relu"), L.Dropout(0.2)], name="inner")
+        inputs = keras.Input((16,))
+        hidden = inner(inputs)
+        model = keras.Model(inputs, [L.Dense(2, name="p")(hidden), L.Dense(1, name="q")(hidden)])
+        model.compile(keras.optimizers.SGD(0.05), loss=["mse", "mse"], steps_per_execution=4)
+        return model
+
+    def pipeline():
+        targets = (np.eye(2, dtype="float32")[y], x[:, :1])
+        return tf.data.Dataset.from_tensor_slices((x, targets)).shuffle(160, seed=1).batch(16)
+
+    plain, monitored = build(), build()
+    plain.fit(pipeline(), epochs=2, verbose=0)
+    monitor = SignalMonitor(tmp_path, probe_data=(x[:32], (np.eye(2, dtype="float32")[y[:32]],
+                                                             x[:32, :1])), every_n_steps=8)
+    monitored.fit(pipeline(), epochs=2, verbose=0, callbacks=[monitor])
+    for a, b in zip(plain.variables, monitored.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    assert int(monitored.optimizer.iterations.numpy()) == 20
+    assert monitor.history["step"] == [0, 8, 18]  # chunk starts: 0 4 8 | 10 14 18
+    assert any(path.endswith("inner/dense") or "inner" in path
+               for path in monitor.history["activations"])
+
+
+def test_nan_in_the_data_is_reported_during_training(tmp_path):
+    x, y = data(64)
+    x[5, 3] = np.nan
+    model = classifier()
+    seen = []
+    monitor = SignalMonitor(tmp_path, probe_data=x[:16], every_n_steps=2, on_finding=seen.append)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[monitor])
+    assert any(f.kind == "nonfinite" and f.layer == model.layers[0].name for f in seen)
