@@ -123,8 +123,9 @@ def main():
                 truncated_worst = max(truncated_worst, ratio)
             print(f"| {name} | {shape} | {ms_ours:.1f} | {ms_keras:.1f} | {ratio:.2f} | "
                   f"{mem_ours:.2f}x | {mem_keras:.2f}x |", flush=True)
+    truncated = f"{truncated_worst:.2f}" if truncated_worst else "n/a"
     print(f"\nworst ratio {worst:.2f} (target <= 1.0); truncated-normal schemes worst "
-          f"{truncated_worst:.2f} (target <= 0.65); worst extra memory {memory_worst:.2f}x "
+          f"{truncated} (target <= 0.65); worst extra memory {memory_worst:.2f}x "
           "the output (target <= 2)")
 
 
