@@ -95,30 +95,44 @@ class Probe:
         self._function = self._traced_loss = None
 
     def _loss_fn(self):
-        """`(y, y_pred) -> scalar`: `loss=`, else the compiled loss, per output for several."""
+        """`(y, y_pred) -> scalar`: `loss=`, else the compiled loss and its `loss_weights`."""
         loss = self.loss if self.loss is not None else getattr(self.model, "loss", None)
         if loss is None:
             raise ValueError(
                 f"The probe got `y` but the model {self.model.name!r} is not compiled with a "
                 "loss; compile it, or pass `loss=` to the probe.")
-        if isinstance(loss, dict):  # by output name; loss_weights are not applied
-            names = list(self.model.output_names)
-            fns = {name: keras.losses.get(fn) for name, fn in loss.items()}
+        names = list(getattr(self.model, "output_names", None) or [])
+        weights = None if self.loss is not None else getattr(
+            getattr(self.model, "_compile_loss", None), "_user_loss_weights", None)
 
-            def get(data, name):
-                return data[name] if isinstance(data, dict) else data[names.index(name)]
+        def weight(i):
+            if weights is None:
+                return 1.0
+            if isinstance(weights, (int, float)):
+                return float(weights)
+            if isinstance(weights, dict):
+                return float(weights.get(names[i], 1.0))
+            return float(weights[i])
 
-            def by_name(y, y_pred):
-                return sum(ops.mean(fn(get(y, n), get(y_pred, n))) for n, fn in fns.items())
+        def get(data, i):
+            if isinstance(data, dict):
+                return data[names[i]]
+            return keras.tree.flatten(data)[i]
 
-            return by_name
-        if isinstance(loss, (list, tuple)):
-            fns = [keras.losses.get(fn) for fn in loss]
-            return lambda y, y_pred: sum(ops.mean(fn(t, p)) for fn, t, p in zip(
-                fns, keras.tree.flatten(y), keras.tree.flatten(y_pred)))
-        fn = keras.losses.get(loss)  # one loss for every output, as Keras applies it
-        return lambda y, y_pred: sum(ops.mean(fn(t, p)) for t, p in zip(
-            keras.tree.flatten(y), keras.tree.flatten(y_pred)))
+        if isinstance(loss, dict):  # by output name
+            fns = {names.index(n): keras.losses.get(fn) for n, fn in loss.items()}
+        elif isinstance(loss, (list, tuple)):
+            fns = dict(enumerate(keras.losses.get(fn) for fn in loss))
+        else:  # one loss for every output, as Keras applies it
+            fns = keras.losses.get(loss)
+
+        def total(y, y_pred):
+            per_output = fns if isinstance(fns, dict) else dict.fromkeys(
+                range(len(keras.tree.flatten(y_pred))), fns)
+            return sum(weight(i) * ops.mean(fn(get(y, i), get(y_pred, i)))
+                       for i, fn in per_output.items())
+
+        return total
 
     def _wrap_calls(self):
         originals = {}

@@ -122,15 +122,20 @@ def test_a_multi_output_model_uses_its_compiled_losses(structure):
     ya, yb = np.ones((16, 2), "float32"), np.zeros((16, 3), "float32")
     if structure == "list":
         model = keras.Model(inputs, [a, b])
-        model.compile(loss=["mse", "mae"])
+        model.compile(loss=["mse", "mae"], loss_weights=[1.0, 0.25])
         y = [ya, yb]
     else:
         model = keras.Model(inputs, {"a": a, "b": b})
-        model.compile(loss={"a": "mse", "b": "mae"})
+        model.compile(loss={"a": "mse", "b": "mae"}, loss_weights={"a": 1.0, "b": 0.25})
         y = {"a": ya, "b": yb}
     result = Probe(model)(x, y)
     pa, pb = (model(x)[0], model(x)[1]) if structure == "list" else (model(x)["a"], model(x)["b"])
-    expected = float(np.mean((np.asarray(pa) - ya) ** 2) + np.mean(np.abs(np.asarray(pb) - yb)))
+    expected = float(np.mean((np.asarray(pa) - ya) ** 2)
+                     + 0.25 * np.mean(np.abs(np.asarray(pb) - yb)))
+    assert result.loss == pytest.approx(expected, rel=1e-5)
+    evaluated = model.evaluate(x, y, verbose=0)  # Keras' own weighted training loss
+    total = evaluated[0] if isinstance(evaluated, list) else evaluated
+    assert result.loss == pytest.approx(float(total), rel=1e-4)
     assert result.loss == pytest.approx(expected, rel=1e-5)
 
 
