@@ -74,7 +74,6 @@ class SignalMonitor(keras.callbacks.Callback):
                              f"received on_finding={on_finding!r}.")
         self.log_dir = os.fspath(log_dir)
         self.x, self.y = probe_data if isinstance(probe_data, tuple) else (probe_data, None)
-        self._given = probe_data is not None
         self.every_n_steps = every_n_steps
         self.histograms = bool(histograms)
         self.on_finding = on_finding
@@ -100,7 +99,7 @@ class SignalMonitor(keras.callbacks.Callback):
                              f"{error.strerror or error}.") from None
         if self._writer is None:  # kept across fit() calls: the compiled writer captured it
             self._writer = tf.summary.create_file_writer(self.log_dir)
-        if not self._given and self.x is None:
+        if self.x is None:  # no probe_data: the first training batch
             self.x, self.y = _first_batch_of_fit(self.model)
         if self._probe is None or self._probe.model is not self.model:  # reuse its trace
             self._probe = Probe(self.model, loss=self.loss,
