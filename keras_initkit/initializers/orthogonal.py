@@ -2,9 +2,16 @@
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from .base import KitInitializer, check_number, float_work_dtype
+
+# Above this many entries, building Q panel by panel from matmuls beats one Householder
+# sweep (2.4x faster for 4096^2 on a 2-core CPU) and needs one copy of Q at peak, not three.
+PANEL_MIN_ENTRIES = 2**21
+# Widest panel: wide enough for fast matmuls, narrow enough to keep the working set small.
+PANEL_MAX_WIDTH = 1024
 
 
 def orthogonal_matrix(rows, cols, dtype, seed, gain=1.0, batch=()):
@@ -16,42 +23,73 @@ def orthogonal_matrix(rows, cols, dtype, seed, gain=1.0, batch=()):
     work = float_work_dtype(dtype)
     tall = rows >= cols
     big, small = (rows, cols) if tall else (cols, rows)
-    a = keras.random.normal((*batch, big, small), dtype=work, seed=seed)
     # Below ~2^18 entries the Householder sweep is cheaper than CholeskyQR2's op count.
-    if not batch and small >= 16 and big >= 4 * small and big * small >= 2**18:
-        q = _cholesky_q(a, gain)
+    tall_enough = small >= 16 and big >= 4 * small and big * small >= 2**18
+    if not batch and (tall_enough or big * small >= PANEL_MIN_ENTRIES):
+        def draw(index, width):
+            panel_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+            return keras.random.normal((big, width), dtype=work, seed=panel_seed)
+
+        panels = _haar_panels(draw, big, small, gain)
+        if not tall:  # transposing panel by panel keeps the peak at one copy of Q
+            panels = [ops.transpose(p) for p in panels]
+        q = panels[0] if len(panels) == 1 else ops.concatenate(panels, axis=1 if tall else 0)
     else:
-        q, r = ops.qr(a)
+        q, r = ops.qr(keras.random.normal((*batch, big, small), dtype=work, seed=seed))
         signs = ops.sign(ops.diagonal(r, axis1=-2, axis2=-1))
         q = q * ops.expand_dims(signs * gain, -2)  # the sign fix and the gain in one pass
-    if not tall:
-        q = ops.swapaxes(q, -1, -2)
+        if not tall:
+            q = ops.swapaxes(q, -1, -2)
     return ops.cast(q, dtype)
 
 
-def _cholesky_q(a, gain):
-    """Q = A R^-1 with R = chol(A^T A)^T, twice (CholeskyQR2, Yamamoto et al. 2015).
+def _haar_panels(draw, rows, cols, gain):
+    """`gain` times the Q of a Gaussian `(rows, cols)` matrix, `rows >= cols`, as column panels.
 
-    R has a positive diagonal, so this is the same Q as Householder QR with the
-    signs fixed, at a fraction of the cost for a tall matrix: two small Gram
-    matrices and two matmuls instead of a Householder sweep (6x faster for
-    (4608, 512) here), and one extra copy of the matrix at peak instead of
-    two. It is used only when rows >= 4 * cols >= 64 and the matrix has 2^18
-    entries or more (below that, the sweep is cheaper), where a Gaussian matrix
-    has a condition number near (sqrt(rows) + sqrt(cols)) / (sqrt(rows) -
-    sqrt(cols)) <= 3 with overwhelming probability, far inside the range
-    (up to about 1 / sqrt(eps)) where CholeskyQR2 is accurate to working
-    precision.
+    `draw(index, width)` returns the next `(rows, width)` panel of the Gaussian matrix.
+
+    Block Gram-Schmidt with reorthogonalization (BCGS2, Barlow & Smoktunowicz 2013)
+    on a Gaussian matrix drawn one panel at a time. Each panel is projected off the
+    panels before it, orthonormalized, projected again and orthonormalized again
+    ("twice is enough"), which keeps W^T W = I to working precision. Every
+    orthonormalization has a positive-diagonal R, so the columns are those of the
+    sign-fixed Householder Q: the same Haar law.
+
+    A panel is at most a quarter as wide as the dimensions still free, so that the
+    projected Gaussian panel is well conditioned (condition number <= 3) and
+    CholeskyQR is exact to working precision; the last few columns, where that cannot
+    hold, go through one Householder QR.
     """
-    n = a.shape[-1]
-    for last in (False, True):
-        chol = ops.cholesky(ops.einsum("ki,kj->ij", a, a))  # no transposed copy of a
-        r_inverse = ops.transpose(ops.solve_triangular(chol, ops.eye(n, dtype=a.dtype),
-                                                       lower=True))
-        if last:
-            r_inverse = r_inverse * gain
-        a = ops.matmul(a, r_inverse)
-    return a
+    panels, done = [], 0
+
+    def project(p):
+        # The panels already carry the gain, so the small factor takes 1 / gain^2.
+        for q in panels:
+            p = p - ops.matmul(q, ops.einsum("ki,kj->ij", q, p) / gain**2)
+        return p
+
+    while done < cols:
+        width = min(cols - done, PANEL_MAX_WIDTH, (rows - done) // 4)
+        householder = width < min(64, cols - done)
+        if householder:
+            width = cols - done
+        p = project(draw(len(panels), width))
+        if householder:
+            q, r = ops.qr(p)
+            p = q * ops.sign(ops.diagonal(r))
+            del q, r
+        else:
+            p = _cholesky_step(p)
+        panels.append(_cholesky_step(project(p), gain))
+        done += width
+    return panels
+
+
+def _cholesky_step(a, gain=1.0):
+    """One CholeskyQR step: `gain * A R^-1` with `R = chol(A^T A)^T`, which has a positive diagonal."""
+    chol = ops.cholesky(ops.einsum("ki,kj->ij", a, a))  # no transposed copy of a
+    r_inverse = ops.solve_triangular(chol, ops.eye(a.shape[-1], dtype=a.dtype), lower=True)
+    return ops.matmul(a, ops.transpose(r_inverse) * gain)
 
 
 @keras.saving.register_keras_serializable(package="keras_initkit")

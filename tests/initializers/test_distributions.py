@@ -115,22 +115,35 @@ def test_zero_sized_axis_gives_an_empty_tensor():
 
 @pytest.mark.parametrize("shape,gain", [((256, 64), 1.0), ((64, 256), 2.0), ((3, 3, 32, 64), 0.5),
                                         ((128, 128), 1.3), ((2048, 128), 1.0), ((128, 2048), 0.7),
-                                        ((3, 3, 256, 64), 1.0)])
+                                        ((3, 3, 256, 64), 1.0), ((1536, 1536), 1.3),
+                                        ((1024, 3072), 0.8)])
 def test_orthogonal_is_orthogonal_times_gain(shape, gain):
     w = to_numpy(I.Orthogonal(gain=gain, seed=7)(shape, dtype="float32")).reshape(-1, shape[-1])
     gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
     np.testing.assert_allclose(gram, gain**2 * np.eye(len(gram)), atol=2e-5 * gain**2)
 
 
-def test_cholesky_qr_gives_the_sign_fixed_householder_q():
-    # Large tall matrices take CholeskyQR2; its Q must be the Q of QR with diag(R) > 0.
-    from keras_initkit.initializers.orthogonal import _cholesky_q
+@pytest.mark.parametrize("shape", [(2048, 128), (1024, 1024)])
+def test_panel_q_is_the_sign_fixed_householder_q(shape):
+    # Large matrices are built panel by panel (CholeskyQR2 when tall, block Gram-Schmidt
+    # when square); the result must be the Q of QR with diag(R) > 0, times the gain.
+    from keras_initkit.initializers.orthogonal import _haar_panels
 
-    a = np.random.default_rng(0).normal(size=(2048, 128)).astype("float32")
+    a = np.random.default_rng(0).normal(size=shape).astype("float32")
+    widths = []
+
+    def draw(index, width):
+        assert index == len(widths)
+        start = sum(widths)
+        widths.append(width)
+        return keras.ops.convert_to_tensor(a[:, start:start + width])
+
+    panels = _haar_panels(draw, *shape, 1.5)
+    assert sum(widths) == shape[1] and (len(widths) > 2) == (shape[0] == shape[1])
     q, r = np.linalg.qr(a.astype("float64"))
     expected = 1.5 * q * np.sign(np.diag(r))
-    np.testing.assert_allclose(to_numpy(_cholesky_q(keras.ops.convert_to_tensor(a), 1.5)),
-                               expected, atol=2e-5)
+    np.testing.assert_allclose(np.concatenate([to_numpy(p) for p in panels], axis=1), expected,
+                               atol=1e-5)
 
 
 def test_orthogonal_is_haar_distributed():
