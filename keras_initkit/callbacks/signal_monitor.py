@@ -83,7 +83,6 @@ class SignalMonitor(keras.callbacks.Callback):
         self._warned = set()
         self._step = self._epoch_base = self._next_probe = 0
         self._probe = self._writer = None
-        self._scalar_tags, self._write_scalars = None, None
 
     def on_train_begin(self, logs=None):
         import tensorflow as tf
@@ -103,7 +102,9 @@ class SignalMonitor(keras.callbacks.Callback):
             self.x, self.y = _first_batch_of_fit(self.model)
         if self._probe is None or self._probe.model is not self.model:  # reuse its trace
             self._probe = Probe(self.model, loss=self.loss,
-                                saturation_threshold=self.thresholds.saturation_threshold)
+                                saturation_threshold=self.thresholds.saturation_threshold,
+                                summary_writer=self._writer,
+                                summary_fields=(_ACTIVATION_SCALARS, _WEIGHT_SCALARS))
         self._step = self._epoch_base = self._iterations()
         self._probe_if_due(force=True)  # the state training starts from
 
@@ -137,7 +138,8 @@ class SignalMonitor(keras.callbacks.Callback):
 
     def _run_probe(self):
         try:
-            result = self._probe(self.x, self.y, with_tensors=self.histograms)
+            # The scalars are written inside the probe's own compiled call.
+            result = self._probe(self.x, self.y, with_tensors=self.histograms, step=self._step)
             findings = find(result, self.thresholds)
             self._record(result, findings)
             self._write(result, findings)
@@ -162,17 +164,10 @@ class SignalMonitor(keras.callbacks.Callback):
         self.history["findings"] += [(self._step, f) for f in findings]
 
     def _write(self, result, findings):
+        """Histograms and findings; the probe wrote the scalars already."""
         import tensorflow as tf
 
-        tags = [f"activation/{path}/{key}" for path, _, _ in result.activations
-                for key in _ACTIVATION_SCALARS]
-        tags += [f"weight/{path}/{key}" for path, _, _ in result.weights for key in _WEIGHT_SCALARS]
-        values = [s[key] for _, _, s in result.activations for key in _ACTIVATION_SCALARS]
-        values += [s[key] for _, _, s in result.weights for key in _WEIGHT_SCALARS]
-        if self._scalar_tags != tags:  # one compiled writer per set of tags
-            self._scalar_tags, self._write_scalars = tags, _compiled_scalar_writer(tags)
         with self._writer.as_default(step=self._step):
-            self._write_scalars(tf.constant(values, tf.float32), tf.constant(self._step, tf.int64))
             if self.histograms:
                 for (path, _, _), tensor in zip(result.activations, result.activation_tensors):
                     tf.summary.histogram(f"activation/{path}", tensor)
@@ -234,18 +229,6 @@ def _first_batch_of_fit(model):
         "SignalMonitor could not take a probe batch from this fit() call without touching "
         "training (its data is a generator or a tf.data.Dataset, or was not found); pass "
         "probe_data=x_batch or (x_batch, y_batch).")
-
-
-def _compiled_scalar_writer(tags):
-    """One TensorFlow call writes every scalar: a summary op per tag costs ~0.4 ms eagerly."""
-    import tensorflow as tf
-
-    @tf.function
-    def write(values, step):
-        for i, tag in enumerate(tags):
-            tf.summary.scalar(tag, values[i], step=step)
-
-    return write
 
 
 __all__ = ["SignalMonitor", "FindingError", "Finding"]

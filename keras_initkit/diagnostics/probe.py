@@ -66,13 +66,19 @@ class Probe:
         saturation_threshold: |value| mapped onto [-1, 1] above which a
             bounded activation counts as saturated. Default 0.97, Karpathy's
             rule of thumb for tanh (CS231n).
+        summary_writer: Optional `tf.summary` writer. Each call then also
+            writes the statistics named in `summary_fields` as TensorBoard
+            scalars at `step`, inside the same compiled call.
+        summary_fields: `(activation fields, weight fields)` to write, tagged
+            `activation/<layer path>/<field>` and `weight/<weight path>/<field>`.
 
     Example:
     >>> result = Probe(model)(x_batch)
     >>> [(path, s["std"]) for path, _, s in result.activations]
     """
 
-    def __init__(self, model, loss=None, saturation_threshold=0.97):
+    def __init__(self, model, loss=None, saturation_threshold=0.97, summary_writer=None,
+                 summary_fields=((), ())):
         if not isinstance(model, keras.Model):
             raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
         if not model.built:
@@ -84,6 +90,7 @@ class Probe:
         self.model = model
         self.loss = loss
         self.saturation_threshold = float(saturation_threshold)
+        self.summary_writer, self.summary_fields = summary_writer, summary_fields
         layers = list(model._flatten_layers(include_self=False, recursive=True))
         # A recurrent layer's cell runs once per time step inside the loop: the layer's own
         # output is what is reported.
@@ -91,8 +98,11 @@ class Probe:
         self._layers = [layer for layer in layers if id(layer) not in cells
                         and not isinstance(layer, keras.layers.InputLayer)]
         self._records = None  # filled while the probe function traces
-        self._traced = None  # (path, layer) of each recorded call, from the last trace
+        self._traced = None  # (path, layer, parent) of each recorded call, from the last trace
         self._function = self._traced_loss = None
+        # Input signature -> (concrete function, its _traced): a fixed probe batch traces once,
+        # and later calls skip tf.function's argument matching and the wrapping of layer calls.
+        self._concrete = {}
 
     def _loss_fn(self):
         """`(y, y_pred) -> scalar`: `loss=`, else the compiled loss and its `loss_weights`."""
@@ -155,7 +165,7 @@ class Probe:
 
         model = self.model
 
-        def step(trainable, non_trainable, x, y, has_y, with_tensors):
+        def step(trainable, non_trainable, x, y, has_y, with_tensors, summary_step):
             self._records = []
             with tf.GradientTape() as tape:
                 tape.watch(trainable)
@@ -169,9 +179,11 @@ class Probe:
                     for i, out in enumerate(keras.tree.flatten(y_pred)):
                         direction = keras.random.normal(ops.shape(out), seed=_SURROGATE_SEED + i)
                         loss = loss + ops.mean(ops.cast(out, "float32") * direction)
-            grads = tape.gradient(loss, trainable)
+            # An Embedding's gradient comes as IndexedSlices: dense, for the statistics.
+            grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+                     for g in tape.gradient(loss, trainable)]
             graph = tf.compat.v1.get_default_graph()
-            rows, traced, tensors, parents, made_by = [], [], [], [], {}
+            traced, tensors, inputs_of, made_by = [], [], [], {}
             for record in self._records:
                 if record is None:
                     continue
@@ -182,72 +194,134 @@ class Probe:
                     continue
                 if inputs is not None and getattr(inputs, "graph", graph) is not graph:
                     inputs = None
-                parents.append(made_by.get(inputs.ref()) if inputs is not None else None)
+                parent = made_by.get(inputs.ref()) if inputs is not None else None
                 made_by[tensor.ref()] = len(traced)
-                traced.append(layer)
+                traced.append((layer, parent))
                 tensors.append(tensor)
-                rows.append(stats.activation_stats(tensor, _bounded_name(layer),
-                                                   self.saturation_threshold, inputs))
-            self._traced, self._parents = traced, parents
-            weight_rows = [stats.weight_stats(w, g) for w, g in zip(trainable, grads)]
+                # An input that is another layer's output has its statistics in that row.
+                inputs_of.append(inputs if parent is None else None)
+            self._traced = _with_paths(traced)
+            act_args = [(t, _bounded_name(layer), self.saturation_threshold, x_in)
+                        for t, (layer, _), x_in in zip(tensors, traced, inputs_of)]
+            fast = [stats.finite_activation_stats(*a) for a in act_args]
+            weight_table, weight_checks = stats.finite_weight_stats(trainable, grads)
+            checks = [c for _, c in fast] + [weight_checks, ops.reshape(loss, (-1,))]
+            all_finite = ops.all(ops.isfinite(ops.concatenate(
+                [ops.reshape(ops.cast(c, "float32"), (-1,)) for c in checks])))
+
+            def exact():  # only when something is NaN or Inf: moments that skip them
+                return (ops.stack([stats.activation_stats(*a) for a in act_args]) if act_args
+                        else ops.zeros((0, len(stats.ACTIVATION_FIELDS))),
+                        ops.stack([stats.weight_stats(w, g) for w, g in zip(trainable, grads)])
+                        if trainable else ops.zeros((0, len(stats.WEIGHT_FIELDS))))
+
+            def cheap():
+                return (ops.stack([row for row, _ in fast]) if fast
+                        else ops.zeros((0, len(stats.ACTIVATION_FIELDS))),
+                        weight_table if trainable else ops.zeros((0, len(stats.WEIGHT_FIELDS))))
+
+            rows, weight_rows = ops.cond(all_finite, cheap, exact)
+            if self.summary_writer is not None:
+                self._write_summaries(rows, weight_rows, summary_step)
             # Everything in one flat tensor: one transfer to the host.
-            numbers = ops.concatenate([ops.reshape(ops.stack(rows), (-1,)) if rows else
-                                       ops.zeros((0,)),
-                                       ops.reshape(ops.stack(weight_rows), (-1,)) if weight_rows
-                                       else ops.zeros((0,)),
+            numbers = ops.concatenate([ops.reshape(rows, (-1,)), ops.reshape(weight_rows, (-1,)),
                                        ops.reshape(ops.cast(loss, "float32"), (1,))])
             if with_tensors:  # raw values, for histograms: only when asked, they are large
                 return numbers, tensors, [g if g is not None else ops.zeros_like(w)
                                           for w, g in zip(trainable, grads)]
             return numbers
 
-        return tf.function(step, reduce_retracing=True)
+        return tf.function(step)
 
-    def __call__(self, x, y=None, with_tensors=False):
+    def _write_summaries(self, rows, weight_rows, step):
+        import tensorflow as tf
+
+        act_fields, weight_fields = self.summary_fields
+        with self.summary_writer.as_default(step=step):
+            # Python lists of rows: the loops unroll at trace time, one scalar op per tag.
+            rows = tf.unstack(rows, num=len(self._traced))
+            weight_rows = tf.unstack(weight_rows, num=len(self.model.trainable_variables))
+            for (path, _, _), row in zip(self._traced, rows):
+                for field in act_fields:
+                    tf.summary.scalar(f"activation/{path}/{field}",
+                                      row[stats.ACTIVATION_FIELDS.index(field)])
+            for variable, row in zip(self.model.trainable_variables, weight_rows):
+                for field in weight_fields:
+                    tf.summary.scalar(f"weight/{variable.path}/{field}",
+                                      row[stats.WEIGHT_FIELDS.index(field)])
+
+    def __call__(self, x, y=None, with_tensors=False, step=0):
         """Runs the probe on one batch `x` (and targets `y`); returns a `ProbeResult`.
 
         With `with_tensors`, the result also holds `activation_tensors` and
         `gradient_tensors` (device tensors, in the order of `activations` and
-        `weights`) for histograms.
+        `weights`) for histograms. `step` is the TensorBoard step of the
+        summaries, when the probe has a `summary_writer`.
         """
+        import tensorflow as tf
+
         loss_now = self.loss if self.loss is not None else getattr(self.model, "loss", None)
         if self._function is None or self._traced_loss is not loss_now:  # compile() again
             self._function, self._traced_loss = self._build(), loss_now
+            self._concrete = {}
         trainable = [v.value for v in self.model.trainable_variables]
         non_trainable = [v.value for v in self.model.non_trainable_variables]
-        originals = self._wrap_calls()
-        try:
-            out = self._function(trainable, non_trainable, x, y if y is not None else 0.0,
-                                 y is not None, with_tensors)
-        finally:
-            for layer, original in originals.items():
-                if original is None:
-                    del layer.call  # back to the class's method, no instance attribute left
-                else:
-                    layer.call = original
-            self._records = None
+        args = (trainable, non_trainable, x, y if y is not None else 0.0, y is not None,
+                with_tensors, tf.constant(step, tf.int64))
+        key = (_signature(x), _signature(y), with_tensors, len(trainable), len(non_trainable))
+        if key not in self._concrete:
+            originals = self._wrap_calls()
+            try:
+                function = self._function.get_concrete_function(*args)
+            finally:
+                for layer, original in originals.items():
+                    if original is None:
+                        del layer.call  # back to the class's method, no instance attribute left
+                    else:
+                        layer.call = original
+                self._records = None
+            self._concrete[key] = (function, self._traced)
+        function, traced = self._concrete[key]
+        out = function(*args)
         numbers = np.asarray(out[0] if with_tensors else out)  # the one transfer
-        n_act = len(self._traced) * len(stats.ACTIVATION_FIELDS)
-        act = numbers[:n_act].reshape(len(self._traced), len(stats.ACTIVATION_FIELDS))
-        weights = numbers[n_act:-1].reshape(-1, len(stats.WEIGHT_FIELDS))
-        loss = numbers[-1]
-        paths, seen = [], {}
-        for layer in self._traced:
-            path = layer_path(layer)
-            seen[path] = seen.get(path, 0) + 1
-            suffix = f" (call {seen[path]})" if seen[path] > 1 else ""
-            paths.append((path + suffix, layer))
-        activations = [(path, layer, dict(zip(stats.ACTIVATION_FIELDS, map(float, row))))
-                       for (path, layer), row in zip(paths, act)]
-        for (_, _, row), parent in zip(activations, self._parents):
-            row["parent"] = parent  # index of the record whose output this layer read, or None
+        fields = stats.ACTIVATION_FIELDS
+        act = numbers[:len(traced) * len(fields)].reshape(len(traced), len(fields))
+        weights = numbers[len(traced) * len(fields):-1].reshape(-1, len(stats.WEIGHT_FIELDS))
+        activations = []
+        for (path, layer, parent), row in zip(traced, act):
+            s = dict(zip(fields, row.tolist()))
+            if parent is not None:  # the input is that layer's output: its numbers
+                source = activations[parent][2]
+                s["input_std"] = source["std"]
+                s["input_nonfinite_count"] = source["nan_count"] + source["inf_count"]
+            s["parent"] = parent  # index of the record whose output this layer read, or None
+            activations.append((path, layer, s))
         owners = _weight_owners(self.model)
-        weight_rows = [(v.path, owners.get(id(v)), dict(zip(stats.WEIGHT_FIELDS, map(float, row))))
+        weight_rows = [(v.path, owners.get(id(v)), dict(zip(stats.WEIGHT_FIELDS, row.tolist())))
                        for v, row in zip(self.model.trainable_variables, weights)]
-        result = ProbeResult(activations, weight_rows, float(loss))
+        result = ProbeResult(activations, weight_rows, float(numbers[-1]))
         if with_tensors:
             result.activation_tensors, result.gradient_tensors = out[1], out[2]
         return result
+
+
+def _signature(data):
+    """What a traced function depends on: the structure, shapes and dtypes of `data`."""
+    if data is None:
+        return None
+    return repr(keras.tree.map_structure(
+        lambda t: (tuple(getattr(t, "shape", ())), str(getattr(t, "dtype", type(t).__name__))),
+        data))
+
+
+def _with_paths(traced):
+    """`(layer, parent)` records -> `(path, layer, parent)`, numbering repeated calls."""
+    out, seen = [], {}
+    for layer, parent in traced:
+        path = layer_path(layer)
+        seen[path] = seen.get(path, 0) + 1
+        out.append((path + (f" (call {seen[path]})" if seen[path] > 1 else ""), layer, parent))
+    return out
 
 
 def _cells(cell):
