@@ -1,6 +1,6 @@
 """Step-time cost of SignalMonitor, against no callback and Keras' own TensorBoard callback.
 
-    python benchmarks/bench_monitor.py [--rounds 5] [--quick]
+    python benchmarks/bench_monitor.py [--rounds 11] [--quick]
 
 For a small MLP and a small CNN, `fit` runs with no callback, with
 SignalMonitor at its defaults, with SignalMonitor(every_n_steps=16), and with
@@ -72,7 +72,7 @@ class _MemorySampler(keras.callbacks.Callback):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--quick", action="store_true", help="2 rounds, MLP only")
     args = parser.parse_args()
     rounds = 2 if args.quick else args.rounds

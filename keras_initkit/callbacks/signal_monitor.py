@@ -105,6 +105,9 @@ class SignalMonitor(keras.callbacks.Callback):
                                 saturation_threshold=self.thresholds.saturation_threshold,
                                 summary_writer=self._writer,
                                 summary_fields=(_ACTIVATION_SCALARS, _WEIGHT_SCALARS))
+        # On the device once: each probe then skips the host-to-device copy.
+        self._batch = keras.tree.map_structure(
+            tf.convert_to_tensor, (self.x, self.y if self.y is not None else ()))
         self._step = self._epoch_base = self._iterations()
         self._probe_if_due(force=True)  # the state training starts from
 
@@ -139,7 +142,8 @@ class SignalMonitor(keras.callbacks.Callback):
     def _run_probe(self):
         try:
             # The scalars are written inside the probe's own compiled call.
-            result = self._probe(self.x, self.y, with_tensors=self.histograms, step=self._step)
+            x, y = self._batch
+            result = self._probe(x, y if self.y is not None else None, with_tensors=self.histograms, step=self._step)
             findings = find(result, self.thresholds)
             self._record(result, findings)
             self._write(result, findings)

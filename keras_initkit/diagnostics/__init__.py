@@ -36,7 +36,7 @@ def diagnose(model, x, y=None, *, loss=None, **thresholds):
         y: Optional targets for the batch.
         loss: Optional loss for `y` when the model is not compiled.
         **thresholds: Any field of `Thresholds` (`vanishing_ratio`,
-            `exploding_ratio`, `dead_fraction`, `saturated_fraction`,
+            `exploding_ratio`, `layer_gain`, `dead_fraction`, `saturated_fraction`,
             `saturation_threshold`, `gradient_vanishing_ratio`,
             `gradient_exploding_ratio`); each default and its source is
             documented there.

@@ -52,17 +52,25 @@ class Thresholds:
     """The thresholds of the rules, with their sources.
 
     Args:
-        vanishing_ratio: Activation std, relative to the scale where the trend
+        vanishing_ratio: Activation RMS, relative to the scale where the trend
             started (the input, or the last normalization layer), below which
             the signal has vanished. Default 1e-2: on a 30-layer, 512-wide
-            MLP, Glorot/ReLU falls to 8e-3 of its input scale by layer 15 and
-            4e-5 by layer 30, while He/ReLU stays at 0.7-0.9 and LeCun/tanh at
-            0.13 (measured, shared/KERAS_NOTES.md); 1e-2 separates them.
+            MLP, Glorot/ReLU falls to 5e-3 of its input scale by layer 15 and
+            2e-5 by layer 30, while He/ReLU stays at 0.7-1.1 and LeCun/tanh at
+            0.13 or above (measured, on a N(0, 1) batch of 256); 1e-2
+            separates them.
         exploding_ratio: The same ratio above which the signal has exploded.
             Default 1e2: unit-variance normal weights at width 512 grow the
-            signal 13x a layer and overflow float32 by layer 15, while He/ReLU
-            stays within 0.7-0.9 over 30 layers (shared/KERAS_NOTES.md); 1e2
+            signal 16x a layer (RMS, after ReLU) and overflow float32 by layer
+            15, while He/ReLU stays within 0.7-1.1 over 30 layers; 1e2
             is crossed at the second bad layer and never by the healthy nets.
+        layer_gain: One layer's own gain (its output RMS over its input RMS)
+            above which its weights are too large, even where the depth
+            trend has not yet crossed `exploding_ratio`. Default 10: N(0, 1)
+            weights give a gain of about sqrt(fan_in) (32 for fan_in 1024;
+            23 after a ReLU, which keeps 1/sqrt(2) of the RMS), while He, Glorot and LeCun keep each layer within
+            0.5-2 (Glorot & Bengio 2010 keep the variance per layer near 1);
+            10 is a 5-fold margin over the healthy ones.
         dead_fraction: Fraction of ReLU-family units that are zero for every
             sample in the batch, above which a layer is reported dead.
             Default 0.4, CS231n's "as much as 40% of your network can be dead".
@@ -82,6 +90,7 @@ class Thresholds:
 
     vanishing_ratio: float = 1e-2
     exploding_ratio: float = 1e2
+    layer_gain: float = 10.0
     dead_fraction: float = 0.4
     saturated_fraction: float = 0.5
     saturation_threshold: float = 0.97
@@ -98,6 +107,8 @@ class Thresholds:
         for name in ("dead_fraction", "saturated_fraction", "saturation_threshold"):
             if getattr(self, name) >= 1:
                 raise ValueError(f"`{name}` must be in (0, 1); received {name}={getattr(self, name)}.")
+        if self.layer_gain <= 1:
+            raise ValueError(f"`layer_gain` must be > 1; received layer_gain={self.layer_gain}.")
         if self.vanishing_ratio >= 1 or self.exploding_ratio <= 1:
             raise ValueError("`vanishing_ratio` must be < 1 and `exploding_ratio` > 1; received "
                              f"{self.vanishing_ratio} and {self.exploding_ratio}.")
@@ -128,28 +139,49 @@ def _remedy(activation):
 
 
 def _scale_over_depth(activations):
-    """(index, scale, where the trend started) for each layer output.
+    """(index, scale, where the trend started, the layer's own gain) for each output.
 
-    The scale is the product of the layers' gains (output std over input std)
+    The scale is the product of the layers' gains (output RMS over input RMS)
     along the path of layers that fed it, back to a model input or to the last
     layer that sets the scale (normalization, rescaling, embedding). In a chain
-    it is the output std over the input std; branches and several inputs each
+    it is the output RMS over the input RMS; branches and several inputs each
     keep their own reference.
     """
     scales, starts = [], []
     for i, (path, layer, s) in enumerate(activations):
         parent = s.get("parent")
         if isinstance(layer, _RESETS):
-            scale, start = 1.0, f"'{path}'"
+            scale, start, gain = 1.0, f"'{path}'", 1.0
         else:
             base, start = (scales[parent], starts[parent]) if parent is not None else \
                 (1.0, "the input")
-            measured = s["input_std"] > 0 and not isinstance(layer, _MERGES)
-            gain = s["std"] / s["input_std"] if measured else 1.0
+            # RMS, not std: a zero-mean kernel scales E[x^2], so a large-mean input (pixels,
+            # a shifted Rescaling) would otherwise show a false gain.
+            measured = s["input_rms"] > 0 and not isinstance(layer, _MERGES)
+            gain = s["rms"] / s["input_rms"] if measured else 1.0
             scale = base * gain if math.isfinite(s["std"]) else math.inf
         scales.append(scale)
         starts.append(start)
-        yield i, scale, start
+        yield i, scale, start, gain
+
+
+def _on_the_way_to_an_output(activations):
+    """Per row: does its output reach a model output through recorded layers?
+
+    The depth trend is judged only there. A residual branch that ends in a
+    merge's second input or a raw op (`inputs + x`) is scaled down on purpose
+    in LayerScale, ReZero and Fixup networks; its own scale is not the signal's.
+    When no row is known to be an output (the model casts or rebuilds its
+    outputs), every row counts.
+    """
+    live = [bool(s.get("is_output")) for _, _, s in activations]
+    if not any(live):
+        return [True] * len(activations)
+    for i in reversed(range(len(activations))):
+        parent = activations[i][2].get("parent")
+        if live[i] and parent is not None:
+            live[parent] = True
+    return live
 
 
 def find(result, thresholds):
@@ -177,12 +209,18 @@ def find(result, thresholds):
                    f"Lower the learning rate, or {_remedy(activation_name(layer))}.")))
             break
 
+    live = _on_the_way_to_an_output(result.activations)
     crossed = {"vanishing": None, "exploding": None}
-    for i, ratio, ref_path in _scale_over_depth(result.activations):
+    too_large = None  # the first layer that alone multiplies the signal's std by > layer_gain
+    for i, ratio, ref_path, gain in _scale_over_depth(result.activations):
         path, layer, s = result.activations[i]
         name = activation_name(layer)
         if isinstance(layer, keras.Model) or name == "softmax":
             continue  # a nested model repeats its last layer; probabilities have no scale
+        if gain > t.layer_gain and too_large is None and math.isfinite(gain):
+            too_large = (path, layer, gain, name)
+        if not live[i]:
+            continue
         if ratio < t.vanishing_ratio and crossed["vanishing"] is None:
             crossed["vanishing"] = (path, layer, ratio, name, ref_path)
         if ratio > t.exploding_ratio and crossed["exploding"] is None:
@@ -194,10 +232,16 @@ def find(result, thresholds):
         limit = t.vanishing_ratio if kind == "vanishing" else t.exploding_ratio
         found.append(Finding(
             kind, "activation", layer.name, ratio, limit,
-            f"Activations {kind} with depth: at layer '{path}' their std is {ratio:.3g} times "
+            f"Activations {kind} with depth: at layer '{path}' their RMS is {ratio:.3g} times "
             f"that of {ref_path} (threshold {limit:g}). "
             + ("The weights are too small for the depth: " if kind == "vanishing" else
                "The weights are too large: ") + _remedy(name) + "."))
+    if too_large is not None and crossed["exploding"] is None:
+        path, layer, gain, name = too_large
+        found.append(Finding(
+            "exploding", "activation", layer.name, gain, t.layer_gain,
+            f"Layer '{path}' alone multiplies the RMS of its input by {gain:.3g} (threshold "
+            f"{t.layer_gain:g}): its weights are too large for its fan-in; {_remedy(name)}."))
 
     for path, layer, s in rows:
         name = activation_name(layer)

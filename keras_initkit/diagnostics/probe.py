@@ -184,6 +184,7 @@ class Probe:
                      for g in tape.gradient(loss, trainable)]
             graph = tf.compat.v1.get_default_graph()
             traced, tensors, inputs_of, made_by = [], [], [], {}
+            finals = {t.ref() for t in keras.tree.flatten(y_pred) if hasattr(t, "ref")}
             for record in self._records:
                 if record is None:
                     continue
@@ -196,13 +197,13 @@ class Probe:
                     inputs = None
                 parent = made_by.get(inputs.ref()) if inputs is not None else None
                 made_by[tensor.ref()] = len(traced)
-                traced.append((layer, parent))
+                traced.append((layer, parent, tensor.ref() in finals))
                 tensors.append(tensor)
                 # An input that is another layer's output has its statistics in that row.
                 inputs_of.append(inputs if parent is None else None)
             self._traced = _with_paths(traced)
             act_args = [(t, _bounded_name(layer), self.saturation_threshold, x_in)
-                        for t, (layer, _), x_in in zip(tensors, traced, inputs_of)]
+                        for t, (layer, _, _), x_in in zip(tensors, traced, inputs_of)]
             fast = [stats.finite_activation_stats(*a) for a in act_args]
             weight_table, weight_checks = stats.finite_weight_stats(trainable, grads)
             checks = [c for _, c in fast] + [weight_checks, ops.reshape(loss, (-1,))]
@@ -241,7 +242,7 @@ class Probe:
             # Python lists of rows: the loops unroll at trace time, one scalar op per tag.
             rows = tf.unstack(rows, num=len(self._traced))
             weight_rows = tf.unstack(weight_rows, num=len(self.model.trainable_variables))
-            for (path, _, _), row in zip(self._traced, rows):
+            for (path, _, _, _), row in zip(self._traced, rows):
                 for field in act_fields:
                     tf.summary.scalar(f"activation/{path}/{field}",
                                       row[stats.ACTIVATION_FIELDS.index(field)])
@@ -281,6 +282,7 @@ class Probe:
                         layer.call = original
                 self._records = None
             self._concrete[key] = (function, self._traced)
+            _warn_if_weights_unseen(self.model, self._traced)
         function, traced = self._concrete[key]
         out = function(*args)
         numbers = np.asarray(out[0] if with_tensors else out)  # the one transfer
@@ -288,13 +290,14 @@ class Probe:
         act = numbers[:len(traced) * len(fields)].reshape(len(traced), len(fields))
         weights = numbers[len(traced) * len(fields):-1].reshape(-1, len(stats.WEIGHT_FIELDS))
         activations = []
-        for (path, layer, parent), row in zip(traced, act):
+        for (path, layer, parent, is_output), row in zip(traced, act):
             s = dict(zip(fields, row.tolist()))
             if parent is not None:  # the input is that layer's output: its numbers
                 source = activations[parent][2]
-                s["input_std"] = source["std"]
+                s["input_std"], s["input_rms"] = source["std"], source["rms"]
                 s["input_nonfinite_count"] = source["nan_count"] + source["inf_count"]
             s["parent"] = parent  # index of the record whose output this layer read, or None
+            s["is_output"] = is_output  # a model output, not only read by later layers
             activations.append((path, layer, s))
         owners = _weight_owners(self.model)
         weight_rows = [(v.path, owners.get(id(v)), dict(zip(stats.WEIGHT_FIELDS, row.tolist())))
@@ -315,13 +318,35 @@ def _signature(data):
 
 
 def _with_paths(traced):
-    """`(layer, parent)` records -> `(path, layer, parent)`, numbering repeated calls."""
+    """`(layer, parent, is_output)` records -> `(path, layer, parent, is_output)`, numbering
+    repeated calls of a shared layer."""
     out, seen = [], {}
-    for layer, parent in traced:
+    for layer, parent, is_output in traced:
         path = layer_path(layer)
         seen[path] = seen.get(path, 0) + 1
-        out.append((path + (f" (call {seen[path]})" if seen[path] > 1 else ""), layer, parent))
+        out.append((path + (f" (call {seen[path]})" if seen[path] > 1 else ""), layer, parent,
+                    is_output))
     return out
+
+
+def _warn_if_weights_unseen(model, traced):
+    """Warns once when weights are used outside every layer call the probe saw.
+
+    A subclassed model that applies its own variables with raw ops has no
+    layer output there: the weights and gradients are still reported, but the
+    activation statistics cover only the layers that were reached.
+    """
+    reached = set()
+    for _, layer, _, _ in traced:  # a reached layer covers its sublayers (an RNN's cell)
+        reached.update(id(sub) for sub in layer._flatten_layers(include_self=True))
+    owners = _weight_owners(model)
+    unseen = [v.path for v in model.trainable_variables if id(owners.get(id(v))) not in reached]
+    if unseen:
+        shown = ", ".join(unseen[:4]) + (f" and {len(unseen) - 4} more" if len(unseen) > 4 else "")
+        warn_once(f"Model {model.name!r} uses {len(unseen)} weight(s) outside any layer call the "
+                  f"probe can see ({shown}): their gradients are reported, but activation "
+                  "statistics are limited to the layers it reached. Wrap raw ops in "
+                  "keras.layers to see their outputs.")
 
 
 def _cells(cell):

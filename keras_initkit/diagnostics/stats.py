@@ -16,7 +16,7 @@ from keras import ops
 
 ACTIVATION_FIELDS = ("mean", "std", "rms", "min", "max", "zero_fraction", "dead_fraction",
                      "saturated_fraction", "nan_count", "inf_count", "input_nonfinite_count",
-                     "input_std")
+                     "input_std", "input_rms")
 WEIGHT_FIELDS = ("weight_norm", "weight_rms", "grad_norm", "grad_rms", "grad_max",
                  "grad_nan_count", "grad_inf_count", "grad_to_weight")
 
@@ -71,7 +71,7 @@ def activation_stats(y, bounded=None, saturation_threshold=0.97, x=None):
         saturated, ops.sum(ops.cast(ops.isnan(y), "float32")),
         ops.sum(ops.cast(ops.isinf(y), "float32")),
         _nonfinite_count(x),
-        _std(x),
+        *_std_and_rms(x),
     ])
 
 
@@ -89,15 +89,17 @@ def finite_activation_stats(y, bounded=None, saturation_threshold=0.97, x=None):
         saturated = ops.zeros((), "float32")
     nothing = ops.zeros((), "float32")
     if x is None:
-        input_std, checksum = -ops.ones((), "float32"), mean
+        input_std = input_rms = -ops.ones((), "float32")
+        checksum = mean
     else:
         x = ops.cast(x, "float32")
         x_mean = ops.mean(x)
         input_std, checksum = ops.sqrt(ops.mean(ops.square(x - x_mean))), mean + x_mean
+        input_rms = ops.sqrt(ops.mean(ops.square(x)))
     row = ops.stack([
         mean, ops.sqrt(ops.mean(centred * centred)), ops.sqrt(ops.mean(y * y)), ops.min(y),
         ops.max(y), ops.mean(zero), ops.mean(ops.min(units, axis=0)), saturated, nothing, nothing,
-        nothing, input_std,
+        nothing, input_std, input_rms,
     ])
     return row, checksum
 
@@ -121,14 +123,15 @@ def finite_weight_stats(weights, grads):
     return ops.stack(columns, axis=1), table[:, 1]
 
 
-def _std(x):
-    """Std of the finite entries of `x` (-1 when there is no float input)."""
+def _std_and_rms(x):
+    """Std and RMS of the finite entries of `x` (-1 each when there is no float input)."""
     if x is None:
-        return -ops.ones((), "float32")
+        return -ops.ones((), "float32"), -ops.ones((), "float32")
     x = ops.cast(x, "float32")
     clean, count = _finite(x)
     centred = ops.where(ops.isfinite(x), clean - ops.sum(clean) / count, ops.zeros_like(clean))
-    return ops.sqrt(ops.sum(centred * centred) / count)
+    return (ops.sqrt(ops.sum(centred * centred) / count),
+            ops.sqrt(ops.sum(clean * clean) / count))
 
 
 def _nonfinite_count(x):

@@ -39,6 +39,18 @@ def test_unit_variance_weights_explode():
     assert finding.value > 100 and "kit_he" in finding.message
 
 
+def test_one_wide_layer_with_unit_variance_weights_is_too_large():
+    # N(0, 1) at fan_in 1024: RMS x 32 before the ReLU, x 23 after it.
+    model = mlp(keras.initializers.RandomNormal(0, 1), depth=1, width=1024, inputs=1024)
+    report = keras_initkit.diagnose(model, batch(features=1024))
+    exploding = [f for f in report.findings if f.kind == "exploding"]
+    assert len(exploding) == 1 and exploding[0].layer == model.layers[0].name
+    assert exploding[0].value > 10 and "kit_he" in exploding[0].message
+    # The same layer with He weights is healthy: the rule is the weights, not the width.
+    assert keras_initkit.diagnose(mlp("kit_he", depth=1, width=1024, inputs=1024),
+                                  batch(features=1024)).healthy
+
+
 def test_saturated_tanh_stack():
     report = keras_initkit.diagnose(mlp(keras.initializers.RandomNormal(0, 1), "tanh", depth=5),
                                     batch())
@@ -137,3 +149,22 @@ def test_inputs_on_different_scales_raise_no_alarm():
     for inputs in (x, x[::-1]):
         report = keras_initkit.diagnose(model, inputs)
         assert report.healthy, report.table()
+
+
+def test_a_residual_branch_scaled_down_on_purpose_is_no_alarm():
+    # LayerScale / ReZero: the branch starts near zero and the skip carries the signal.
+    def net(tiny_on_main_path):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((128,))
+        x = keras.layers.Dense(128, activation="relu", kernel_initializer="kit_he")(inputs)
+        tiny = keras.layers.Dense(128, kernel_initializer=keras.initializers.RandomNormal(0, 1e-6))
+        if tiny_on_main_path:
+            x = tiny(x)
+        else:
+            x = keras.layers.Add()([x, tiny(x)])
+        return keras.Model(inputs, keras.layers.Dense(10, kernel_initializer="kit_lecun_normal")(x))
+
+    assert keras_initkit.diagnose(net(False), batch()).healthy
+    vanishing = [f for f in keras_initkit.diagnose(net(True), batch()).findings
+                 if f.kind == "vanishing" and f.signal == "activation"]
+    assert len(vanishing) == 1 and vanishing[0].value < 1e-4

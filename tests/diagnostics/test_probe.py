@@ -103,6 +103,27 @@ def test_a_subclassed_model_reports_its_inner_layers():
     assert len(result.weights) == 4
 
 
+def test_raw_weights_of_a_subclassed_model_warn_once_and_keep_their_gradients():
+    class Raw(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.hidden = L.Dense(16, activation="relu")
+            self.w = self.add_weight(shape=(16, 3), initializer="kit_glorot_normal")
+
+        def call(self, x):
+            return keras.ops.matmul(self.hidden(x), self.w)
+
+    model = Raw()
+    model(batch(4, 8))
+    with pytest.warns(UserWarning, match="outside any layer call") as caught:
+        result = Probe(model)(batch(32, 8))
+    assert sum("outside any layer call" in str(w.message) for w in caught) == 1
+    assert model.w.path in str(caught[0].message)
+    assert [type(layer).__name__ for _, layer, _ in result.activations] == ["Dense"]
+    assert [p for p, _, _ in result.weights] == [v.path for v in model.trainable_variables]
+    assert all(s["grad_norm"] > 0 for _, _, s in result.weights)
+
+
 def test_bad_models_are_refused():
     with pytest.raises(TypeError, match="keras.Model"):
         Probe(L.Dense(3))
