@@ -1,0 +1,181 @@
+"""Layer-sequential unit-variance initialization (LSUV), Mishkin & Matas 2016.
+
+The paper's loop runs the whole model forward for every iteration of every
+layer. Here the model runs forward once: when the pass reaches a Dense or
+convolution layer, that layer alone is rescaled on the input it was handed,
+until its output variance is on target, and the pass goes on with the
+corrected output. Each layer's input is computed once.
+"""
+import math
+import numbers
+import time
+
+import keras
+from keras import ops
+
+from ..initializers import Orthogonal
+from .reinitialize import path_of
+from .report import Rows
+
+L = keras.layers
+
+# The layers LSUV scales, and the kernel each one is scaled by.
+_SCALED = ((L.SeparableConv1D, "pointwise_kernel"), (L.SeparableConv2D, "pointwise_kernel"),
+           (L.DepthwiseConv1D, "kernel"), (L.DepthwiseConv2D, "kernel"),
+           (L.Dense, "kernel"), (L.EinsumDense, "kernel"), (L.Conv1D, "kernel"),
+           (L.Conv2D, "kernel"), (L.Conv3D, "kernel"), (L.Conv1DTranspose, "kernel"),
+           (L.Conv2DTranspose, "kernel"), (L.Conv3DTranspose, "kernel"))
+
+
+def check_lsuv_args(target_var, tol, max_iter, orthonormal):
+    """Validates lsuv()'s settings (shared with the LSUVInit callback, which checks early)."""
+    for name, value in (("target_var", target_var), ("tol", tol)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
+                not math.isfinite(value) or value <= 0:
+            raise ValueError(f"`{name}` must be a positive number; received {name}={value!r}.")
+    if tol >= target_var:
+        raise ValueError(f"`tol` must be smaller than `target_var`; received tol={tol} and "
+                         f"target_var={target_var}.")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:
+        raise ValueError(f"`max_iter` must be an integer >= 1; received max_iter={max_iter!r}.")
+    if not isinstance(orthonormal, bool):
+        raise TypeError(f"`orthonormal` must be True or False; received {orthonormal!r}.")
+
+
+def scaled_kernel(layer):
+    """The kernel variable LSUV scales in `layer`, or None for a layer it leaves alone."""
+    for cls, name in _SCALED:
+        if isinstance(layer, cls):
+            return getattr(layer, name, None)
+    return None
+
+
+def lsuv(model, x, *, target_var=1.0, tol=0.1, max_iter=10, orthonormal=True, seed=None):
+    """Layer-sequential unit-variance initialization of a built model, in place.
+
+    Mishkin & Matas 2016, "All you need is a good init" (Algorithm 1): first
+    every Dense and convolution kernel is set to an orthonormal matrix (Saxe et
+    al. 2014); then, layer by layer in depth order, the kernel is divided by
+    `sqrt(var / target_var)`, where `var` is the variance of the layer's linear
+    output on the batch `x`, until `|var - target_var| < tol` or `max_iter`
+    rescalings. For a layer with a fused activation (`Dense(..., activation="tanh")`)
+    the variance is taken before the activation, as the paper measured
+    convolution outputs before a separate ReLU: a bounded activation could never
+    reach variance 1 after it.
+
+    The model runs forward once, in inference mode (Dropout off). When the pass
+    reaches a layer, that layer alone is re-evaluated on the input it was
+    handed, so the cost is one forward pass plus one layer evaluation per
+    iteration, where the paper's loop runs the whole model for each.
+
+    Batch normalization: the paper scales every convolution and inner-product
+    layer, whatever follows it, and so does this. A layer followed by
+    BatchNormalization is scaled to `target_var` on its own output; at
+    initialization, in inference mode, the BatchNormalization (moving mean 0,
+    variance 1, gamma 1, beta 0) passes that output on unchanged, and in
+    training it normalizes with batch statistics, so the next layers see the
+    same unit scale either way.
+
+    Args:
+        model: A built `keras.Model` (Sequential, Functional, nested or subclassed).
+        x: One batch of inputs, as the model takes them (an array, or a list or
+            dict of arrays). A few hundred samples make the variances stable.
+        target_var: The output variance each layer is brought to. Default 1.
+        tol: The accepted distance from `target_var`. Default 0.1, the paper's.
+        max_iter: The most rescalings per layer. Default 10, the paper's.
+        orthonormal: Start from orthonormal kernels (the paper's first step).
+            False keeps the kernels the model has.
+        seed: None, or an integer seed for the orthonormal kernels.
+
+    Returns:
+        A `Rows` report, one row per scaled layer: `layer`, `iterations`,
+        `variance` (the final variance of its linear output) and `converged`;
+        its totals are `layer_evaluations` (layer calls, LSUV's retries
+        included), `forward_passes` (1) and `seconds`.
+
+    Raises:
+        ValueError: a setting is out of range, the model is not built, or a
+            layer's output variance is zero or not finite (named in the message).
+
+    Example:
+    >>> report = keras_initkit.lsuv(model, x_train[:256])
+    >>> print(report.table())
+    """
+    from .reinitialize import _check_model
+
+    _check_model(model)
+    check_lsuv_args(target_var, tol, max_iter, orthonormal)
+    start = time.perf_counter()
+    targets = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        kernel = scaled_kernel(layer)
+        if kernel is not None and not isinstance(layer, keras.Model):
+            targets[id(layer)] = (layer, kernel)
+    if orthonormal:
+        init = Orthogonal(seed=seed)
+        for layer, kernel in targets.values():
+            kernel.assign(init(kernel.shape, dtype=kernel.dtype))
+    report = Rows(("layer", "iterations", "variance", "converged"),
+                  layer_evaluations=0, forward_passes=1, seconds=0.0)
+    leaves = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+              if not isinstance(layer, keras.Model)]
+    originals = {}
+    done = set()
+
+    def wrap(layer):
+        original = layer.call
+
+        def call(*args, **kwargs):
+            report.layer_evaluations += 1
+            if id(layer) not in targets or id(layer) in done:
+                return original(*args, **kwargs)
+            done.add(id(layer))  # a shared layer is scaled at its first call
+            return _scale(layer, targets[id(layer)][1], original, args, kwargs,
+                          target_var, tol, max_iter, report)
+
+        originals[layer] = original if "call" in vars(layer) else None
+        layer.call = call
+
+    for layer in leaves:
+        wrap(layer)
+    try:
+        inputs = keras.tree.map_structure(ops.convert_to_tensor, x)
+        model(inputs, training=False)
+    finally:
+        for layer, original in originals.items():
+            if original is None:
+                del layer.call  # back to the class's method
+            else:
+                layer.call = original
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _scale(layer, kernel, call, args, kwargs, target_var, tol, max_iter, report):
+    """Rescales `layer`'s kernel on its own input; returns its output with the final kernel."""
+    activation = getattr(layer, "activation", None)
+    if activation is not None:
+        layer.activation = keras.activations.linear  # measure before a fused activation
+    try:
+        iterations = 0
+        while True:
+            z = call(*args, **kwargs)
+            if iterations:
+                report.layer_evaluations += 1
+            var = float(ops.convert_to_numpy(ops.var(ops.cast(z, "float32"))))
+            if not math.isfinite(var) or var <= 0:
+                raise ValueError(
+                    f"lsuv: layer '{path_of(layer)}' has output variance {var} on the batch, "
+                    "so it cannot be rescaled to unit variance. Its input is constant or holds "
+                    "NaN/Inf, or its kernel is zero: check the data and the layers before it.")
+            converged = abs(var - target_var) < tol
+            if converged or iterations == max_iter:
+                break
+            kernel.assign(kernel * ops.cast(math.sqrt(target_var / var), kernel.dtype))
+            iterations += 1
+    finally:
+        if activation is not None:
+            layer.activation = activation
+    report.append(layer=path_of(layer), iterations=iterations, variance=var,
+                  converged=converged)
+    return activation(z) if activation is not None else z

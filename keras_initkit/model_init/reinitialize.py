@@ -1,0 +1,330 @@
+"""Re-draw the weights of a built model in place, each layer with the scheme its activation needs.
+
+`reinitialize(model, "auto")` reads each layer's activation (its own, or the
+activation layer that follows it through normalization, dropout or a residual
+Add) and picks the variance-preserving scheme for it. Fans are counted per
+layer type here, including the kernel layouts that a shape alone gets wrong:
+transposed and depthwise convolutions, EinsumDense and recurrent gate blocks.
+"""
+import math
+import random
+import re
+
+import keras
+import numpy as np
+from keras import ops
+
+from .. import initializers as inits
+from ..fans import GAIN_NAMES, compute_fans, gain
+from ..registry import get
+from .report import Rows
+
+L = keras.layers
+
+# Layers that pass the scale of their input on, so the activation after them decides the scheme.
+_SEE_THROUGH = (L.BatchNormalization, L.LayerNormalization, L.GroupNormalization, L.Dropout,
+                L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D, L.GaussianNoise,
+                L.Add, L.Reshape, L.Flatten, L.ZeroPadding1D, L.ZeroPadding2D)
+_ACTIVATION_LAYERS = (L.Activation, L.ReLU, L.LeakyReLU, L.PReLU, L.ELU, L.Softmax)
+_NORMALIZATIONS = (L.BatchNormalization, L.LayerNormalization, L.GroupNormalization)
+_CONV_TRANSPOSE = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
+_GATES = {L.LSTMCell: 4, L.GRUCell: 3, L.SimpleRNNCell: 1}
+_RELU_FAMILY = ("relu", "relu6", "leaky_relu", "prelu")
+_GLOROT_FAMILY = ("tanh", "sigmoid", "linear", "softmax", "hard_sigmoid", "softsign", "")
+BIASES = ("zeros", "keep")
+
+
+def activation_of(layer):
+    """`(name, params)` of the activation a layer applies itself ('' for none or linear)."""
+    if isinstance(layer, L.ReLU):
+        slope = float(getattr(layer, "negative_slope", 0.0) or 0.0)
+        return ("leaky_relu", {"negative_slope": slope}) if slope else ("relu", {})
+    if isinstance(layer, L.LeakyReLU):
+        return "leaky_relu", {"negative_slope": float(layer.negative_slope)}
+    if isinstance(layer, L.PReLU):  # its learned slope, at its current value
+        slope = float(np.mean(ops.convert_to_numpy(layer.alpha)))
+        return ("leaky_relu", {"negative_slope": slope}) if slope else ("relu", {})
+    if isinstance(layer, L.ELU):
+        return "elu", {"alpha": float(getattr(layer, "alpha", 1.0))}
+    if isinstance(layer, L.Softmax):
+        return "softmax", {}
+    fn = getattr(layer, "activation", None)
+    if fn is None:
+        return "", {}
+    name = getattr(fn, "__name__", "").lower()
+    if name == "linear":
+        return "", {}
+    if name == "leaky_relu":  # keras.activations.leaky_relu's default slope
+        return "leaky_relu", {"negative_slope": 0.2}
+    if name in GAIN_NAMES or name in _RELU_FAMILY or name in _GLOROT_FAMILY:
+        return name, {}
+    return fn, {}  # a user's callable, or a name only its callable knows
+
+
+def following_activation(layer):
+    """The activation applied to `layer`'s output: its own, or the first activation layer
+    after it, seen through normalization, dropout, reshapes and a residual Add."""
+    current, hops = layer, 0
+    while True:
+        name, params = activation_of(current)
+        if name or hops > 6:
+            return name, params
+        consumers = {id(node.operation): node.operation
+                     for node in getattr(current, "_outbound_nodes", [])}
+        if len(consumers) != 1:
+            return "", {}
+        current = next(iter(consumers.values()))
+        if not isinstance(current, _SEE_THROUGH + _ACTIVATION_LAYERS):
+            return "", {}
+        hops += 1
+
+
+def scheme_for(activation, params):
+    """`(description, scale, mode, distribution, gain)` that "auto" gives an activation."""
+    if activation in ("relu", "relu6"):
+        return "kit_he_normal", 2.0, "fan_in", "truncated_normal", math.sqrt(2.0)
+    if activation == "leaky_relu":
+        g = gain("leaky_relu", **params)
+        return (f"kit_he_normal (slope {params['negative_slope']:g})", g * g, "fan_in",
+                "truncated_normal", g)
+    if activation == "selu":
+        return "kit_lecun_normal", 1.0, "fan_in", "truncated_normal", 1.0
+    if activation == "tanh":  # torch's xavier_uniform_(w, gain=calculate_gain("tanh"))
+        g = gain("tanh")
+        return "kit_glorot_uniform (tanh gain 5/3)", g * g, "fan_avg", "uniform", g
+    if activation in _GLOROT_FAMILY:
+        return "kit_glorot_uniform", 1.0, "fan_avg", "uniform", 1.0
+    try:  # any other activation: fan-in scaling with the gain from its second moment
+        g = gain(activation, **params)
+    except (TypeError, ValueError):
+        return "kit_glorot_uniform (gain unknown)", 1.0, "fan_avg", "uniform", 1.0
+    label = activation if isinstance(activation, str) else getattr(activation, "__name__", "fn")
+    return f"kit_variance_scaling ({label} gain {g:.3g})", g * g, "fan_in", "truncated_normal", g
+
+
+def kernel_axes(layer, name, shape):
+    """`(input_axes, output_axes)` of a kernel whose layout its shape does not tell, or None."""
+    rank = len(shape)
+    spatial = list(range(rank - 2))
+    if isinstance(layer, _CONV_TRANSPOSE):  # (*k, out, in)
+        return spatial + [rank - 1], spatial + [rank - 2]
+    depthwise = isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)) and name == "kernel"
+    if depthwise or name == "depthwise_kernel":  # (*k, in, multiplier): one channel per output
+        return spatial, spatial + [rank - 1]
+    if isinstance(layer, L.EinsumDense) and name == "kernel":
+        inputs, rest = layer.equation.split(",")
+        kernel_spec, output = rest.split("->")
+        kernel_spec = kernel_spec.replace("...", "")
+        if len(kernel_spec) == rank:
+            ins = [i for i, c in enumerate(kernel_spec) if c in inputs and c not in output]
+            outs = [i for i, c in enumerate(kernel_spec) if c in output]
+            if ins and outs:
+                return ins, outs
+    return None
+
+
+def reinitialize(model, scheme="auto", *, layers=None, seed=None, biases="zeros"):
+    """Re-draws the weights of a built model in place, layer by layer.
+
+    With `scheme="auto"` each kernel gets the scheme of the activation applied
+    to its output (its own, or the activation layer after it):
+
+    | activation | scheme |
+    |---|---|
+    | relu, relu6 | He normal, var 2 / fan_in (He et al. 2015) |
+    | leaky_relu, PReLU (slope a) | var 2 / ((1 + a^2) fan_in) |
+    | selu | LeCun normal, var 1 / fan_in (Klambauer et al. 2017) |
+    | tanh | Glorot uniform times the tanh gain 5/3, as torch users write it |
+    | sigmoid, linear, softmax, none | Glorot uniform, var 2 / (fan_in + fan_out) (Glorot & Bengio 2010) |
+    | any other (elu, gelu, silu, softplus, a callable) | var gain^2 / fan_in, gain = 1 / sqrt(E[f(z)^2]) |
+    | recurrent kernels | orthogonal, per gate block (Saxe et al. 2014) |
+    | input kernels of LSTM, GRU, SimpleRNN | Glorot uniform, per gate block |
+    | biases | zeros (an LSTM with `unit_forget_bias` gets forget-gate bias 1) |
+    | BatchNormalization, LayerNormalization, GroupNormalization | gamma 1, beta 0, moving mean 0 and variance 1 |
+    | Embedding | Keras' own default, U(-0.05, 0.05) |
+
+    The last rule but two keeps a deep network's pre-activation variance
+    level: fan-in scaling with `keras_initkit.gain`, from the activation's
+    second moment. Fans follow the layer: a transposed convolution's kernel is
+    `(*k, out, in)`, a depthwise kernel sees one input channel per output
+    (fan_in = kernel area), an EinsumDense kernel's fans come from its
+    equation, and each LSTM or GRU gate block is drawn on its own. Weights of
+    other layers (a PReLU's slope, custom layers) are kept and listed as such.
+
+    Args:
+        model: A built `keras.Model`: Sequential, Functional, nested or subclassed.
+        scheme: `"auto"`, an initializer alias such as `"kit_he"`, or an
+            initializer instance, used for every kernel.
+        layers: Optional list of layer names or paths (or layers) to re-draw;
+            the others are left as they are.
+        seed: None, or a non-negative integer for a reproducible result.
+        biases: `"zeros"`, `"keep"` (leave them), or an initializer for them.
+
+    Returns:
+        A `Rows` summary, one row per weight: `layer`, `weight`, `scheme`,
+        `fan_in`, `fan_out`, `gain`; `.table()` prints it.
+
+    Raises:
+        TypeError: `model` is not a Keras model, or `scheme` is not an initializer.
+        ValueError: the model is not built, a name in `layers` is unknown, or
+            `seed` or `biases` is not allowed.
+
+    Example:
+    >>> model = keras.Sequential([keras.Input((32,)), keras.layers.Dense(64, activation="relu"),
+    ...                           keras.layers.Dense(10, activation="softmax")])
+    >>> print(keras_initkit.reinitialize(model, seed=0).table())
+    """
+    _check_model(model)
+    if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0) and \
+            seed is not None:
+        raise ValueError(f"`seed` must be None or a non-negative integer; received seed={seed!r}.")
+    auto = isinstance(scheme, str) and scheme == "auto"
+    chosen = None if auto else _initializer("scheme", scheme)
+    label = scheme if isinstance(scheme, str) else type(scheme).__name__
+    if isinstance(biases, str) and biases in BIASES:
+        bias_init = biases
+    else:
+        bias_init = _initializer("biases", biases, allowed=f"{BIASES} or an initializer")
+    selected = _select(model, layers)
+    draw = _Draws(seed)
+    rows = Rows(("layer", "weight", "scheme", "fan_in", "fan_out", "gain"))
+    for layer in selected:
+        for variable, used, fans, g in _redraw(layer, chosen, label, bias_init, draw):
+            rows.append(layer=path_of(layer), weight=variable.path.rsplit("/", 1)[-1],
+                        scheme=used, fan_in=fans[0], fan_out=fans[1], gain=g)
+    return rows
+
+
+def _check_model(model):
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
+    if not model.built or not model.weights:
+        raise ValueError(f"Model {model.name!r} is not built (it has no weights yet); call it "
+                         "on a batch or build it with an input shape first.")
+
+
+def _initializer(name, value, allowed="'auto', an alias or an initializer"):
+    try:
+        init = get(value)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"`{name}`: {error} Allowed: {allowed}.") from None
+    if init is None or not callable(init):
+        raise TypeError(f"`{name}` must be {allowed}; received {name}={value!r}.")
+    return init
+
+
+def _leaves(model):
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if not isinstance(layer, keras.Model) and layer._trainable_variables
+            + layer._non_trainable_variables]
+
+
+def _select(model, names):
+    leaves = _leaves(model)
+    if names is None:
+        return leaves
+    if isinstance(names, (str, L.Layer)):
+        names = [names]
+    every = [layer for layer in model._flatten_layers(include_self=False, recursive=True)]
+    by_name = {}
+    for layer in every:
+        by_name[layer.name] = by_name[path_of(layer)] = layer
+    chosen = []
+    for name in names:
+        layer = name if isinstance(name, L.Layer) else by_name.get(name)
+        if layer is None:
+            raise ValueError(f"`layers` names {name!r}, which is not a layer of "
+                             f"{model.name!r}; its layers: {', '.join(list(by_name)[:12])} ...")
+        # A chosen nested model or RNN stands for the layers inside it.
+        inner = [sub for sub in layer._flatten_layers(include_self=True, recursive=True)
+                 if sub in leaves]
+        chosen += [sub for sub in inner if sub not in chosen]
+    return chosen
+
+
+class _Draws:
+    """One independent seed per drawn block, from the user's seed (or Python's `random`,
+    which `keras.utils.set_random_seed` seeds)."""
+
+    def __init__(self, seed):
+        self.seed, self.count = seed, 0
+
+    def next(self):
+        self.count += 1
+        if self.seed is None:
+            return random.randint(1, 2**31 - 2)
+        return int(np.random.SeedSequence([self.seed, self.count]).generate_state(1)[0]) % (
+            2**31 - 2) + 1
+
+    def fresh(self, init):
+        """`init` with a new seed, so two weights never get the same draw."""
+        config = init.get_config() if hasattr(init, "get_config") else None
+        if config is not None and "seed" in config:
+            return type(init).from_config({**config, "seed": self.next()})
+        return init
+
+
+def _redraw(layer, chosen, chosen_label, bias_init, draw):
+    """Re-draws a layer's own weights; yields `(variable, scheme, (fan_in, fan_out), gain)`."""
+    if isinstance(layer, _NORMALIZATIONS):
+        for variable in layer._trainable_variables + layer._non_trainable_variables:
+            value = 1.0 if re.search(r"(gamma|variance)$", variable.path) else 0.0
+            variable.assign(ops.full(variable.shape, value, variable.dtype))
+            yield variable, "ones" if value else "zeros", (0, 0), 1.0
+        return
+    gates = next((n for cls, n in _GATES.items() if isinstance(layer, cls)), None)
+    activation = following_activation(layer)
+    separable = isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D))
+    for variable in layer._trainable_variables + layer._non_trainable_variables:
+        name = variable.path.rsplit("/", 1)[-1]
+        shape = tuple(variable.shape)
+        if name == "bias":
+            if bias_init == "keep":
+                continue
+            value = ops.zeros(shape, variable.dtype) if bias_init == "zeros" else \
+                draw.fresh(bias_init)(shape, dtype=variable.dtype)
+            if gates == 4 and getattr(layer, "unit_forget_bias", False):  # LSTM: i, f, c, o
+                units = shape[-1] // 4
+                value = ops.concatenate([value[..., :units], ops.ones_like(value[..., :units]),
+                                         value[..., 2 * units:]], axis=-1)
+                label = "forget gate 1, others "
+            else:
+                label = ""
+            variable.assign(value)
+            label += "zeros" if bias_init == "zeros" else type(bias_init).__name__
+            yield variable, label, (0, 0), 1.0
+        elif gates is not None and name in ("kernel", "recurrent_kernel"):
+            recurrent = name == "recurrent_kernel"
+            init = chosen or (inits.Orthogonal() if recurrent else inits.GlorotUniform())
+            label = chosen_label if chosen else ("kit_orthogonal" if recurrent
+                                                   else "kit_glorot_uniform")
+            block = (shape[0], shape[1] // gates)  # each gate on its own
+            variable.assign(ops.concatenate(
+                [draw.fresh(init)(block, dtype=variable.dtype) for _ in range(gates)], axis=1))
+            yield variable, label + f" (per gate, x{gates})", compute_fans(block), 1.0
+        elif isinstance(layer, L.Embedding):
+            init = chosen or inits.RandomUniform(-0.05, 0.05)
+            variable.assign(draw.fresh(init)(shape, dtype=variable.dtype))
+            yield variable, chosen_label if chosen else "U(-0.05, 0.05)", \
+                compute_fans(shape), 1.0
+        elif "kernel" in name and len(shape) >= 2:
+            axes = kernel_axes(layer, name, shape)
+            fans = compute_fans(shape, *(axes or (None, None)))
+            if chosen is not None:
+                init, label, g = chosen, chosen_label, 1.0
+            else:
+                # A separable layer's depthwise step is linear; its activation follows the
+                # pointwise step.
+                label, scale, mode, distribution, g = scheme_for(
+                    *(("", {}) if separable and name == "depthwise_kernel" else activation))
+                init = inits.VarianceScaling(scale=scale, mode=mode, distribution=distribution,
+                                             input_axes=axes and axes[0],
+                                             output_axes=axes and axes[1])
+            variable.assign(draw.fresh(init)(shape, dtype=variable.dtype))
+            yield variable, label, fans, g
+        # Anything else (a PReLU slope, a custom layer's state) is kept as it is.
+
+
+def path_of(layer):
+    """The layer's unique path in its model ("outer/inner/dense"), or its name."""
+    return getattr(layer, "path", None) or layer.name
