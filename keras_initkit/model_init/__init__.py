@@ -2,5 +2,6 @@
 from .lsuv import lsuv
 from .reinitialize import reinitialize
 from .report import Rows
+from .transfer import TransferReport, transfer_weights
 
-__all__ = ["reinitialize", "lsuv", "Rows"]
+__all__ = ["reinitialize", "lsuv", "transfer_weights", "TransferReport", "Rows"]
