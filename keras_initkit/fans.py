@@ -226,3 +226,44 @@ def gain(activation, **params):
         return float(_TORCH_GAINS[name](**params))
     fn = _NUMERIC_ACTIVATIONS[name]
     return 1.0 / math.sqrt(_second_moment(lambda z: fn(z, **params)))
+
+
+def unit_moment_gain(activation, **params):
+    """The gain g with E[f(g z)^2] = 1, z ~ N(0, 1); None where no g reaches it.
+
+    A stack of layers with var = g^2 / fan_in, fed unit-second-moment inputs,
+    then has E[a^2] = 1 after every activation and pre-activation variance g^2
+    at every depth: the start sits on the fixed point of the variance map.
+    `gain()` (1 / sqrt(E[f(z)^2])) puts the fixed point at pre-activation
+    variance 1 instead, which for GELU or swish, whose map is unstable there,
+    unit-variance data never hits. ReLU gives sqrt(2), as He; SELU gives 1.
+    Bounded activations (tanh, sigmoid) never reach 1 and give None.
+    """
+    if callable(activation):
+        fn = _call_activation(activation)
+    elif activation in _NUMERIC_ACTIVATIONS:
+        key = (activation, tuple(sorted(params.items())))
+        if key not in _UNIT_MOMENT_GAINS:  # a name's gain is fixed: solve it once
+            _UNIT_MOMENT_GAINS[key] = _solve_unit_moment(
+                lambda z: _NUMERIC_ACTIVATIONS[activation](z, **params))
+        return _UNIT_MOMENT_GAINS[key]
+    else:
+        return None
+    return _solve_unit_moment(fn)
+
+
+_UNIT_MOMENT_GAINS = {}
+
+
+def _solve_unit_moment(fn):
+    def moment(g):
+        with np.errstate(over="ignore"):  # exp(-z) of a far tail overflows harmlessly to inf
+            return _second_moment(lambda z: fn(g * z))
+
+    low, high = 1e-2, 1e2
+    if not moment(low) < 1 < moment(high):
+        return None
+    for _ in range(40):  # bisection to ~1e-10 relative: E[f(g z)^2] grows with g
+        middle = math.sqrt(low * high)
+        low, high = (middle, high) if moment(middle) < 1 else (low, middle)
+    return math.sqrt(low * high)

@@ -15,7 +15,7 @@ import numpy as np
 from keras import ops
 
 from .. import initializers as inits
-from ..fans import GAIN_NAMES, compute_fans, gain
+from ..fans import GAIN_NAMES, compute_fans, gain, unit_moment_gain
 from ..registry import get
 from .report import Rows
 
@@ -94,8 +94,10 @@ def scheme_for(activation, params):
         return "kit_glorot_uniform (tanh gain 5/3)", g * g, "fan_avg", "uniform", g
     if activation in _GLOROT_FAMILY:
         return "kit_glorot_uniform", 1.0, "fan_avg", "uniform", 1.0
-    try:  # any other activation: fan-in scaling with the gain from its second moment
-        g = gain(activation, **params)
+    # Any other activation: fan-in scaling with the gain that keeps E[a^2] = 1 after every
+    # activation, from its moments (fans.unit_moment_gain), else torch's definition.
+    try:
+        g = unit_moment_gain(activation, **params) or gain(activation, **params)
     except (TypeError, ValueError):
         return "kit_glorot_uniform (gain unknown)", 1.0, "fan_avg", "uniform", 1.0
     label = activation if isinstance(activation, str) else getattr(activation, "__name__", "fn")
@@ -136,16 +138,20 @@ def reinitialize(model, scheme="auto", *, layers=None, seed=None, biases="zeros"
     | selu | LeCun normal, var 1 / fan_in (Klambauer et al. 2017) |
     | tanh | Glorot uniform times the tanh gain 5/3, as torch users write it |
     | sigmoid, linear, softmax, none | Glorot uniform, var 2 / (fan_in + fan_out) (Glorot & Bengio 2010) |
-    | any other (elu, gelu, silu, softplus, a callable) | var gain^2 / fan_in, gain = 1 / sqrt(E[f(z)^2]) |
+    | any other (elu, gelu, silu, softplus, a callable) | var g^2 / fan_in, g solving E[f(g z)^2] = 1 |
     | recurrent kernels | orthogonal, per gate block (Saxe et al. 2014) |
     | input kernels of LSTM, GRU, SimpleRNN | Glorot uniform, per gate block |
     | biases | zeros (an LSTM with `unit_forget_bias` gets forget-gate bias 1) |
     | BatchNormalization, LayerNormalization, GroupNormalization | gamma 1, beta 0, moving mean 0 and variance 1 |
     | Embedding | Keras' own default, U(-0.05, 0.05) |
 
-    The last rule but two keeps a deep network's pre-activation variance
-    level: fan-in scaling with `keras_initkit.gain`, from the activation's
-    second moment. Fans follow the layer: a transposed convolution's kernel is
+    The "any other" rule keeps a deep network's pre-activation variance level:
+    with unit-second-moment inputs, every layer's post-activation second moment
+    stays 1 and its pre-activation variance g^2 (`fans.unit_moment_gain`, from
+    the activation's moments). `keras_initkit.gain`'s 1 / sqrt(E[f(z)^2])
+    would put that fixed point at pre-activation variance 1, which
+    unit-variance data misses, and GELU's map is unstable there: 30 GELU
+    layers drift 6x instead of 1.5x. Fans follow the layer: a transposed convolution's kernel is
     `(*k, out, in)`, a depthwise kernel sees one input channel per output
     (fan_in = kernel area), an EinsumDense kernel's fans come from its
     equation, and each LSTM or GRU gate block is drawn on its own. Weights of
