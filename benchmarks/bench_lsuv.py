@@ -52,7 +52,7 @@ L = keras.layers
 NO_ANYINIT = "anyinit not installed: pip install -e .[bench]"
 KERNEL_LAYERS = (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D, L.DepthwiseConv1D, L.DepthwiseConv2D)
 ACTIVATIONS = ("relu", "tanh", "selu", "gelu")
-DRIFT_SEEDS = range(5)
+DRIFT_SEEDS = range(15)
 
 
 # ------------------------------------------------------------------ models and data

@@ -123,6 +123,11 @@ _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # NumPy 2 renamed it
 _PDF = np.exp(-0.5 * _Z**2) / math.sqrt(2 * math.pi)
 
 
+def second_moment(fn):
+    """E[fn(z)^2], z ~ N(0, 1), by quadrature; `fn` maps a numpy array elementwise."""
+    return _second_moment(fn)
+
+
 def _second_moment(fn):
     values = np.asarray(fn(_Z), dtype=np.float64)
     if values.shape != _Z.shape:

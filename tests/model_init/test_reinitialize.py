@@ -123,6 +123,19 @@ def test_a_gelu_stack_stays_level_where_the_plain_gain_drifts():
     assert level.max() / level.min() < 2.5 < 4 < drift.max() / drift.min()
 
 
+def test_a_tanh_stack_starts_on_its_fixed_point():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((384,))] + [L.Dense(384, activation="tanh")
+                                                      for _ in range(30)])
+    report = keras_initkit.reinitialize(model, seed=0)
+    assert "first layer" in report[0]["scheme"] and "first layer" not in report[2]["scheme"]
+    x = np.random.default_rng(0).normal(size=(256, 384)).astype("float32")
+    stds = [keras.ops.convert_to_numpy(out).std() for out in keras.Model(
+        model.inputs[0], [layer.output for layer in model.layers])(x)]
+    # Without the first-layer start the std falls 14% over the depth (measured: 0.86x).
+    assert max(stds) / min(stds) < 1.06, stds
+
+
 def test_a_bad_network_becomes_healthy():
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((128,))] + [
