@@ -167,7 +167,7 @@ def reinitialize(model, scheme="auto", *, layers=None, seed=None, biases="zeros"
     | relu, relu6 | He normal, var 2 / fan_in (He et al. 2015) |
     | leaky_relu, PReLU (slope a) | var 2 / ((1 + a^2) fan_in) |
     | selu | LeCun normal, var 1 / fan_in (Klambauer et al. 2017) |
-    | tanh | Glorot uniform times the tanh gain 5/3, as torch users write it |
+    | tanh | Glorot uniform times the tanh gain 5/3, as torch users write it; a layer fed by the model input starts at the fixed point (`first_layer_scale`) |
     | sigmoid, linear, softmax, none | Glorot uniform, var 2 / (fan_in + fan_out) (Glorot & Bengio 2010) |
     | any other (elu, gelu, silu, softplus, a callable) | var g^2 / fan_in, g solving E[f(g z)^2] = 1 |
     | recurrent kernels | orthogonal, per gate block (Saxe et al. 2014) |
