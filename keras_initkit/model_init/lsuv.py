@@ -14,7 +14,8 @@ import keras
 from keras import ops
 
 from ..initializers import Orthogonal
-from .reinitialize import path_of
+from ..diagnostics.probe import layer_path
+from .reinitialize import check_model
 from .report import Rows
 
 L = keras.layers
@@ -101,24 +102,19 @@ def lsuv(model, x, *, target_var=1.0, tol=0.1, max_iter=10, orthonormal=True, se
     >>> report = keras_initkit.lsuv(model, x_train[:256])
     >>> print(report.table())
     """
-    from .reinitialize import _check_model
-
-    _check_model(model)
+    check_model(model)
     check_lsuv_args(target_var, tol, max_iter, orthonormal)
     start = time.perf_counter()
-    targets = {}
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        kernel = scaled_kernel(layer)
-        if kernel is not None and not isinstance(layer, keras.Model):
-            targets[id(layer)] = (layer, kernel)
+    leaves = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+              if not isinstance(layer, keras.Model)]
+    targets = {id(layer): (layer, scaled_kernel(layer)) for layer in leaves
+               if scaled_kernel(layer) is not None}
     if orthonormal:
         init = Orthogonal(seed=seed)
         for layer, kernel in targets.values():
             kernel.assign(init(kernel.shape, dtype=kernel.dtype))
     report = Rows(("layer", "iterations", "variance", "converged"),
                   layer_evaluations=0, forward_passes=1, seconds=0.0)
-    leaves = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-              if not isinstance(layer, keras.Model)]
     originals = {}
     done = set()
 
@@ -165,7 +161,7 @@ def _scale(layer, kernel, call, args, kwargs, target_var, tol, max_iter, report)
             var = float(ops.convert_to_numpy(ops.var(ops.cast(z, "float32"))))
             if not math.isfinite(var) or var <= 0:
                 raise ValueError(
-                    f"lsuv: layer '{path_of(layer)}' has output variance {var} on the batch, "
+                    f"lsuv: layer '{layer_path(layer)}' has output variance {var} on the batch, "
                     "so it cannot be rescaled to unit variance. Its input is constant or holds "
                     "NaN/Inf, or its kernel is zero: check the data and the layers before it.")
             converged = abs(var - target_var) < tol
@@ -176,6 +172,6 @@ def _scale(layer, kernel, call, args, kwargs, target_var, tol, max_iter, report)
     finally:
         if activation is not None:
             layer.activation = activation
-    report.append(layer=path_of(layer), iterations=iterations, variance=var,
+    report.append(layer=layer_path(layer), iterations=iterations, variance=var,
                   converged=converged)
     return activation(z) if activation is not None else z

@@ -15,6 +15,7 @@ import numpy as np
 from keras import ops
 
 from .. import initializers as inits
+from ..diagnostics.probe import layer_path
 from ..fans import GAIN_NAMES, compute_fans, gain, second_moment, unit_moment_gain
 from ..registry import get
 from .report import Rows
@@ -211,7 +212,7 @@ def reinitialize(model, scheme="auto", *, layers=None, seed=None, biases="zeros"
     ...                           keras.layers.Dense(10, activation="softmax")])
     >>> print(keras_initkit.reinitialize(model, seed=0).table())
     """
-    _check_model(model)
+    check_model(model)
     if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0) and \
             seed is not None:
         raise ValueError(f"`seed` must be None or a non-negative integer; received seed={seed!r}.")
@@ -227,12 +228,12 @@ def reinitialize(model, scheme="auto", *, layers=None, seed=None, biases="zeros"
     rows = Rows(("layer", "weight", "scheme", "fan_in", "fan_out", "gain"))
     for layer in selected:
         for variable, used, fans, g in _redraw(layer, chosen, label, bias_init, draw):
-            rows.append(layer=path_of(layer), weight=variable.path.rsplit("/", 1)[-1],
+            rows.append(layer=layer_path(layer), weight=variable.path.rsplit("/", 1)[-1],
                         scheme=used, fan_in=fans[0], fan_out=fans[1], gain=g)
     return rows
 
 
-def _check_model(model):
+def check_model(model):
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
     if not model.built or not model.weights:
@@ -265,7 +266,7 @@ def _select(model, names):
     every = [layer for layer in model._flatten_layers(include_self=False, recursive=True)]
     by_name = {}
     for layer in every:
-        by_name[layer.name] = by_name[path_of(layer)] = layer
+        by_name[layer.name] = by_name[layer_path(layer)] = layer
     chosen = []
     for name in names:
         layer = name if isinstance(name, L.Layer) else by_name.get(name)
@@ -365,7 +366,3 @@ def _redraw(layer, chosen, chosen_label, bias_init, draw):
             yield variable, label, fans, g
         # Anything else (a PReLU slope, a custom layer's state) is kept as it is.
 
-
-def path_of(layer):
-    """The layer's unique path in its model ("outer/inner/dense"), or its name."""
-    return getattr(layer, "path", None) or layer.name
