@@ -1,5 +1,6 @@
 """SignalMonitor: per-layer activation and gradient statistics to TensorBoard, during `fit`."""
 import os
+import re
 import warnings
 
 import keras
@@ -200,15 +201,36 @@ class SignalMonitor(keras.callbacks.Callback):
             self.on_finding(finding)
 
 
+# Dataset ops whose second iterator would differ from, or disturb, the one training uses:
+# random ops and shuffles, Python generators and functions, and caches being written.
+_NOT_REPEATABLE = re.compile(r"Shuffle|Random|Sampl|Generator|PyFunc|Cache|Stateful")
+
+
+def _reads_the_same_twice(dataset):
+    """Whether a second iterator over `dataset` sees the same first batch, touching nothing:
+    no op in its graph (or in its functions) is random, Python-backed or a cache."""
+    import tensorflow as tf
+
+    try:
+        graph = tf.compat.v1.GraphDef.FromString(
+            tf.raw_ops.DatasetToGraphV2(input_dataset=dataset._variant_tensor).numpy())
+    except Exception:  # noqa: BLE001 - a dataset we cannot inspect is not taken
+        return False
+    ops = [node.op for node in graph.node]
+    ops += [node.op for function in graph.library.function for node in function.node_def]
+    return not any(_NOT_REPEATABLE.search(op) for op in ops)
+
+
 def _first_batch_of_fit(model):
     """The first batch of the `fit` call that is running, read without touching training.
 
     A Keras callback is never handed the data, so this finds `fit`'s own
     arguments on the call stack: arrays and tensors give their first
-    `batch_size` samples, a `keras.utils.PyDataset` its item 0. A Python
-    generator cannot be read twice, and a second iterator over a shuffled
-    `tf.data.Dataset` would change the order training sees; both ask for
-    `probe_data`.
+    `batch_size` samples, a `keras.utils.PyDataset` its item 0, and a
+    `tf.data.Dataset` with no random, Python-backed or cache op its first
+    batch. A Python generator cannot be read twice, and a second iterator
+    over a shuffled `tf.data.Dataset` would change the order training sees;
+    both ask for `probe_data`.
     """
     import inspect
 
@@ -220,7 +242,10 @@ def _first_batch_of_fit(model):
             x, y = frame.f_locals.get("x"), frame.f_locals.get("y")
             size = frame.f_locals.get("batch_size") or 32
             if isinstance(x, tf.data.Dataset):
-                break  # a second iterator would move a shuffled dataset's seed on
+                if not _reads_the_same_twice(x):
+                    break  # a second iterator would move a shuffled dataset's seed on
+                first = next(iter(x.take(1)))
+                return first[:2] if isinstance(first, tuple) else (first, None)
             if isinstance(x, keras.utils.PyDataset):
                 first = x[0]
                 return first[:2] if isinstance(first, tuple) else (first, None)

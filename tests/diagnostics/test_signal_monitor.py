@@ -151,6 +151,22 @@ def test_a_generator_or_dataset_without_probe_data_is_refused_clearly(tmp_path, 
                   callbacks=[SignalMonitor(tmp_path)])
 
 
+def test_a_dataset_without_random_ops_gives_its_first_batch_and_training_is_unchanged(tmp_path):
+    import tensorflow as tf
+
+    x, y = data(96)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).map(lambda a, b: (a * 2.0, b)).batch(32)
+    plain = classifier()
+    plain.fit(dataset, epochs=1, verbose=0)
+    monitored = classifier()
+    monitor = SignalMonitor(tmp_path, every_n_steps=1)
+    monitored.fit(dataset, epochs=1, verbose=0, callbacks=[monitor])
+    np.testing.assert_array_equal(monitor.x, x[:32] * 2.0)
+    np.testing.assert_array_equal(monitor.y, y[:32])
+    for a, b in zip(plain.variables, monitored.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
 def test_shuffled_dataset_steps_per_execution_and_nested_multi_output(tmp_path):
     # Non-interference and step counting beyond plain arrays: a shuffled tf.data pipeline,
     # four steps per execution, and a nested, two-output model.
