@@ -107,8 +107,8 @@ class SignalMonitor(keras.callbacks.Callback):
                                 summary_writer=self._writer,
                                 summary_fields=(_ACTIVATION_SCALARS, _WEIGHT_SCALARS))
         # On the device once: each probe then skips the host-to-device copy.
-        self._batch = keras.tree.map_structure(
-            tf.convert_to_tensor, (self.x, self.y if self.y is not None else ()))
+        on_device = lambda data: keras.tree.map_structure(tf.convert_to_tensor, data)  # noqa
+        self._batch = (on_device(self.x), None if self.y is None else on_device(self.y))
         self._step = self._epoch_base = self._iterations()
         self._probe_if_due(force=True)  # the state training starts from
 
@@ -143,8 +143,7 @@ class SignalMonitor(keras.callbacks.Callback):
     def _run_probe(self):
         try:
             # The scalars are written inside the probe's own compiled call.
-            x, y = self._batch
-            result = self._probe(x, y if self.y is not None else None, with_tensors=self.histograms, step=self._step)
+            result = self._probe(*self._batch, with_tensors=self.histograms, step=self._step)
             findings = find(result, self.thresholds)
             self._record(result, findings)
             self._write(result, findings)

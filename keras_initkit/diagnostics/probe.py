@@ -210,16 +210,18 @@ class Probe:
             all_finite = ops.all(ops.isfinite(ops.concatenate(
                 [ops.reshape(ops.cast(c, "float32"), (-1,)) for c in checks])))
 
+            def table(rows, fields):  # rows stacked, or an empty (0, fields) table
+                return ops.stack(rows) if rows else ops.zeros((0, len(fields)))
+
             def exact():  # only when something is NaN or Inf: moments that skip them
-                return (ops.stack([stats.activation_stats(*a) for a in act_args]) if act_args
-                        else ops.zeros((0, len(stats.ACTIVATION_FIELDS))),
-                        ops.stack([stats.weight_stats(w, g) for w, g in zip(trainable, grads)])
-                        if trainable else ops.zeros((0, len(stats.WEIGHT_FIELDS))))
+                return (table([stats.activation_stats(*a) for a in act_args],
+                              stats.ACTIVATION_FIELDS),
+                        table([stats.weight_stats(w, g) for w, g in zip(trainable, grads)],
+                              stats.WEIGHT_FIELDS))
 
             def cheap():
-                return (ops.stack([row for row, _ in fast]) if fast
-                        else ops.zeros((0, len(stats.ACTIVATION_FIELDS))),
-                        weight_table if trainable else ops.zeros((0, len(stats.WEIGHT_FIELDS))))
+                return (table([row for row, _ in fast], stats.ACTIVATION_FIELDS),
+                        weight_table if trainable else table([], stats.WEIGHT_FIELDS))
 
             rows, weight_rows = ops.cond(all_finite, cheap, exact)
             if self.summary_writer is not None:
@@ -281,9 +283,10 @@ class Probe:
                     else:
                         layer.call = original
                 self._records = None
-            self._concrete[key] = (function, self._traced)
-            _warn_if_weights_unseen(self.model, self._traced)
-        function, traced = self._concrete[key]
+            owners = _weight_owners(self.model)  # fixed with the trace: not per call
+            self._concrete[key] = (function, self._traced, owners)
+            _warn_if_weights_unseen(self.model, self._traced, owners)
+        function, traced, owners = self._concrete[key]
         out = function(*args)
         numbers = np.asarray(out[0] if with_tensors else out)  # the one transfer
         fields = stats.ACTIVATION_FIELDS
@@ -299,7 +302,6 @@ class Probe:
             s["parent"] = parent  # index of the record whose output this layer read, or None
             s["is_output"] = is_output  # a model output, not only read by later layers
             activations.append((path, layer, s))
-        owners = _weight_owners(self.model)
         weight_rows = [(v.path, owners.get(id(v)), dict(zip(stats.WEIGHT_FIELDS, row.tolist())))
                        for v, row in zip(self.model.trainable_variables, weights)]
         result = ProbeResult(activations, weight_rows, float(numbers[-1]))
@@ -329,7 +331,7 @@ def _with_paths(traced):
     return out
 
 
-def _warn_if_weights_unseen(model, traced):
+def _warn_if_weights_unseen(model, traced, owners):
     """Warns once when weights are used outside every layer call the probe saw.
 
     A subclassed model that applies its own variables with raw ops has no
@@ -339,7 +341,6 @@ def _warn_if_weights_unseen(model, traced):
     reached = set()
     for _, layer, _, _ in traced:  # a reached layer covers its sublayers (an RNN's cell)
         reached.update(id(sub) for sub in layer._flatten_layers(include_self=True))
-    owners = _weight_owners(model)
     unseen = [v.path for v in model.trainable_variables if id(owners.get(id(v))) not in reached]
     if unseen:
         shown = ", ".join(unseen[:4]) + (f" and {len(unseen) - 4} more" if len(unseen) > 4 else "")
