@@ -37,8 +37,10 @@ class SignalMonitor(keras.callbacks.Callback):
         log_dir: Folder for the TensorBoard event files (created if needed).
         probe_data: The probe batch: `x`, or a tuple `(x, y)`; a few hundred
             samples are plenty. Default: the first training batch of the
-            first `fit` call when it gets arrays, tensors or a `PyDataset`; a
-            generator or `tf.data.Dataset` needs `probe_data`.
+            first `fit` call: arrays, tensors, a `PyDataset`, or a
+            `tf.data.Dataset` (shuffled too: read from a copy with its own
+            seeds, so training's order is untouched). A Python generator, or a
+            dataset built on one or on a cache, needs `probe_data`.
         every_n_steps: Probe every this many training steps. Default 200: a
             probe of one training batch, with its writes, costs one or two
             training steps, about 1% at this interval (benchmarks/README.md).
@@ -200,24 +202,56 @@ class SignalMonitor(keras.callbacks.Callback):
             self.on_finding(finding)
 
 
-# Dataset ops whose second iterator would differ from, or disturb, the one training uses:
-# random ops and shuffles, Python generators and functions, and caches being written.
-_NOT_REPEATABLE = re.compile(r"Shuffle|Random|Sampl|Generator|PyFunc|Cache|Stateful")
+# Dataset ops a copy could not run apart from the original: Python generators and functions.
+_PYTHON_BACKED = re.compile(r"PyFunc|Generator")
+# Ops that draw their seeds from a SeedGenerator resource, with the attribute that says
+# whether they draw new seeds on each iteration. Their (seed, seed2) inputs come just before it.
+_SEEDED = {"ShuffleDatasetV3": "reshuffle_each_iteration",
+           "ShuffleAndRepeatDatasetV2": "reshuffle_each_iteration",
+           "RandomDatasetV2": "rerandomize_each_iteration"}
 
 
-def _reads_the_same_twice(dataset):
-    """Whether a second iterator over `dataset` sees the same first batch, touching nothing:
-    no op in its graph (or in its functions) is random, Python-backed or a cache."""
+def _independent_copy(dataset):
+    """A copy of `dataset` that shares no state with it, or None when there is none to make.
+
+    The copy is rebuilt from the dataset's graph, with each shuffle's seed
+    generator replaced by a fresh one made from the same seeds: its first
+    batch is the one training's first epoch sees, and reading it moves none
+    of the original's seeds on. A dataset that holds a Python generator or
+    function, or any other resource (a cache, a variable, a lookup table),
+    is not copied: a copy would share or repeat its side effects.
+    """
     import tensorflow as tf
 
     try:
-        graph = tf.compat.v1.GraphDef.FromString(
-            tf.raw_ops.DatasetToGraphV2(input_dataset=dataset._variant_tensor).numpy())
-    except Exception:  # noqa: BLE001 - a dataset we cannot inspect is not taken
-        return False
+        graph = tf.compat.v1.GraphDef.FromString(tf.raw_ops.DatasetToGraphV2(
+            input_dataset=dataset._variant_tensor, external_state_policy=1).numpy())
+    except Exception:  # noqa: BLE001 - a dataset we cannot serialize is not copied
+        return None
     ops = [node.op for node in graph.node]
     ops += [node.op for function in graph.library.function for node in function.node_def]
-    return not any(_NOT_REPEATABLE.search(op) for op in ops)
+    if any(_PYTHON_BACKED.search(op) for op in ops):
+        return None
+    consumers = {name.split(":")[0]: node for node in graph.node for name in node.input}
+    for node in list(graph.node):
+        if node.op != "Const" or node.attr["dtype"].type != tf.resource.as_datatype_enum:
+            continue
+        user = consumers.get(node.name)
+        if user is None or user.op not in _SEEDED:
+            return None  # a shared resource other than a seed generator
+        at = list(user.input).index(node.name)
+        reshuffle = graph.node.add(name=node.name + "/reshuffle", op="Const")
+        reshuffle.attr["dtype"].type = tf.bool.as_datatype_enum
+        reshuffle.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(
+            user.attr[_SEEDED[user.op]].b))
+        node.op = "AnonymousSeedGenerator"
+        node.attr.clear()
+        node.input[:] = [user.input[at - 2], user.input[at - 1], reshuffle.name]
+    try:
+        variant = tf.raw_ops.DatasetFromGraph(graph_def=graph.SerializeToString())
+        return tf.data.experimental.from_variant(variant, dataset.element_spec)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _first_batch_of_fit(model):
@@ -226,10 +260,10 @@ def _first_batch_of_fit(model):
     A Keras callback is never handed the data, so this finds `fit`'s own
     arguments on the call stack: arrays and tensors give their first
     `batch_size` samples, a `keras.utils.PyDataset` its item 0, and a
-    `tf.data.Dataset` with no random, Python-backed or cache op its first
-    batch. A Python generator cannot be read twice, and a second iterator
-    over a shuffled `tf.data.Dataset` would change the order training sees;
-    both ask for `probe_data`.
+    `tf.data.Dataset` the first batch of an independent copy (a second
+    iterator over the dataset itself would move its shuffle seeds on and
+    change the order training sees). A Python generator cannot be read
+    twice: it asks for `probe_data`, as does a dataset that cannot be copied.
     """
     import inspect
 
@@ -241,9 +275,10 @@ def _first_batch_of_fit(model):
             x, y = frame.f_locals.get("x"), frame.f_locals.get("y")
             size = frame.f_locals.get("batch_size") or 32
             if isinstance(x, tf.data.Dataset):
-                if not _reads_the_same_twice(x):
-                    break  # a second iterator would move a shuffled dataset's seed on
-                first = next(iter(x.take(1)))
+                copy = _independent_copy(x)
+                if copy is None:
+                    break
+                first = next(iter(copy.take(1)))
                 return first[:2] if isinstance(first, tuple) else (first, None)
             if isinstance(x, keras.utils.PyDataset):
                 first = x[0]
@@ -255,8 +290,8 @@ def _first_batch_of_fit(model):
         frame = frame.f_back
     raise ValueError(
         "SignalMonitor could not take a probe batch from this fit() call without touching "
-        "training (its data is a generator or a tf.data.Dataset, or was not found); pass "
-        "probe_data=x_batch or (x_batch, y_batch).")
+        "training (its data is a Python generator, a tf.data.Dataset built on one or on a "
+        "cache, or was not found); pass probe_data=x_batch or (x_batch, y_batch).")
 
 
 __all__ = ["SignalMonitor", "FindingError", "Finding"]

@@ -133,8 +133,8 @@ def test_without_probe_data_the_first_training_batch_is_used(tmp_path):
 
 
 
-@pytest.mark.parametrize("source", ["generator", "dataset"])
-def test_a_generator_or_dataset_without_probe_data_is_refused_clearly(tmp_path, source):
+@pytest.mark.parametrize("source", ["generator", "dataset_on_a_generator", "cached_dataset"])
+def test_data_that_cannot_be_read_twice_without_probe_data_is_refused_clearly(tmp_path, source):
     import tensorflow as tf
 
     x, y = data(64)
@@ -144,11 +144,39 @@ def test_a_generator_or_dataset_without_probe_data_is_refused_clearly(tmp_path, 
         while True:
             yield x[:16], y[:16]
 
-    inputs = batches() if source == "generator" else \
-        tf.data.Dataset.from_tensor_slices((x, y)).shuffle(64).batch(16).repeat()
+    spec = (tf.TensorSpec((None, 16), tf.float32), tf.TensorSpec((None,), tf.int32))
+    inputs = {"generator": batches(),
+              "dataset_on_a_generator": tf.data.Dataset.from_generator(batches,
+                                                                       output_signature=spec),
+              "cached_dataset": tf.data.Dataset.from_tensor_slices((x, y)).batch(16).cache()}
     with pytest.raises(ValueError, match="probe_data"):
-        model.fit(inputs, steps_per_epoch=2, epochs=1, verbose=0,
+        model.fit(inputs[source], steps_per_epoch=2, epochs=1, verbose=0,
                   callbacks=[SignalMonitor(tmp_path)])
+
+
+def test_a_shuffled_dataset_gives_training_first_batch_and_training_is_unchanged(tmp_path):
+    # The probe batch comes from a copy of the pipeline with its own seed generators: it is
+    # the batch training starts with, and training still sees the order it would without it.
+    import tensorflow as tf
+
+    x, y = data(96)
+
+    def pipeline():
+        noisy = lambda a, b: (a + tf.random.uniform(tf.shape(a), seed=4), b)  # noqa: E731
+        return (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(96, seed=3).map(noisy)
+                .batch(32).prefetch(2))
+
+    first_x, first_y = next(iter(pipeline()))
+    plain = classifier()
+    plain.fit(pipeline(), epochs=2, verbose=0)
+    monitored = classifier()
+    monitor = SignalMonitor(tmp_path, every_n_steps=2)
+    monitored.fit(pipeline(), epochs=2, verbose=0, callbacks=[monitor])
+    np.testing.assert_array_equal(monitor.x, first_x)
+    np.testing.assert_array_equal(monitor.y, first_y)
+    assert not np.array_equal(monitor.y, y[:32])  # shuffled: not the unshuffled head
+    for a, b in zip(plain.variables, monitored.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
 def test_a_dataset_without_random_ops_gives_its_first_batch_and_training_is_unchanged(tmp_path):
