@@ -1,6 +1,6 @@
 """LSUV and reinitialize(model, "auto") against the paper's LSUV loop and the anyinit package.
 
-    python benchmarks/bench_lsuv.py [--rounds 3] [--quick]
+    python benchmarks/bench_lsuv.py [--rounds 3] [--quick] [--part reference|empirical|auto]
     pip install -e .[bench]     # anyinit 0.4.0 for the peer tables (it needs only numpy)
 
 1. keras_initkit.lsuv against a reference LSUV written here as the paper states it
@@ -26,6 +26,8 @@
    Then reinitialize(model, "auto") against anyinit's data-free mode,
    anyinit.initialize(model, "analytic"): the drift of the post-activation std over depth,
    max/min over layers and last/first layer. Target: ours no larger than anyinit's.
+   reinitialize's default draws plain kernels as scaled orthogonal matrices; the
+   orthogonal=False column shows the schemes' i.i.d. draws at the same variances.
 
 Without anyinit installed the peer rows say so and the rest still runs.
 """
@@ -321,25 +323,28 @@ def drift_over_seeds(model, x, init):
 def auto_vs_analytic():
     print("## reinitialize(model, \"auto\") against anyinit.initialize(model, \"analytic\"), "
           f"30 x Dense(384): post-activation std over depth, median of {len(DRIFT_SEEDS)} seeds\n")
-    print("| activation | ours max/min | anyinit max/min | ours last/first | anyinit last/first "
-          "| ours ms | anyinit ms |")
-    print("|---|---|---|---|---|---|---|")
+    print("| activation | ours max/min | ours orthogonal=False max/min | anyinit max/min "
+          "| ours last/first | anyinit last/first | ours ms | anyinit ms |")
+    print("|---|---|---|---|---|---|---|---|")
     x = mlp_batch()
     verdicts = []
     for activation in ACTIVATIONS:
         model = mlp(activation)
         ours_s, ours_max_min, ours_last_first = drift_over_seeds(
             model, x, lambda seed: keras_initkit.reinitialize(model, "auto", seed=seed))
+        _, iid_max_min, _ = drift_over_seeds(model, x, lambda seed: keras_initkit.reinitialize(
+            model, "auto", seed=seed, orthogonal=False))
         if anyinit is None:
-            print(f"| {activation} | {ours_max_min:.3f} | {NO_ANYINIT} | {ours_last_first:.3f} "
-                  f"| | {1e3 * ours_s:.0f} | |", flush=True)
+            print(f"| {activation} | {ours_max_min:.3f} | {iid_max_min:.3f} | {NO_ANYINIT} "
+                  f"| {ours_last_first:.3f} | | {1e3 * ours_s:.0f} | |", flush=True)
             continue
         anyinit.initialize(model, "analytic", seed=0)  # warm-up: activation profiles
         peer_s, peer_max_min, peer_last_first = drift_over_seeds(
             model, x, lambda seed: anyinit.initialize(model, "analytic", seed=seed))
         verdicts.append(ours_max_min <= peer_max_min)
-        print(f"| {activation} | {ours_max_min:.3f} | {peer_max_min:.3f} | {ours_last_first:.3f} "
-              f"| {peer_last_first:.3f} | {1e3 * ours_s:.0f} | {1e3 * peer_s:.0f} |", flush=True)
+        print(f"| {activation} | {ours_max_min:.3f} | {iid_max_min:.3f} | {peer_max_min:.3f} "
+              f"| {ours_last_first:.3f} | {peer_last_first:.3f} | {1e3 * ours_s:.0f} "
+              f"| {1e3 * peer_s:.0f} |", flush=True)
     if verdicts:
         print(f"\ntarget ours max/min no larger than anyinit's: met on "
               f"{sum(verdicts)}/{len(verdicts)} activations")
@@ -350,15 +355,20 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 round, MobileNetV2 only")
+    parser.add_argument("--part", choices=("reference", "empirical", "auto"),
+                        help="run one of the three comparisons only")
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     peer = f"anyinit {anyinit.__version__}" if anyinit else "anyinit not installed"
     print(f"keras {keras.__version__}, backend {keras.backend.backend()}, {platform.machine()}, "
           f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}, {peer}, median of {rounds} "
           f"rounds\n")
-    lsuv_vs_reference(["MobileNetV2"] if args.quick else ["MobileNetV2", "ResNet50"], rounds)
-    lsuv_vs_empirical(rounds)
-    auto_vs_analytic()
+    if args.part in (None, "reference"):
+        lsuv_vs_reference(["MobileNetV2"] if args.quick else ["MobileNetV2", "ResNet50"], rounds)
+    if args.part in (None, "empirical"):
+        lsuv_vs_empirical(rounds)
+    if args.part in (None, "auto"):
+        auto_vs_analytic()
 
 
 if __name__ == "__main__":

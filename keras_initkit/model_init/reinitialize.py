@@ -157,7 +157,8 @@ def kernel_axes(layer, name, shape):
     return None
 
 
-def reinitialize(model, scheme="auto", *, layers=None, seed=None, biases="zeros"):
+def reinitialize(model, scheme="auto", *, layers=None, seed=None, biases="zeros",
+                 orthogonal=True):
     """Re-draws the weights of a built model in place, layer by layer.
 
     With `scheme="auto"` each kernel gets the scheme of the activation applied
@@ -183,7 +184,19 @@ def reinitialize(model, scheme="auto", *, layers=None, seed=None, biases="zeros"
     the activation's moments). `keras_initkit.gain`'s 1 / sqrt(E[f(z)^2])
     would put that fixed point at pre-activation variance 1, which
     unit-variance data misses, and GELU's map is unstable there: 30 GELU
-    layers drift 6x instead of 1.5x. Fans follow the layer: a transposed convolution's kernel is
+    layers drift 6x instead of 1.5x.
+
+    With `orthogonal=True` (the default) each "auto" kernel of the plain
+    `(fan_in..., units)` layout (Dense, Conv, pointwise) is an orthogonal
+    matrix scaled to its scheme's variance, as in
+    `torch.nn.init.orthogonal_(w, gain)`: orthogonal columns pass the
+    signal's norm on without the random spread of an i.i.d. draw (Saxe et al.
+    2014; Pennington et al. 2017). The level over depth is the same; the layer-to-layer jitter
+    about it shrinks: over 30 Dense(384) layers the post-activation std
+    drifts 1.003x (tanh), 1.004x (SELU), 1.33x (ReLU) and 1.41x (GELU),
+    against 1.009x, 1.026x, 1.39x and 1.55x with i.i.d. draws
+    (benchmarks/README.md). `orthogonal=False` keeps the schemes' own
+    distributions. Fans follow the layer: a transposed convolution's kernel is
     `(*k, out, in)`, a depthwise kernel sees one input channel per output
     (fan_in = kernel area), an EinsumDense kernel's fans come from its
     equation, and each LSTM or GRU gate block is drawn on its own. Weights of
@@ -197,6 +210,9 @@ def reinitialize(model, scheme="auto", *, layers=None, seed=None, biases="zeros"
             the others are left as they are.
         seed: None, or a non-negative integer for a reproducible result.
         biases: `"zeros"`, `"keep"` (leave them), or an initializer for them.
+        orthogonal: With `"auto"`, draw plain-layout kernels as scaled
+            orthogonal matrices (default) instead of the schemes' own i.i.d.
+            distributions.
 
     Returns:
         A `Rows` summary, one row per weight: `layer`, `weight`, `scheme`,
@@ -205,7 +221,7 @@ def reinitialize(model, scheme="auto", *, layers=None, seed=None, biases="zeros"
     Raises:
         TypeError: `model` is not a Keras model, or `scheme` is not an initializer.
         ValueError: the model is not built, a name in `layers` is unknown, or
-            `seed` or `biases` is not allowed.
+            `seed`, `biases` or `orthogonal` is not allowed.
 
     Example:
     >>> model = keras.Sequential([keras.Input((32,)), keras.layers.Dense(64, activation="relu"),
@@ -216,6 +232,8 @@ def reinitialize(model, scheme="auto", *, layers=None, seed=None, biases="zeros"
     if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0) and \
             seed is not None:
         raise ValueError(f"`seed` must be None or a non-negative integer; received seed={seed!r}.")
+    if not isinstance(orthogonal, bool):
+        raise TypeError(f"`orthogonal` must be True or False; received orthogonal={orthogonal!r}.")
     auto = isinstance(scheme, str) and scheme == "auto"
     chosen = None if auto else _initializer("scheme", scheme)
     label = scheme if isinstance(scheme, str) else type(scheme).__name__
@@ -227,7 +245,8 @@ def reinitialize(model, scheme="auto", *, layers=None, seed=None, biases="zeros"
     draw = _Draws(seed)
     rows = Rows(("layer", "weight", "scheme", "fan_in", "fan_out", "gain"))
     for layer in selected:
-        for variable, used, fans, g in _redraw(layer, chosen, label, bias_init, draw):
+        for variable, used, fans, g in _redraw(layer, chosen, label, bias_init, draw,
+                                               orthogonal):
             rows.append(layer=layer_path(layer), weight=variable.path.rsplit("/", 1)[-1],
                         scheme=used, fan_in=fans[0], fan_out=fans[1], gain=g)
     return rows
@@ -302,7 +321,7 @@ class _Draws:
         return init
 
 
-def _redraw(layer, chosen, chosen_label, bias_init, draw):
+def _redraw(layer, chosen, chosen_label, bias_init, draw, orthogonal):
     """Re-draws a layer's own weights; yields `(variable, scheme, (fan_in, fan_out), gain)`."""
     if isinstance(layer, _NORMALIZATIONS):
         for variable in layer._trainable_variables + layer._non_trainable_variables:
@@ -359,9 +378,18 @@ def _redraw(layer, chosen, chosen_label, bias_init, draw):
                     first = first_layer_scale(act[0], scale)
                     label += f", first layer scale {first:.3g}"
                     scale, g = first, math.sqrt(first)
-                init = inits.VarianceScaling(scale=scale, mode=mode, distribution=distribution,
-                                             input_axes=axes and axes[0],
-                                             output_axes=axes and axes[1])
+                if orthogonal and axes is None:
+                    # Mean square of an orthonormal (rows, cols) matrix: 1 / max(rows, cols).
+                    variance = scale / {"fan_in": fans[0], "fan_out": fans[1],
+                                        "fan_avg": (fans[0] + fans[1]) / 2}[mode]
+                    size = max(math.prod(shape[:-1]), shape[-1])
+                    init = inits.Orthogonal(gain=math.sqrt(variance * size))
+                    label += ", orthogonal draw"
+                else:
+                    init = inits.VarianceScaling(scale=scale, mode=mode,
+                                                 distribution=distribution,
+                                                 input_axes=axes and axes[0],
+                                                 output_axes=axes and axes[1])
             variable.assign(draw.fresh(init)(shape, dtype=variable.dtype))
             yield variable, label, fans, g
         # Anything else (a PReLU slope, a custom layer's state) is kept as it is.
