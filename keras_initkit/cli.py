@@ -1,0 +1,166 @@
+"""`initkit list | compare | diagnose`, also `python -m keras_initkit ...`.
+
+Exit codes: 0 done (and, for `diagnose`, healthy); 1 `diagnose` found
+something; 2 bad input (a missing or corrupt file, data that does not fit,
+an unknown scheme, an unwritable folder), reported in one line.
+"""
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: no C++ banner
+
+SYNTHETIC_BATCH = 64  # samples of N(0, 1) when `diagnose` gets no data
+
+
+def main(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except (ValueError, TypeError) as error:  # bad input: one line, no traceback
+        print(f"initkit {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="initkit", description="Initializers and training-signal diagnostics for Keras.")
+    commands = parser.add_subparsers(dest="command", metavar="{list,compare,diagnose}")
+
+    listing = commands.add_parser("list", help="every kit_* alias, its class and its formula")
+    listing.set_defaults(run=_list)
+
+    from .experiment import DEFAULT_SCHEMES
+    comp = commands.add_parser(
+        "compare", help="train one base model once per initializer and compare",
+        description="Keeps the base model, data, seed, optimizer and epochs fixed and varies "
+                    "only the initializer. Without --data it trains on the bundled 8x8 digits.")
+    comp.add_argument("--model", help="a saved model (.keras or .h5) re-initialized per scheme "
+                                      "(default: a deep MLP, see --depth, --width, --activation)")
+    comp.add_argument("--data", help=".npz with x_train, y_train and optional x_val, y_val "
+                                     "(default: scikit-learn's bundled digits)")
+    comp.add_argument("--schemes", default=",".join(DEFAULT_SCHEMES),
+                      help="comma-separated: aliases with or without 'kit_', Keras names, "
+                           "'lsuv', 'auto' (default: %(default)s)")
+    comp.add_argument("--epochs", type=int, default=30)
+    comp.add_argument("--depth", type=int, default=20, help="hidden layers of the default MLP")
+    comp.add_argument("--width", type=int, default=64, help="units per hidden layer")
+    comp.add_argument("--activation", default="relu")
+    comp.add_argument("--batch-size", type=int, default=64)
+    comp.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's")
+    comp.add_argument("--target-accuracy", type=float, default=0.9,
+                      help="report the first epoch whose validation accuracy reaches this")
+    comp.add_argument("--seed", type=int, default=0)
+    comp.add_argument("--out", default="initkit_compare", help="output folder")
+    comp.add_argument("--quiet", action="store_true", help="print only the table")
+    comp.set_defaults(run=_compare)
+
+    diag = commands.add_parser(
+        "diagnose", help="diagnose a saved model at its current weights; exit 1 if unhealthy",
+        description="Runs keras_initkit.diagnose on one batch: the first --batch-size samples "
+                    f"of --data, or, without data, {SYNTHETIC_BATCH} samples of N(0, 1) in the "
+                    "model's input shape (seed 0). Prints the per-layer table and the findings, "
+                    "writes the plot, and exits 1 when there is a finding.")
+    diag.add_argument("model", help="a saved model (.keras or .h5)")
+    diag.add_argument("--data", help=".npz with x_train (or x) and optional y_train (or y)")
+    diag.add_argument("--batch-size", type=int, default=256)
+    diag.add_argument("--out", default="initkit_diagnose", help="folder for diagnosis.png")
+    diag.set_defaults(run=_diagnose)
+    return parser
+
+
+def _list(args):
+    from .registry import list_initializers
+
+    infos = list_initializers()
+    width = max(len(i.alias) for i in infos) + 2
+    class_width = max(len(i.cls.__name__) for i in infos) + 2
+    print(f"{'alias':<{width}}{'class':<{class_width}}formula")
+    for info in infos:
+        print(f"{info.alias:<{width}}{info.cls.__name__:<{class_width}}{info.formula}")
+    return 0
+
+
+def _compare(args):
+    from .experiment import compare
+
+    schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
+    result = compare(schemes, data=args.data, model=args.model, depth=args.depth,
+                     width=args.width, activation=args.activation, epochs=args.epochs,
+                     batch_size=args.batch_size, learning_rate=args.learning_rate,
+                     seed=args.seed, out=args.out, target_accuracy=args.target_accuracy,
+                     # Keras' progress bar on a terminal, one line per epoch in a log.
+                     verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2)
+    print()
+    print(result.table())
+    if not args.quiet:
+        for key in ("json", "csv", "learning_curves", "signal_at_init"):
+            print(f"wrote {result.files[key]}")
+    print(f"\nOpen the training logs: tensorboard --logdir {result.files['logs']}")
+    return 0
+
+
+def _diagnose(args):
+    import numpy as np
+
+    from .diagnostics import diagnose
+    from .experiment import check_out, load_model
+
+    model = load_model(args.model)
+    if len(model.inputs) != 1:
+        raise ValueError(f"The model has {len(model.inputs)} inputs; diagnose from the command "
+                         "line takes a model with one (use keras_initkit.diagnose in Python).")
+    if isinstance(args.batch_size, bool) or args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1; received {args.batch_size}.")
+    shape = tuple(model.inputs[0].shape[1:])
+    x, y = _diagnose_batch(args.data, args.batch_size, shape)
+    check_out(args.out)
+    loss = None
+    if y is not None:
+        integer = np.issubdtype(y.dtype, np.integer)
+        import keras
+
+        loss = keras.losses.SparseCategoricalCrossentropy(
+            from_logits=model.layers[-1].get_config().get("activation") != "softmax") \
+            if integer else keras.losses.MeanSquaredError()
+    try:
+        report = diagnose(model, x, y, loss=loss)
+    except ValueError as error:
+        raise ValueError(f"The data does not fit the model: {error}") from None
+    print(report.table())
+    path = os.path.join(args.out, "diagnosis.png")
+    report.plot().savefig(path, dpi=110)
+    print(f"\nwrote {path}")
+    return 0 if report.healthy else 1
+
+
+def _diagnose_batch(path, size, shape):
+    """`(x, y)` from an .npz (`x_train`/`x`, `y_train`/`y`), or a synthetic N(0, 1) batch."""
+    import numpy as np
+
+    if path is None:
+        if any(d is None for d in shape):
+            raise ValueError(f"The model's input shape {shape} has an unknown size; pass "
+                             "--data with a batch.")
+        rng = np.random.default_rng(0)
+        return rng.standard_normal((SYNTHETIC_BATCH, *shape)).astype("float32"), None
+    from .experiment import read_npz
+
+    arrays = read_npz(path)
+    x = arrays.get("x_train", arrays.get("x"))
+    if x is None:
+        raise ValueError(f"Data file {path!r} holds no x_train (or x); found {sorted(arrays)}.")
+    y = arrays.get("y_train", arrays.get("y"))
+    if x.ndim - 1 != len(shape) or any(d is not None and d != s
+                                       for d, s in zip(shape, x.shape[1:])):
+        raise ValueError(f"The data's samples have shape {x.shape[1:]} but the model takes "
+                         f"{shape}.")
+    return x[:size].astype("float32"), None if y is None else y[:size]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

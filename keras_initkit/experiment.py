@@ -1,0 +1,418 @@
+"""The controlled experiment: one base model, one dataset, one seed; only the initializer varies.
+
+`compare()` is what `initkit compare` runs. For each scheme it re-draws the
+same base model (`reinitialize`, or `lsuv` for "lsuv"), diagnoses it at
+initialization, trains it with a `SignalMonitor` logging to
+`<out>/logs/<scheme>/`, and writes the table (JSON and CSV) and two figures.
+"""
+import csv
+import difflib
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+
+from .callbacks import SignalMonitor
+from .diagnostics import diagnose
+from .model_init import lsuv, reinitialize
+from .registry import get, list_initializers
+
+DEFAULT_SCHEMES = ("zeros", "ones", "random_normal", "random_uniform", "glorot", "he",
+                   "lecun_normal", "orthogonal", "lsuv")
+SPECIAL_SCHEMES = ("lsuv", "auto")  # whole-model methods rather than one initializer
+PROBE_SIZE = 256  # samples in the probe batch (diagnosis at init, SignalMonitor, LSUV)
+COLUMNS = ("scheme", "at_init", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+           "target_epoch", "seconds")
+
+
+def resolve_scheme(name):
+    """`"he"` -> `"kit_he"`; an alias, a Keras name, "lsuv" or "auto" as they are.
+
+    Raises:
+        ValueError: an unknown name, with the closest known names.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"A scheme must be a non-empty name; received {name!r}.")
+    if name in SPECIAL_SCHEMES:
+        return name
+    aliases = [info.alias for info in list_initializers()]
+    for candidate in (f"kit_{name}", name):
+        if candidate in aliases:
+            return candidate
+    try:
+        get(name)  # a Keras name such as "he_uniform"
+        return name
+    except ValueError:
+        pass
+    known = list(SPECIAL_SCHEMES) + [a[len("kit_"):] for a in aliases] + aliases
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(f"Unknown scheme {name!r}.{hint} `initkit list` shows every alias; "
+                     f"'lsuv' and 'auto' work too.")
+
+
+def load_data(path=None, seed=0):
+    """`(x_train, y_train, x_val, y_val)` as float32 inputs and their targets.
+
+    Without `path`: scikit-learn's bundled 8x8 digits (1,797 images, 10
+    classes; nothing is downloaded), each pixel standardized on the training
+    split, 20% held out for validation. With `path`: an `.npz` file holding
+    `x_train` and `y_train`, and optionally `x_val` and `y_val` (else 20% of
+    the training arrays, drawn with `seed`). It is read with
+    `allow_pickle=False`: a file never runs code.
+
+    Raises:
+        ValueError: the file is missing, unreadable, lacks an array, or the
+            arrays' lengths disagree.
+    """
+    if path is None:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        x, y = digits.data.astype("float32"), digits.target.astype("int32")
+        x_train, y_train, x_val, y_val = _split(x, y, seed)
+        mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
+        return (x_train - mean) / std, y_train, (x_val - mean) / std, y_val
+    path = os.fspath(path)
+    arrays = read_npz(path)
+    missing = [key for key in ("x_train", "y_train") if key not in arrays]
+    if missing:
+        raise ValueError(f"Data file {path!r} lacks {' and '.join(missing)}; it must hold "
+                         f"x_train and y_train (x_val and y_val optional), found "
+                         f"{sorted(arrays) or 'no arrays'}.")
+    if ("x_val" in arrays) != ("y_val" in arrays):
+        raise ValueError(f"Data file {path!r} holds only one of x_val and y_val; give both "
+                         "or neither.")
+    x, y = arrays["x_train"], arrays["y_train"]
+    if "x_val" in arrays:
+        split = (x, y, arrays["x_val"], arrays["y_val"])
+    else:
+        split = _split(x, y, seed)
+    for (inputs, targets), part in ((split[:2], "train"), (split[2:], "val")):
+        if inputs.ndim < 2 or len(inputs) != len(targets) or len(inputs) == 0:
+            raise ValueError(f"Data file {path!r}: x_{part} must be a non-empty array of rank "
+                             f">= 2 with one target per sample; received x_{part} of shape "
+                             f"{inputs.shape} and y_{part} of shape {targets.shape}.")
+        if not np.issubdtype(inputs.dtype, np.number):
+            raise ValueError(f"Data file {path!r}: x_{part} must be numeric; received dtype "
+                             f"{inputs.dtype}.")
+    x_train, y_train, x_val, y_val = split
+    return x_train.astype("float32"), y_train, x_val.astype("float32"), y_val
+
+
+def read_npz(path):
+    """The arrays of an `.npz` file, read with `allow_pickle=False` (a file never runs code).
+
+    Raises:
+        ValueError: the file is missing or not a readable `.npz`.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"Data file {path!r} does not exist.")
+    try:
+        with np.load(path, allow_pickle=False) as file:
+            return {key: file[key] for key in file.files}
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same one line
+        raise ValueError(f"Data file {path!r} is not a readable .npz file "
+                         f"({type(error).__name__}: {_first_line(error)}).") from None
+
+
+def _split(x, y, seed):
+    if len(x) != len(y):
+        raise ValueError(f"x_train has {len(x)} samples but y_train has {len(y)}.")
+    order = np.random.default_rng(seed).permutation(len(x))
+    cut = len(x) - max(1, len(x) // 5)
+    return x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
+
+
+def mlp(input_shape, outputs, depth=20, width=64, activation="relu"):
+    """The default base model: `depth` Dense(width, activation) layers and a linear head."""
+    for name, value in (("depth", depth), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be an integer >= 1; received {name}={value!r}.")
+    try:
+        keras.activations.get(activation)
+    except ValueError:
+        raise ValueError(f"Unknown activation {activation!r}; give a Keras activation name "
+                         "such as 'relu', 'tanh', 'selu' or 'gelu'.") from None
+    layers = [keras.Input(input_shape), keras.layers.Flatten()]
+    layers += [keras.layers.Dense(width, activation=activation, name=f"dense_{i + 1}")
+               for i in range(depth)]
+    return keras.Sequential(layers + [keras.layers.Dense(outputs, name="head")], name="mlp")
+
+
+def load_model(path):
+    """A saved model, or a one-line ValueError that says why it could not be read."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ValueError(f"Model file {path!r} does not exist.")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:  # noqa: BLE001 - corrupt zips, bad configs, unknown classes
+        raise ValueError(f"Cannot load the model {path!r} ({type(error).__name__}: "
+                         f"{_first_line(error)}).") from None
+
+
+def check_fits(model, x, y):
+    """Raises a ValueError when the data's shape does not fit the model's input or output."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(f"The model has {len(model.inputs)} inputs and {len(model.outputs)} "
+                         "outputs; the experiment takes a model with one of each.")
+    expected = tuple(model.inputs[0].shape[1:])
+    if len(expected) != x.ndim - 1 or any(e is not None and e != s
+                                          for e, s in zip(expected, x.shape[1:])):
+        raise ValueError(f"The data's samples have shape {x.shape[1:]} but the model takes "
+                         f"{expected}.")
+    units = model.outputs[0].shape[-1]
+    if _is_classification(y):
+        classes = int(y.max()) + 1
+        if units != classes:
+            raise ValueError(f"The data has {classes} classes but the model's output has "
+                             f"{units} units.")
+    elif tuple(model.outputs[0].shape[1:]) != tuple(y.shape[1:]):
+        raise ValueError(f"The targets have shape {y.shape[1:]} per sample but the model "
+                         f"outputs {tuple(model.outputs[0].shape[1:])}.")
+
+
+def _is_classification(y):
+    return np.issubdtype(y.dtype, np.integer) and y.ndim == 1 and y.min() >= 0
+
+
+def _first_line(error):
+    return (str(error).strip().splitlines() or [""])[0][:200]
+
+
+def check_out(out):
+    """Creates `out` and proves it writable, or raises a one-line ValueError."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, ".write_check")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(f"Cannot write to the output folder {os.fspath(out)!r} "
+                         f"({error.strerror or error}).") from None
+
+
+class Comparison:
+    """What `compare()` measured.
+
+    Attributes:
+        rows: One dict per scheme with the columns of `COLUMNS`.
+        histories: `{scheme: {metric: [one value per epoch]}}`.
+        diagnoses: `{scheme: DiagnosisReport}` at initialization.
+        settings: The experiment's settings (data, model, seed, epochs, ...).
+        files: Paths of what was written (figures, JSON, CSV, logs).
+    """
+
+    def __init__(self, settings):
+        self.settings, self.rows, self.histories, self.diagnoses, self.files = \
+            settings, [], {}, {}, {}
+
+    def table(self):
+        """The table as plain text, one row per scheme."""
+        header = (f"{'scheme':<16}{'train loss':>11}{'train acc':>10}{'val loss':>10}"
+                  f"{'val acc':>9}{'target@':>8}{'s':>6}  at initialization")
+        lines = [header, "-" * len(header)]
+        for row in self.rows:
+            lines.append(f"{row['scheme'][:15]:<16}{_cell(row['train_loss'], 11)}"
+                         f"{_cell(row['train_accuracy'], 10)}{_cell(row['val_loss'], 10)}"
+                         f"{_cell(row['val_accuracy'], 9)}"
+                         f"{row['target_epoch'] if row['target_epoch'] else '-':>8}"
+                         f"{row['seconds']:>6.0f}  {row['at_init']}")
+        return "\n".join(lines)
+
+    def to_dict(self):
+        """Settings, rows, per-epoch histories and diagnoses, JSON-serializable (NaN -> None)."""
+        return _finite({"settings": self.settings, "rows": self.rows,
+                        "histories": self.histories,
+                        "diagnoses": {k: r.to_dict() for k, r in self.diagnoses.items()}})
+
+
+def _cell(value, width):
+    return f"{'nan' if value is None else format(value, '.4g'):>{width}}"
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def compare(schemes=DEFAULT_SCHEMES, *, data=None, model=None, depth=20, width=64,
+            activation="relu", epochs=30, batch_size=64, learning_rate=1e-3, seed=0,
+            out="initkit_compare", target_accuracy=0.9, verbose=1, say=print):
+    """Trains one base model once per initialization scheme and compares them.
+
+    The base model, the data, the seed, the optimizer (Adam) and the epochs
+    are fixed; only the initializer varies. Each scheme re-draws every
+    kernel of the same architecture with `reinitialize(model, scheme)` (biases
+    zeros), or runs `lsuv` on a probe batch for "lsuv". Before training,
+    `diagnose` reports the network at initialization; during training a
+    `SignalMonitor` logs to `<out>/logs/<scheme>/`. The same seed gives the
+    same table (timings aside).
+
+    Args:
+        schemes: Names: an alias with or without its `kit_` prefix ("he",
+            "kit_orthogonal"), a Keras initializer name, "lsuv" or "auto".
+        data: None for the bundled digits, or a path to an `.npz` file
+            (see `load_data`).
+        model: None for the default MLP (`depth`, `width`, `activation`), or
+            a path to a saved model, re-initialized per scheme.
+        epochs, batch_size, learning_rate: Training settings, the same for
+            every scheme.
+        seed: Seeds the split, the weights and the shuffling.
+        out: Output folder: `results.json`, `results.csv`,
+            `learning_curves.png`, `signal_at_init.png` and `logs/`.
+        target_accuracy: The `target_epoch` column gives the first epoch
+            whose validation accuracy reaches it (classification only).
+        verbose: 0 silent, 1 one line per scheme and Keras' progress bar, 2
+            one line per epoch.
+        say: Where progress lines go.
+
+    Returns:
+        A `Comparison`.
+
+    Raises:
+        ValueError: an unknown scheme, unreadable data or model, data that
+            does not fit the model, or an unwritable `out`; all before any
+            training starts.
+
+    Example:
+    >>> result = keras_initkit.experiment.compare(["glorot", "he", "lsuv"], epochs=10)
+    >>> print(result.table())
+    """
+    if isinstance(schemes, str):
+        schemes = [schemes]
+    resolved = [resolve_scheme(s) for s in schemes]
+    if not resolved:
+        raise ValueError("`schemes` is empty; give at least one scheme.")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be an integer >= 1; received {name}={value!r}.")
+    x_train, y_train, x_val, y_val = load_data(data, seed)
+    classification = _is_classification(y_train)
+    outputs = int(max(y_train.max(), y_val.max())) + 1 if classification else \
+        int(np.prod(y_train.shape[1:]) or 1)
+
+    def build():
+        keras.utils.set_random_seed(seed)
+        if model is not None:
+            return load_model(model)
+        return mlp(x_train.shape[1:], outputs, depth, width, activation)
+
+    check_fits(build(), x_train, y_train)
+    check_out(out)
+    settings = {"schemes": list(schemes), "data": os.fspath(data) if data else "digits",
+                "model": os.fspath(model) if model else f"mlp({depth}x{width}, {activation})",
+                "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+                "optimizer": "adam", "seed": seed, "target_accuracy": target_accuracy,
+                "train_samples": len(x_train), "val_samples": len(x_val)}
+    result = Comparison(settings)
+    probe = (x_train[:PROBE_SIZE], y_train[:PROBE_SIZE])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True) if classification \
+        else keras.losses.MeanSquaredError()
+    for i, (name, scheme) in enumerate(zip(schemes, resolved)):
+        if verbose:
+            say(f"[{i + 1}/{len(schemes)}] {name}: initialize, diagnose, train {epochs} epochs")
+        start = time.perf_counter()
+        net = build()
+        if scheme == "lsuv":
+            lsuv(net, probe[0], seed=seed)
+        else:
+            reinitialize(net, scheme, seed=seed)
+        net.compile(keras.optimizers.Adam(learning_rate), loss,
+                    metrics=["accuracy"] if classification else [])
+        report = diagnose(net, *probe)
+        keras.utils.set_random_seed(seed)  # the same shuffling for every scheme
+        monitor = SignalMonitor(os.path.join(out, "logs", name), probe_data=probe,
+                                every_n_steps=max(1, len(x_train) // batch_size),
+                                on_finding=lambda finding: None)  # findings stay in its history
+        history = net.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=epochs,
+                          batch_size=batch_size, verbose=verbose, callbacks=[monitor]).history
+        history = {k: [float(v) for v in values] for k, values in history.items()}
+        result.diagnoses[name], result.histories[name] = report, history
+        result.rows.append(_row(name, report, history, target_accuracy,
+                                time.perf_counter() - start))
+    _write(result, out)
+    return result
+
+
+def _row(name, report, history, target_accuracy, seconds):
+    at_init = "healthy" if report.healthy else "; ".join(
+        f"{f.kind} ({f.signal}) at {f.layer}" for f in report.findings[:3]) + (
+        f"; +{len(report.findings) - 3} more" if len(report.findings) > 3 else "")
+    last = {k: _finite(v[-1]) for k, v in history.items()}
+    reached = [epoch + 1 for epoch, accuracy in enumerate(history.get("val_accuracy", []))
+               if accuracy >= target_accuracy]
+    return {"scheme": name, "at_init": at_init, "train_loss": last.get("loss"),
+            "train_accuracy": last.get("accuracy"), "val_loss": last.get("val_loss"),
+            "val_accuracy": last.get("val_accuracy"),
+            "target_epoch": reached[0] if reached else None, "seconds": round(seconds, 1)}
+
+
+def _write(result, out):
+    files = result.files
+    files["json"] = os.path.join(out, "results.json")
+    with open(files["json"], "w") as f:
+        json.dump(result.to_dict(), f, indent=1, allow_nan=False)
+    files["csv"] = os.path.join(out, "results.csv")
+    with open(files["csv"], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(result.rows)
+    files["learning_curves"] = os.path.join(out, "learning_curves.png")
+    learning_curves(result).savefig(files["learning_curves"], dpi=110)
+    files["signal_at_init"] = os.path.join(out, "signal_at_init.png")
+    signal_at_init(result).savefig(files["signal_at_init"], dpi=110)
+    files["logs"] = os.path.join(out, "logs")
+
+
+def learning_curves(result):
+    """Training loss and validation accuracy (or loss) per epoch, every scheme on one axis."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 4.5), constrained_layout=True)
+    left, right = figure.subplots(1, 2)
+    metric = "val_accuracy" if any("val_accuracy" in h for h in result.histories.values()) \
+        else "val_loss"
+    for name, history in result.histories.items():
+        epochs = range(1, len(history["loss"]) + 1)
+        left.plot(epochs, history["loss"], label=name)
+        right.plot(epochs, history[metric], label=name)
+    left.set_yscale("log")
+    left.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    right.set(xlabel="epoch", ylabel=metric.replace("_", " "),
+              title=f"{metric.replace('_', ' ')} ({result.settings['model']}, "
+                    f"{result.settings['data']})")
+    right.legend(fontsize=8)
+    for axis in (left, right):
+        axis.grid(True, alpha=0.3)
+    return figure
+
+
+def signal_at_init(result):
+    """Per-layer activation std and kernel gradient norm at initialization, every scheme."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 4.5), constrained_layout=True)
+    panels = figure.subplots(1, 2)
+    for axis, key, label in zip(panels, ("std", "grad_norm"),
+                                ("activation std", "kernel gradient norm")):
+        for name, report in result.diagnoses.items():
+            points = [(i, row[key]) for i, row in enumerate(report.layers)
+                      if row[key] is not None and math.isfinite(row[key]) and row[key] > 0]
+            if points:
+                axis.plot(*zip(*points), marker="o", markersize=2, label=name)
+        axis.set_yscale("log")
+        axis.set(xlabel="layer (order of depth)", ylabel=label, title=f"{label} at initialization")
+        axis.grid(True, which="both", alpha=0.3)
+    panels[1].legend(fontsize=8)
+    return figure

@@ -1,0 +1,137 @@
+"""`initkit list | compare | diagnose`: the tables, the files, the exit codes, one-line errors."""
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_initkit
+from keras_initkit.cli import main
+
+L = keras.layers
+TINY = ["--epochs", "2", "--depth", "3", "--width", "16", "--batch-size", "128", "--quiet"]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_prints_every_alias_with_its_class_and_formula(capsys):
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    lines = out.splitlines()
+    for info in keras_initkit.list_initializers():
+        line = next(l for l in lines if l.split()[0] == info.alias)
+        assert info.cls.__name__ in line and info.formula in line
+
+
+def test_python_dash_m_runs_the_command():
+    result = subprocess.run([sys.executable, "-m", "keras_initkit", "list"], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0 and "kit_he" in result.stdout, result.stderr
+
+
+@pytest.mark.slow
+def test_compare_writes_the_table_figures_and_logs_and_repeats_exactly(capsys, tmp_path):
+    tables = []
+    for out in ("a", "b"):
+        code, printed, _ = run(capsys, "compare", "--schemes", "zeros,he", "--out",
+                               str(tmp_path / out), *TINY)
+        assert code == 0
+        assert "tensorboard --logdir" in printed
+        tables.append(json.loads((tmp_path / out / "results.json").read_text()))
+    rows = tables[0]["rows"]
+    assert [r["scheme"] for r in rows] == ["zeros", "he"]
+    zeros, he = rows
+    assert zeros["at_init"] != "healthy" and "dead" in zeros["at_init"]
+    assert he["at_init"] == "healthy"
+    assert he["train_loss"] < zeros["train_loss"]  # zeros cannot break symmetry
+    assert len(tables[0]["histories"]["he"]["loss"]) == 2
+    # The same seed gives the same table, timings aside.
+    strip = lambda t: [{k: v for k, v in r.items() if k != "seconds"} for r in t["rows"]]  # noqa
+    assert strip(tables[0]) == strip(tables[1])
+    assert tables[0]["histories"] == tables[1]["histories"]
+    out = tmp_path / "a"
+    assert (out / "results.csv").read_text().splitlines()[0].startswith("scheme,at_init")
+    for png in ("learning_curves.png", "signal_at_init.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for scheme in ("zeros", "he"):
+        assert any(name.startswith("events.out.tfevents")
+                   for name in os.listdir(out / "logs" / scheme))
+
+
+def saved(tmp_path, init="kit_he", depth=12, name="model.keras"):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,))]
+                             + [L.Dense(64, activation="relu", kernel_initializer=init)
+                                for _ in range(depth)] + [L.Dense(10)])
+    path = tmp_path / name
+    model.save(path)
+    return path
+
+
+def test_compare_reinitializes_a_saved_model_on_npz_data(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data.npz"
+    np.savez(data, x_train=rng.normal(size=(200, 64)).astype("float32"),
+             y_train=rng.integers(0, 10, 200))
+    code, _, err = run(capsys, "compare", "--model", str(saved(tmp_path, depth=2)), "--data",
+                       str(data), "--schemes", "kit_glorot", "--out", str(tmp_path / "o"),
+                       "--epochs", "1", "--quiet")
+    assert code == 0, err
+    result = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert result["settings"]["train_samples"] == 160 and result["settings"]["val_samples"] == 40
+
+
+def test_diagnose_exits_nonzero_on_an_unhealthy_model_and_zero_on_a_healthy_one(capsys,
+                                                                               tmp_path):
+    bad = saved(tmp_path, keras.initializers.RandomNormal(stddev=0.01), name="bad.keras")
+    code, out, _ = run(capsys, "diagnose", str(bad), "--out", str(tmp_path / "d"))
+    assert code == 1 and "vanishing" in out
+    assert (tmp_path / "d" / "diagnosis.png").stat().st_size > 0
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data.npz"
+    np.savez(data, x=rng.normal(size=(100, 64)).astype("float32"), y=rng.integers(0, 10, 100))
+    code, out, _ = run(capsys, "diagnose", str(saved(tmp_path)), "--data", str(data),
+                       "--out", str(tmp_path / "d"))
+    assert code == 0 and "healthy" in out
+
+
+def bad_inputs(tmp_path):
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"not a zip file")
+    no_arrays = tmp_path / "no_arrays.npz"
+    np.savez(no_arrays, features=np.zeros((4, 64)))
+    wrong_shape = tmp_path / "wrong_shape.npz"
+    np.savez(wrong_shape, x_train=np.zeros((20, 5), "float32"), y_train=np.zeros(20, "int64"))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    model = str(saved(tmp_path, depth=1))
+    return {
+        "missing model": (["diagnose", str(tmp_path / "nope.keras")], "does not exist"),
+        "corrupt model": (["compare", "--model", str(corrupt)], "Cannot load the model"),
+        "npz without arrays": (["compare", "--data", str(no_arrays)], "lacks x_train and y_train"),
+        "shape does not fit": (["compare", "--model", model, "--data", str(wrong_shape)],
+                               "shape (5,) but the model takes (64,)"),
+        "diagnose shape": (["diagnose", model, "--data", str(wrong_shape)],
+                           "shape (5,) but the model takes (64,)"),
+        "unknown scheme": (["compare", "--schemes", "he,hee_normal"], "'he_normal'"),
+        "unwritable out": (["compare", "--schemes", "he", "--out", str(blocker / "sub")],
+                           "Cannot write to the output folder"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing model", "corrupt model", "npz without arrays",
+                                  "shape does not fit", "diagnose shape", "unknown scheme",
+                                  "unwritable out"])
+def test_bad_input_is_one_line_and_exit_code_2(capsys, tmp_path, case):
+    argv, words = bad_inputs(tmp_path)[case]
+    code, out, err = run(capsys, *argv, *(["--epochs", "1"] if argv[0] == "compare" else []))
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and words in err, err
+    assert "Traceback" not in err + out
