@@ -6,8 +6,10 @@ For a small MLP and a small CNN, `fit` runs with no callback, with
 SignalMonitor at its defaults, with SignalMonitor(every_n_steps=16), and with
 keras.callbacks.TensorBoard(histogram_freq=1), interleaved in alternating
 order in one process. Each configuration is warmed up once (tracing), then
-timed over whole `fit` calls; the median per step is reported with its ratio
-to no callback. A final 2,000-step run with SignalMonitor(every_n_steps=16)
+timed over whole `fit` calls; the median per step is reported. The ratios are
+paired: each round's time over the same round's reference, then the median
+over rounds, so a drift of the machine's speed between rounds (this 2-core VM
+flips between two speeds) cancels instead of landing in one configuration. A final 2,000-step run with SignalMonitor(every_n_steps=16)
 samples resident memory to show it stays flat.
 """
 import argparse
@@ -75,6 +77,11 @@ class _NoOpBatchEnd(keras.callbacks.Callback):
         pass
 
 
+def paired(times, reference):
+    """The median over rounds of each round's time over the same round's reference."""
+    return statistics.median(t / r for t, r in zip(times, reference))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=11)
@@ -112,12 +119,10 @@ def main():
                 start = time.perf_counter()
                 model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=configs[name])
                 times[name].append((time.perf_counter() - start) / steps)
-        base = statistics.median(times["none"])
-        in_line = statistics.median(times["no-op on_train_batch_end"])
         for name in configs:
-            median = statistics.median(times[name])
-            print(f"| {kind} | {name} | {1e3 * median:.2f} | {median / base:.3f} | "
-                  f"{median / in_line:.3f} |", flush=True)
+            print(f"| {kind} | {name} | {1e3 * statistics.median(times[name]):.2f} | "
+                  f"{paired(times[name], times['none']):.3f} | "
+                  f"{paired(times[name], times['no-op on_train_batch_end']):.3f} |", flush=True)
 
     x, y = dataset("mlp", batch * 500)
     model = compiled(mlp)

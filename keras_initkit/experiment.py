@@ -383,10 +383,10 @@ def learning_curves(result):
     left, right = figure.subplots(1, 2)
     metric = "val_accuracy" if any("val_accuracy" in h for h in result.histories.values()) \
         else "val_loss"
-    for name, history in result.histories.items():
+    for i, (name, history) in enumerate(result.histories.items()):
         epochs = range(1, len(history["loss"]) + 1)
-        left.plot(epochs, history["loss"], label=name)
-        right.plot(epochs, history[metric], label=name)
+        left.plot(epochs, history["loss"], label=name, **_style(i))
+        right.plot(epochs, history[metric], label=name, **_style(i))
     left.set_yscale("log")
     left.set(xlabel="epoch", ylabel="training loss", title="training loss")
     right.set(xlabel="epoch", ylabel=metric.replace("_", " "),
@@ -406,13 +406,19 @@ def signal_at_init(result):
     panels = figure.subplots(1, 2)
     for axis, key, label in zip(panels, ("std", "grad_norm"),
                                 ("activation std", "kernel gradient norm")):
-        for name, report in result.diagnoses.items():
-            points = [(i, row[key]) for i, row in enumerate(report.layers)
+        for i, (name, report) in enumerate(result.diagnoses.items()):
+            points = [(depth, row[key]) for depth, row in enumerate(report.layers)
                       if row[key] is not None and math.isfinite(row[key]) and row[key] > 0]
-            if points:
-                axis.plot(*zip(*points), marker="o", markersize=2, label=name)
+            # A scheme with nothing to draw (all zeros) still gets its legend entry.
+            axis.plot(*(zip(*points) if points else ([], [])), marker="o", markersize=2,
+                      label=name, **_style(i))
         axis.set_yscale("log")
         axis.set(xlabel="layer (order of depth)", ylabel=label, title=f"{label} at initialization")
         axis.grid(True, which="both", alpha=0.3)
     panels[1].legend(fontsize=8)
     return figure
+
+
+def _style(index):
+    """The same colour for a scheme in every panel: ten colours, then dashed, then dotted."""
+    return {"color": f"C{index % 10}", "linestyle": ("-", "--", ":")[index // 10 % 3]}
