@@ -27,7 +27,8 @@ def main():
     print(result.table())
 
     for scheme, report in result.diagnoses.items():
-        first, last = report.layers[0]["std"], report.layers[-2]["std"]
+        hidden = [row for row in report.layers if row["type"] == "Dense"][:-1]  # not the head
+        first, last = hidden[0]["std"], hidden[-1]["std"]
         print(f"{scheme:>14}: activation std {first:.3g} at the first layer, {last:.3g} at the "
               f"last hidden one; {len(report.findings)} finding(s) at initialization")
     best = max(result.rows, key=lambda row: row["val_accuracy"] or 0.0)

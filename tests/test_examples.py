@@ -22,9 +22,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES_DIR = os.path.join(ROOT, "examples")
 
 # Script -> extra arguments. Every example takes --quick (small settings) and --out DIR
-# (everything it writes); quickstart.py takes no arguments and writes only to a temp folder.
+# (everything it writes).
 EXAMPLES = {
-    "quickstart.py": [],
+    "quickstart.py": ["--quick", "--out", "out"],
     "diagnose_saved_model.py": ["--quick", "--out", "out"],
     "lsuv_resnet.py": ["--quick", "--out", "out"],
     "transfer_learning.py": ["--quick", "--out", "out"],
@@ -42,6 +42,7 @@ KEY_LINES = {
 }
 # Files each example writes under --out.
 OUTPUTS = {
+    "quickstart.py": ["logs/kit_he"],
     "diagnose_saved_model.py": ["diagnosis_before.png", "diagnosis_after.png"],
     "lsuv_resnet.py": ["lsuv_report.json", "diagnosis_before.png", "diagnosis_after.png"],
     "transfer_learning.py": ["digits_source.keras"],
@@ -58,6 +59,7 @@ def check_quickstart(stdout):
     assert rows["kit_he"][2] > 0.3 * rows["kit_he"][0]
     assert rows["kit_random_normal"][2] < 1e-6
     assert rows["kit_he"][3] > rows["kit_random_normal"][3]  # and it trains further
+    assert rows["kit_random_normal"][5] > rows["kit_he"][5]  # the monitor saw more findings
 
 
 EXTRA_CHECKS = {"quickstart.py": check_quickstart}
