@@ -9,7 +9,12 @@ order in one process. Each configuration is warmed up once (tracing), then
 timed over whole `fit` calls; the median per step is reported. The ratios are
 paired: each round's time over the same round's reference, then the median
 over rounds, so a drift of the machine's speed between rounds (this 2-core VM
-flips between two speeds) cancels instead of landing in one configuration. A final 2,000-step run with SignalMonitor(every_n_steps=16)
+flips between two speeds) cancels instead of landing in one configuration.
+Whole-fit times on this machine still scatter by 10-20% between runs, more
+than a cheap callback costs, so the callbacks' own time is also measured: the
+seconds spent inside their hooks (which run in the training thread and block
+it), summed per fit; "ratio by self-time" is 1 + that over the same round's
+no-callback fit. A final 2,000-step run with SignalMonitor(every_n_steps=16)
 samples resident memory to show it stays flat.
 """
 import argparse
@@ -77,6 +82,28 @@ class _NoOpBatchEnd(keras.callbacks.Callback):
         pass
 
 
+class HookTimer:
+    """Wraps every `on_*` hook a callback overrides, summing the seconds spent inside."""
+
+    def __init__(self, callbacks):
+        self.seconds = 0.0
+        for callback in callbacks:
+            for name in dir(type(callback)):
+                hook = getattr(type(callback), name)
+                if name.startswith("on_") and hook is not getattr(keras.callbacks.Callback,
+                                                                   name, None):
+                    setattr(callback, name, self._timed(getattr(callback, name)))
+
+    def _timed(self, hook):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return hook(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+        return timed
+
+
 def paired(times, reference):
     """The median over rounds of each round's time over the same round's reference."""
     return statistics.median(t / r for t, r in zip(times, reference))
@@ -92,8 +119,9 @@ def main():
     print(f"keras {keras.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, "
           f"{time.strftime('%Y-%m-%d')}; batch {batch}, {steps} steps per fit, median of "
           f"{rounds} rounds\n")
-    print("| model | callback | ms / step | ratio to none | ratio to no-op batch-end |")
-    print("|---|---|---|---|---|")
+    print("| model | callback | ms / step | ratio to none | ratio to no-op batch-end "
+          "| ratio by self-time |")
+    print("|---|---|---|---|---|---|")
     logs = tempfile.mkdtemp(prefix="bench_monitor_")
     for kind, build in [("mlp", mlp), ("cnn", cnn)][: 1 if args.quick else 2]:
         x, y = dataset(kind, batch * steps)
@@ -111,18 +139,23 @@ def main():
                 os.path.join(logs, kind, "keras"), histogram_freq=1)],
         }
         times = {name: [] for name in configs}
+        timers = {name: HookTimer(callbacks) for name, callbacks in configs.items()}
+        own = {name: [] for name in configs}  # seconds inside the callback's hooks, per fit
         for name, callbacks in configs.items():  # warm-up: tracing, writers
             model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
         for i in range(rounds):
             order = list(configs) if i % 2 == 0 else list(reversed(configs))
             for name in order:
+                timers[name].seconds = 0.0
                 start = time.perf_counter()
                 model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=configs[name])
                 times[name].append((time.perf_counter() - start) / steps)
+                own[name].append(timers[name].seconds / steps)
         for name in configs:
             print(f"| {kind} | {name} | {1e3 * statistics.median(times[name]):.2f} | "
                   f"{paired(times[name], times['none']):.3f} | "
-                  f"{paired(times[name], times['no-op on_train_batch_end']):.3f} |", flush=True)
+                  f"{paired(times[name], times['no-op on_train_batch_end']):.3f} | "
+                  f"{1 + paired(own[name], times['none']):.3f} |", flush=True)
 
     x, y = dataset("mlp", batch * 500)
     model = compiled(mlp)
