@@ -86,6 +86,14 @@ class Thresholds:
             (Zhang et al., ICSE 2021).
         gradient_exploding_ratio: The same ratio above which gradients explode.
             Default 70, AUTOTRAINER.
+        gradient_floor: A kernel's gradient norm over its weight norm below
+            which its gradient has vanished outright: even a learning rate of 1
+            would move the weights by less than float32 resolves. Default
+            2^-24, float32's unit roundoff. Healthy networks sit at 1e-5 and
+            above (ResNet50 at initialization: 1e-5 at its smallest). This
+            catches what the depth ratio cannot: in a stack whose signal
+            vanishes both ways (small weights, tanh), every kernel's gradient
+            is equally tiny (1e-29), so their ratio is about 1.
     """
 
     vanishing_ratio: float = 1e-2
@@ -96,6 +104,7 @@ class Thresholds:
     saturation_threshold: float = 0.97
     gradient_vanishing_ratio: float = 1e-3
     gradient_exploding_ratio: float = 70.0
+    gradient_floor: float = 2.0 ** -24
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -293,10 +302,24 @@ def _gradient_findings(result, t):
                                ". Use smaller initial weights (kit_he or kit_glorot instead of "
                                "unit variance), clip gradients, or add normalization.")
     else:
-        return []
+        return _below_the_floor(kernels, t)
     return [Finding(kind, "gradient", layer, ratio, limit,
                     f"The gradient reaching '{layer}' is {ratio:.3g} times the one at "
                     f"'{last_path}' (threshold {limit:g}){advice}")]
+
+
+def _below_the_floor(kernels, t):
+    """The shallowest kernel whose gradient is below float32's reach of its weights."""
+    for path, layer, s in kernels:
+        if s["weight_norm"] > 0 and s["grad_to_weight"] < t.gradient_floor:
+            name = _owner_name(layer, path)
+            return [Finding(
+                "vanishing", "gradient", name, s["grad_to_weight"], t.gradient_floor,
+                f"The gradient of '{path}' is {s['grad_to_weight']:.3g} times its weights "
+                f"(threshold {t.gradient_floor:.3g}, float32's resolution): no learning rate "
+                "can move them. The signal has vanished; re-initialize with kit_he (ReLU) "
+                "or kit_glorot (tanh), or add normalization.")]
+    return []
 
 
 def _owner_name(layer, weight_path):

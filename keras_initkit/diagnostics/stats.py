@@ -29,6 +29,16 @@ BOUNDED = {
 }
 
 
+def _scale(peak):
+    """A divisor for squaring: `peak` (the largest |entry|), or 1 when it is 0.
+
+    The moments square `entry / peak` and multiply back, because float32
+    squares of entries below about 1e-19 flush to 0 and above 1e19 overflow:
+    the signal of a vanishing stack at depth 20 would read exactly 0.
+    """
+    return ops.where(peak > 0, peak, ops.ones_like(peak))
+
+
 def _finite(x):
     """x with NaN and Inf replaced by 0, and the count of finite entries (at least 1)."""
     finite = ops.isfinite(x)
@@ -51,10 +61,12 @@ def activation_stats(y, bounded=None, saturation_threshold=0.97, x=None):
     clean, count = _finite(y)
     finite = ops.isfinite(y)
     mean = ops.sum(clean) / count
-    square = ops.sum(clean * clean) / count
+    scale = _scale(ops.max(ops.abs(clean)))
+    scaled = clean / scale
+    rms = scale * ops.sqrt(ops.sum(scaled * scaled) / count)
     # Centre before squaring: E[x^2] - E[x]^2 loses the variance of a large-mean layer.
-    centred = ops.where(finite, clean - mean, ops.zeros_like(clean))
-    variance = ops.sum(centred * centred) / count
+    centred = ops.where(finite, scaled - mean / scale, ops.zeros_like(clean))
+    std = scale * ops.sqrt(ops.sum(centred * centred) / count)
     big = ops.cast(3.0e38, "float32")
     minimum = ops.min(ops.where(finite, y, big))
     maximum = ops.max(ops.where(finite, y, -big))
@@ -67,7 +79,7 @@ def activation_stats(y, bounded=None, saturation_threshold=0.97, x=None):
     else:
         saturated = ops.zeros((), "float32")
     return ops.stack([
-        mean, ops.sqrt(variance), ops.sqrt(square), minimum, maximum, ops.mean(zero), dead,
+        mean, std, rms, minimum, maximum, ops.mean(zero), dead,
         saturated, ops.sum(ops.cast(ops.isnan(y), "float32")),
         ops.sum(ops.cast(ops.isinf(y), "float32")),
         _nonfinite_count(x),
@@ -79,7 +91,10 @@ def finite_activation_stats(y, bounded=None, saturation_threshold=0.97, x=None):
     """`activation_stats` for finite `y` and `x`, and a checksum that is finite iff they are."""
     y = ops.cast(y, "float32")
     mean = ops.mean(y)  # NaN or Inf anywhere makes it non-finite: the checksum
-    centred = y - mean
+    minimum, maximum = ops.min(y), ops.max(y)
+    scale = _scale(ops.maximum(ops.abs(minimum), ops.abs(maximum)))
+    scaled = y / scale
+    centred = scaled - mean / scale
     zero = ops.cast(ops.equal(y, 0.0), "float32")
     units = ops.reshape(zero, (-1, y.shape[-1] if len(y.shape) > 1 else 1))
     if bounded in BOUNDED:
@@ -94,11 +109,14 @@ def finite_activation_stats(y, bounded=None, saturation_threshold=0.97, x=None):
     else:
         x = ops.cast(x, "float32")
         x_mean = ops.mean(x)
-        input_std, checksum = ops.sqrt(ops.mean(ops.square(x - x_mean))), mean + x_mean
-        input_rms = ops.sqrt(ops.mean(ops.square(x)))
+        x_scale = _scale(ops.max(ops.abs(x)))
+        x_scaled = x / x_scale
+        input_std = x_scale * ops.sqrt(ops.mean(ops.square(x_scaled - x_mean / x_scale)))
+        input_rms = x_scale * ops.sqrt(ops.mean(ops.square(x_scaled)))
+        checksum = mean + x_mean
     row = ops.stack([
-        mean, ops.sqrt(ops.mean(centred * centred)), ops.sqrt(ops.mean(y * y)), ops.min(y),
-        ops.max(y), ops.mean(zero), ops.mean(ops.min(units, axis=0)), saturated, nothing, nothing,
+        mean, scale * ops.sqrt(ops.mean(centred * centred)),
+        scale * ops.sqrt(ops.mean(scaled * scaled)), minimum, maximum, ops.mean(zero), ops.mean(ops.min(units, axis=0)), saturated, nothing, nothing,
         nothing, input_std, input_rms,
     ])
     return row, checksum
@@ -112,15 +130,19 @@ def finite_weight_stats(weights, grads):
         w = ops.cast(w, "float32")
         g = ops.zeros_like(w) if g is None else ops.cast(g, "float32")
         sizes.append(float(max(1, math.prod(int(d) for d in w.shape))))
-        sums.append(ops.stack([ops.sum(w * w), ops.sum(g * g), ops.max(ops.abs(g))]))
-    table = ops.stack(sums)  # (k, 3): sum w^2, sum g^2, max |g|
+        w_scale, g_max = _scale(ops.max(ops.abs(w))), ops.max(ops.abs(g))
+        g_scale = _scale(g_max)
+        sums.append(ops.stack([w_scale * ops.sqrt(ops.sum(ops.square(w / w_scale))),
+                               g_scale * ops.sqrt(ops.sum(ops.square(g / g_scale))), g_max,
+                               ops.sum(g)]))
+    table = ops.stack(sums)  # (k, 4): |w|, |g|, max |g|, sum g (finite iff g is)
     sizes = ops.convert_to_tensor(sizes, "float32")
-    w_norm, g_norm = ops.sqrt(table[:, 0]), ops.sqrt(table[:, 1])
+    w_norm, g_norm = table[:, 0], table[:, 1]
     zeros = ops.zeros_like(w_norm)
     ratio = ops.where(w_norm > 0, g_norm / ops.maximum(w_norm, 1e-30), float("inf"))
     columns = [w_norm, w_norm / ops.sqrt(sizes), g_norm, g_norm / ops.sqrt(sizes), table[:, 2],
                zeros, zeros, ratio]
-    return ops.stack(columns, axis=1), table[:, 1]
+    return ops.stack(columns, axis=1), table[:, 1] + table[:, 3]
 
 
 def _std_and_rms(x):
@@ -129,9 +151,11 @@ def _std_and_rms(x):
         return -ops.ones((), "float32"), -ops.ones((), "float32")
     x = ops.cast(x, "float32")
     clean, count = _finite(x)
-    centred = ops.where(ops.isfinite(x), clean - ops.sum(clean) / count, ops.zeros_like(clean))
-    return (ops.sqrt(ops.sum(centred * centred) / count),
-            ops.sqrt(ops.sum(clean * clean) / count))
+    scale = _scale(ops.max(ops.abs(clean)))
+    scaled = clean / scale
+    centred = ops.where(ops.isfinite(x), scaled - ops.sum(scaled) / count, ops.zeros_like(clean))
+    return (scale * ops.sqrt(ops.sum(centred * centred) / count),
+            scale * ops.sqrt(ops.sum(scaled * scaled) / count))
 
 
 def _nonfinite_count(x):
@@ -147,9 +171,11 @@ def weight_stats(w, g):
     if g is None:  # a weight the loss does not reach
         g = ops.zeros_like(w)
     g = ops.cast(g, "float32")
-    w_norm = ops.sqrt(ops.sum(w * w))
+    w_scale = _scale(ops.max(ops.abs(w)))
+    w_norm = w_scale * ops.sqrt(ops.sum(ops.square(w / w_scale)))
     clean, _ = _finite(g)
-    g_norm = ops.sqrt(ops.sum(clean * clean))
+    g_scale = _scale(ops.max(ops.abs(clean)))
+    g_norm = g_scale * ops.sqrt(ops.sum(ops.square(clean / g_scale)))
     return ops.stack([
         w_norm, w_norm / size**0.5, g_norm, g_norm / size**0.5, ops.max(ops.abs(clean)),
         ops.sum(ops.cast(ops.isnan(g), "float32")), ops.sum(ops.cast(ops.isinf(g), "float32")),

@@ -191,3 +191,24 @@ def test_the_loss_follows_a_new_compile_and_includes_regularization():
     assert probe(x, y).loss == pytest.approx(np.mean((out - y) ** 2) + penalty, rel=1e-5)
     model.compile(loss="mae")
     assert probe(x, y).loss == pytest.approx(np.mean(np.abs(out - y)) + penalty, rel=1e-5)
+
+
+@pytest.mark.parametrize("stddev, depth", [(0.01, 24), (1.0, 20)])
+def test_moments_of_tiny_and_huge_signals_are_not_flushed_or_overflowed(stddev, depth):
+    # Float32 squares of 1e-20 flush to 0 and of 1e20 overflow: the moments are taken of the
+    # tensor over its largest entry, so a vanishing stack reads 1e-23, not 0, and an
+    # exploding one 1e21, not inf. Compared with a float64 forward pass.
+    keras.utils.set_random_seed(0)
+    init = keras.initializers.RandomNormal(stddev=stddev)
+    model = keras.Sequential([keras.Input((256,))] + [
+        keras.layers.Dense(256, activation="relu", kernel_initializer=init) for _ in range(depth)])
+    x = np.random.default_rng(0).normal(size=(64, 256)).astype("float32")
+    result = Probe(model)(x)
+    a = x.astype("float64")
+    for (_, _, s), layer in zip(result.activations, model.layers):
+        a = np.maximum(a @ layer.kernel.numpy().astype("float64"), 0)
+        np.testing.assert_allclose([s["std"], s["rms"]], [a.std(), np.sqrt((a * a).mean())],
+                                   rtol=1e-3)
+    assert abs(np.log10(a.std())) > 20  # the squares really leave float32's range
+    grads = [s["grad_norm"] for _, _, s in result.weights]
+    assert all(np.isfinite(grads)) and min(grads) > 0
