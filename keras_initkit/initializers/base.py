@@ -5,6 +5,7 @@ instance called twice (or shared by two layers) returns the same tensor. Ours
 derive a new seed for every call: symmetry is always broken, and an explicit
 integer seed still gives the same sequence of draws in every process.
 """
+import inspect
 import math
 import numbers
 import random as python_random
@@ -124,6 +125,28 @@ class KitInitializer(keras.initializers.Initializer):
 
     def check_shape(self, shape):
         """Raises a ValueError for a non-empty shape the scheme cannot fill (beyond its rank)."""
+
+    @classmethod
+    def from_config(cls, config):
+        """The initializer that `get_config()` describes.
+
+        A config is checked before the constructor sees it: a hand-edited or
+        hostile `.keras` file with an argument the class does not take gets a
+        ValueError naming that argument and the ones allowed, not a Python
+        error from inside `__init__`. Values are then checked by `__init__`.
+        """
+        if not isinstance(config, dict):
+            raise TypeError(f"A {cls.__name__} config must be a dict; received "
+                            f"{type(config).__name__}.")
+        parameters = inspect.signature(cls.__init__).parameters
+        allowed = [name for name, p in parameters.items() if name != "self" and p.kind in (
+            p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = sorted(set(config) - set(allowed), key=str)
+        if unknown and not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+            raise ValueError(f"{cls.__name__} config has unknown argument(s) "
+                             f"{', '.join(repr(k) for k in unknown)}; {cls.__name__} takes "
+                             f"{', '.join(allowed) or 'no arguments'}.")
+        return cls(**config)
 
     def __call__(self, shape, dtype=None):
         try:

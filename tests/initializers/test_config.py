@@ -64,3 +64,43 @@ def test_a_seeded_clone_draws_the_same_sequence(cls):
 def test_keras_spelling_of_the_untruncated_normal_is_stored_canonically():
     init = I.VarianceScaling(distribution="untruncated_normal")
     assert init.get_config()["distribution"] == "normal"
+
+
+@pytest.mark.parametrize("cls", sorted(set(BUILTIN_ALIASES.values()), key=lambda c: c.__name__))
+def test_an_unknown_config_argument_is_named_before_the_constructor(cls):
+    config = {**cls().get_config(), "bogus": 3} if cls is not I.Pretrained else {"bogus": 3}
+    with pytest.raises(ValueError, match=rf"{cls.__name__} config has unknown argument\(s\) "
+                                         r"'bogus'; .* takes "):
+        cls.from_config(config)
+
+
+def hostile_copy(path, tmp_path, change):
+    """A copy of a saved .keras file whose first kit_* initializer config is edited."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(files["config.json"])
+    layer = next(l for l in config["config"]["layers"] if "kernel_initializer" in l["config"])
+    change(layer["config"]["kernel_initializer"]["config"])
+    files["config.json"] = json.dumps(config).encode()
+    copy = tmp_path / "hostile.keras"
+    with zipfile.ZipFile(copy, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return copy
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda c: c.update(bogus=3), r"HeNormal config has unknown argument\(s\) 'bogus'; "
+                                  r"HeNormal takes seed, input_axes, output_axes"),
+    (lambda c: c.update(seed="abc"), r"`seed` must be None or a non-negative integer; "
+                                     r"received seed='abc'"),
+])
+def test_a_tampered_keras_file_fails_with_our_message(tmp_path, change, words):
+    model = keras.Sequential([keras.Input((4,)),
+                              keras.layers.Dense(3, kernel_initializer=I.HeNormal(seed=1))])
+    path = tmp_path / "model.keras"
+    model.save(path)
+    with pytest.raises((TypeError, ValueError), match=words):
+        keras.models.load_model(hostile_copy(path, tmp_path, change))
