@@ -228,8 +228,8 @@ def find(result, thresholds):
             continue  # a nested model repeats its last layer; probabilities have no scale
         if gain > t.layer_gain and too_large is None and math.isfinite(gain):
             too_large = (path, layer, gain, name)
-        if not live[i]:
-            continue
+        if not live[i] or s["nan_count"] + s["inf_count"] + s["input_nonfinite_count"]:
+            continue  # past a NaN or Inf the finite entries tell nothing of the scale
         if ratio < t.vanishing_ratio and crossed["vanishing"] is None:
             crossed["vanishing"] = (path, layer, ratio, name, ref_path)
         if ratio > t.exploding_ratio and crossed["exploding"] is None:

@@ -168,3 +168,33 @@ def test_a_residual_branch_scaled_down_on_purpose_is_no_alarm():
     vanishing = [f for f in keras_initkit.diagnose(net(True), batch()).findings
                  if f.kind == "vanishing" and f.signal == "activation"]
     assert len(vanishing) == 1 and vanishing[0].value < 1e-4
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_float32_variables_and_float16_overflow(policy):
+    # Variables stay float32 with the promised statistics; a float16 overflow (65504) becomes a
+    # nonfinite finding on the layer where it happens, and nothing past it is judged on scale.
+    keras.config.set_dtype_policy(policy)
+    try:
+        keras.utils.set_random_seed(0)
+        big = keras.initializers.RandomNormal(stddev=30.0)
+        model = keras.Sequential([
+            keras.Input((512,)),
+            keras.layers.Dense(512, activation="relu", kernel_initializer="kit_he", name="he"),
+            keras.layers.Dense(512, kernel_initializer=big, name="big"),
+            keras.layers.Dense(512, kernel_initializer=big, name="bigger"),
+            keras.layers.Dense(10, name="head")])
+        report = keras_initkit.diagnose(model, batch(64, 512))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    kernel = model.get_layer("he").kernel
+    assert kernel.dtype == "float32"
+    assert abs(float(np.std(kernel.numpy())) - np.sqrt(2 / 512)) < 5 * np.sqrt(2 / 512) / 512
+    found = {(f.kind, f.signal, f.layer) for f in report.findings}
+    assert ("exploding", "activation", "big") in found
+    if policy == "mixed_float16":  # 512 inputs of std 684 times 30: past float16's range
+        assert ("nonfinite", "activation", "bigger") in found
+        assert not any(f.kind == "vanishing" and f.signal == "activation"
+                       for f in report.findings)
+    else:  # bfloat16 has float32's range: no overflow
+        assert not any(f.kind == "nonfinite" for f in report.findings)
