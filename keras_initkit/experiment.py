@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from .callbacks import SignalMonitor
+from .callbacks.signal_monitor import ensure_writable
 from .diagnostics import diagnose
 from .model_init import lsuv, reinitialize
 from .registry import get, list_initializers
@@ -186,15 +187,7 @@ def _first_line(error):
 
 def check_out(out):
     """Creates `out` and proves it writable, or raises a one-line ValueError."""
-    try:
-        os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, ".write_check")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as error:
-        raise ValueError(f"Cannot write to the output folder {os.fspath(out)!r} "
-                         f"({error.strerror or error}).") from None
+    ensure_writable(out, f"Cannot write to the output folder {os.fspath(out)!r}")
 
 
 class Comparison:

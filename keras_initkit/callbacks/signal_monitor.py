@@ -90,15 +90,7 @@ class SignalMonitor(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         import tensorflow as tf
 
-        try:
-            os.makedirs(self.log_dir, exist_ok=True)
-            probe_file = os.path.join(self.log_dir, ".write_check")
-            with open(probe_file, "w"):
-                pass
-            os.remove(probe_file)
-        except OSError as error:
-            raise ValueError(f"SignalMonitor cannot write to log_dir={self.log_dir!r}: "
-                             f"{error.strerror or error}.") from None
+        ensure_writable(self.log_dir, f"SignalMonitor cannot write to log_dir={self.log_dir!r}")
         if self._writer is None:  # kept across fit() calls: the compiled writer captured it
             self._writer = tf.summary.create_file_writer(self.log_dir)
         if self.x is None:  # no probe_data: the first training batch
@@ -200,6 +192,19 @@ class SignalMonitor(keras.callbacks.Callback):
                               stacklevel=2)
         elif callable(self.on_finding):
             self.on_finding(finding)
+
+
+def ensure_writable(folder, message):
+    """Creates `folder` and proves it writable by writing a file, or raises a one-line
+    ValueError: `message` and the reason, instead of an error deep in TensorFlow later."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe_file = os.path.join(folder, ".write_check")
+        with open(probe_file, "w"):
+            pass
+        os.remove(probe_file)
+    except OSError as error:
+        raise ValueError(f"{message} ({error.strerror or error}).") from None
 
 
 # Dataset ops a copy could not run apart from the original: Python generators and functions.
