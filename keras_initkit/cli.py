@@ -148,17 +148,14 @@ def _diagnose_batch(path, size, shape):
                              "--data with a batch.")
         rng = np.random.default_rng(0)
         return rng.standard_normal((SYNTHETIC_BATCH, *shape)).astype("float32"), None
-    from .experiment import read_npz
+    from .experiment import check_samples, read_npz
 
     arrays = read_npz(path)
     x = arrays.get("x_train", arrays.get("x"))
     if x is None:
         raise ValueError(f"Data file {path!r} holds no x_train (or x); found {sorted(arrays)}.")
     y = arrays.get("y_train", arrays.get("y"))
-    if x.ndim - 1 != len(shape) or any(d is not None and d != s
-                                       for d, s in zip(shape, x.shape[1:])):
-        raise ValueError(f"The data's samples have shape {x.shape[1:]} but the model takes "
-                         f"{shape}.")
+    check_samples(x, shape)
     return x[:size].astype("float32"), None if y is None else y[:size]
 
 

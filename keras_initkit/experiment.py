@@ -161,11 +161,7 @@ def check_fits(model, x, y):
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(f"The model has {len(model.inputs)} inputs and {len(model.outputs)} "
                          "outputs; the experiment takes a model with one of each.")
-    expected = tuple(model.inputs[0].shape[1:])
-    if len(expected) != x.ndim - 1 or any(e is not None and e != s
-                                          for e, s in zip(expected, x.shape[1:])):
-        raise ValueError(f"The data's samples have shape {x.shape[1:]} but the model takes "
-                         f"{expected}.")
+    check_samples(x, tuple(model.inputs[0].shape[1:]))
     units = model.outputs[0].shape[-1]
     if _is_classification(y):
         classes = int(y.max()) + 1
@@ -175,6 +171,15 @@ def check_fits(model, x, y):
     elif tuple(model.outputs[0].shape[1:]) != tuple(y.shape[1:]):
         raise ValueError(f"The targets have shape {y.shape[1:]} per sample but the model "
                          f"outputs {tuple(model.outputs[0].shape[1:])}.")
+
+
+def check_samples(x, expected):
+    """Raises a ValueError when the samples of `x` do not have the shape `expected`
+    (None matches any size)."""
+    if len(expected) != x.ndim - 1 or any(e is not None and e != s
+                                          for e, s in zip(expected, x.shape[1:])):
+        raise ValueError(f"The data's samples have shape {x.shape[1:]} but the model takes "
+                         f"{expected}.")
 
 
 def _is_classification(y):

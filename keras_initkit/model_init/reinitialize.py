@@ -378,18 +378,14 @@ def _redraw(layer, chosen, chosen_label, bias_init, draw, orthogonal):
                     first = first_layer_scale(act[0], scale)
                     label += f", first layer scale {first:.3g}"
                     scale, g = first, math.sqrt(first)
+                init = inits.VarianceScaling(scale=scale, mode=mode, distribution=distribution,
+                                             input_axes=axes and axes[0],
+                                             output_axes=axes and axes[1])
                 if orthogonal and axes is None:
                     # Mean square of an orthonormal (rows, cols) matrix: 1 / max(rows, cols).
-                    variance = scale / {"fan_in": fans[0], "fan_out": fans[1],
-                                        "fan_avg": (fans[0] + fans[1]) / 2}[mode]
                     size = max(math.prod(shape[:-1]), shape[-1])
-                    init = inits.Orthogonal(gain=math.sqrt(variance * size))
+                    init = inits.Orthogonal(gain=math.sqrt(init.variance(shape) * size))
                     label += ", orthogonal draw"
-                else:
-                    init = inits.VarianceScaling(scale=scale, mode=mode,
-                                                 distribution=distribution,
-                                                 input_axes=axes and axes[0],
-                                                 output_axes=axes and axes[1])
             variable.assign(draw.fresh(init)(shape, dtype=variable.dtype))
             yield variable, label, fans, g
         # Anything else (a PReLU slope, a custom layer's state) is kept as it is.
