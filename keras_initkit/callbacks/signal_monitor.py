@@ -46,6 +46,10 @@ class SignalMonitor(keras.callbacks.Callback):
             training steps, about 1% at this interval (benchmarks/README.md).
         histograms: Also write histograms of activations, gradients and
             weights (large transfers; off by default).
+        layers: The layers that get histograms: names or paths (a list), or
+            a regular expression searched in each layer's path (a string or
+            compiled pattern). A weight goes with the layer that owns it.
+            Default: every layer. Scalars cover every layer either way.
         on_finding: `"warn"` (a Python warning, once per kind and layer),
             `"stop"` (sets `model.stop_training`), `"raise"` (raises
             `FindingError`), or a callable that receives each `Finding`.
@@ -64,7 +68,7 @@ class SignalMonitor(keras.callbacks.Callback):
     """
 
     def __init__(self, log_dir, probe_data=None, every_n_steps=200, histograms=False,
-                 on_finding="warn", loss=None, **thresholds):
+                 on_finding="warn", loss=None, layers=None, **thresholds):
         super().__init__()
         if not isinstance(log_dir, (str, os.PathLike)):
             raise TypeError(f"`log_dir` must be a path; received log_dir={log_dir!r}.")
@@ -79,6 +83,7 @@ class SignalMonitor(keras.callbacks.Callback):
         self.x, self.y = probe_data if isinstance(probe_data, tuple) else (probe_data, None)
         self.every_n_steps = every_n_steps
         self.histograms = bool(histograms)
+        self.layers = _layer_selector(layers, self.histograms)
         self.on_finding = on_finding
         self.loss = loss
         self.thresholds = Thresholds(**thresholds)
@@ -99,7 +104,8 @@ class SignalMonitor(keras.callbacks.Callback):
             self._probe = Probe(self.model, loss=self.loss,
                                 saturation_threshold=self.thresholds.saturation_threshold,
                                 summary_writer=self._writer,
-                                summary_fields=(_ACTIVATION_SCALARS, _WEIGHT_SCALARS))
+                                summary_fields=(_ACTIVATION_SCALARS, _WEIGHT_SCALARS),
+                                tensors_of=self.layers and self.layers(self.model))
         # On the device once: each probe then skips the host-to-device copy.
         on_device = lambda data: keras.tree.map_structure(tf.convert_to_tensor, data)  # noqa
         self._batch = (on_device(self.x), None if self.y is None else on_device(self.y))
@@ -167,12 +173,12 @@ class SignalMonitor(keras.callbacks.Callback):
 
         with self._writer.as_default(step=self._step):
             if self.histograms:
-                for (path, _, _), tensor in zip(result.activations, result.activation_tensors):
+                for path, tensor in result.activation_tensors:
                     tf.summary.histogram(f"activation/{path}", tensor)
-                for variable, grad in zip(self.model.trainable_variables,
-                                          result.gradient_tensors):
-                    tf.summary.histogram(f"gradient/{variable.path}", grad)
-                    tf.summary.histogram(f"weight/{variable.path}", variable.value)
+                variables = {v.path: v for v in self.model.trainable_variables}
+                for path, grad in result.gradient_tensors:
+                    tf.summary.histogram(f"gradient/{path}", grad)
+                    tf.summary.histogram(f"weight/{path}", variables[path].value)
             if findings:
                 rows = "\n".join(f"| {f.kind} | {f.signal} | {f.layer} | {f.value:.3g} | "
                                  f"{f.message} |" for f in findings)
@@ -192,6 +198,44 @@ class SignalMonitor(keras.callbacks.Callback):
                               stacklevel=2)
         elif callable(self.on_finding):
             self.on_finding(finding)
+
+
+def _layer_selector(layers, histograms):
+    """`layers=` checked, as `model -> (layer -> bool)`, or None for every layer.
+
+    Names are checked against the model when training begins, so a typo is an
+    error there, not an empty set of histograms.
+    """
+    if layers is None:
+        return None
+    if not histograms:
+        raise ValueError("`layers` chooses the layers that get histograms; pass "
+                         f"histograms=True with it (received layers={layers!r}).")
+    if isinstance(layers, (str, re.Pattern)):
+        try:
+            pattern = re.compile(layers)
+        except re.error as error:
+            raise ValueError(f"`layers` is not a valid regular expression ({error}); "
+                             f"received layers={layers!r}.") from None
+        return lambda model: lambda layer: layer is not None and bool(
+            pattern.search(getattr(layer, "path", None) or layer.name))
+    if not isinstance(layers, (list, tuple, set)) or not layers or not all(
+            isinstance(name, str) for name in layers):
+        raise TypeError("`layers` must be a regular expression, or a non-empty list of layer "
+                        f"names or paths; received layers={layers!r}.")
+    names = set(layers)
+
+    def select(model):
+        known = {n for layer in model._flatten_layers(include_self=False, recursive=True)
+                 for n in (layer.name, getattr(layer, "path", None) or layer.name)}
+        unknown = sorted(names - known)
+        if unknown:
+            raise ValueError(f"`layers` names {unknown}, not layers of model {model.name!r}; "
+                             f"its layers are {sorted(known)[:20]}.")
+        return lambda layer: layer is not None and bool(
+            {layer.name, getattr(layer, "path", None)} & names)
+
+    return select
 
 
 def ensure_writable(folder, message):

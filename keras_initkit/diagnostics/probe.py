@@ -71,6 +71,9 @@ class Probe:
             scalars at `step`, inside the same compiled call.
         summary_fields: `(activation fields, weight fields)` to write, tagged
             `activation/<layer path>/<field>` and `weight/<weight path>/<field>`.
+        tensors_of: Optional predicate `layer -> bool`: the layers whose raw
+            outputs, and the weights (by owning layer) whose gradients, a call
+            `with_tensors` returns. Default: all of them.
 
     Example:
     >>> result = Probe(model)(x_batch)
@@ -78,7 +81,7 @@ class Probe:
     """
 
     def __init__(self, model, loss=None, saturation_threshold=0.97, summary_writer=None,
-                 summary_fields=((), ())):
+                 summary_fields=((), ()), tensors_of=None):
         if not isinstance(model, keras.Model):
             raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
         if not model.built:
@@ -91,6 +94,8 @@ class Probe:
         self.loss = loss
         self.saturation_threshold = float(saturation_threshold)
         self.summary_writer, self.summary_fields = summary_writer, summary_fields
+        self.tensors_of = tensors_of or (lambda layer: True)
+        self._kept = None  # (activation rows, weights) with_tensors returns, set by the trace
         layers = list(model._flatten_layers(include_self=False, recursive=True))
         # A recurrent layer's cell runs once per time step inside the loop: the layer's own
         # output is what is reported.
@@ -103,6 +108,7 @@ class Probe:
         # Input signature -> (concrete function, its _traced): a fixed probe batch traces once,
         # and later calls skip tf.function's argument matching and the wrapping of layer calls.
         self._concrete = {}
+        self._last_signature = None  # (x, y, their signatures) of the last call
 
     def _loss_fn(self):
         """`(y, y_pred) -> scalar`: `loss=`, else the compiled loss and its `loss_weights`."""
@@ -165,8 +171,12 @@ class Probe:
 
         model = self.model
 
-        def step(trainable, non_trainable, x, y, has_y, with_tensors, summary_step):
+        def step(x, y, has_y, with_tensors, summary_step):
             self._records = []
+            # The variables are read inside: captured by handle, they cost a call nothing
+            # to pass (20 arguments to bind took a third of a small model's probe).
+            trainable = [v.value for v in model.trainable_variables]
+            non_trainable = [v.value for v in model.non_trainable_variables]
             with tf.GradientTape() as tape:
                 tape.watch(trainable)
                 kwargs = {"training": True} if model._call_has_training_arg else {}
@@ -230,35 +240,69 @@ class Probe:
             numbers = ops.concatenate([ops.reshape(rows, (-1,)), ops.reshape(weight_rows, (-1,)),
                                        ops.reshape(ops.cast(loss, "float32"), (1,))])
             if with_tensors:  # raw values, for histograms: only when asked, they are large
-                return numbers, tensors, [g if g is not None else ops.zeros_like(w)
-                                          for w, g in zip(trainable, grads)]
+                owners = _weight_owners(model)
+                kept = [i for i, (_, layer, _, _) in enumerate(self._traced)
+                        if self.tensors_of(layer)]
+                kept_weights = [i for i, v in enumerate(model.trainable_variables)
+                                if self.tensors_of(owners.get(id(v)))]
+                self._kept = (kept, kept_weights)
+                return numbers, [tensors[i] for i in kept], [
+                    grads[i] if grads[i] is not None else ops.zeros_like(trainable[i])
+                    for i in kept_weights]
             return numbers
 
         return tf.function(step)
 
     def _write_summaries(self, rows, weight_rows, step):
+        """Writes the `summary_fields` as TensorBoard scalars, all tags in one event.
+
+        Each value is what `tf.summary.scalar` writes (a float32 scalar tensor with
+        the scalars plugin's metadata), but the one Summary proto that holds them
+        all is serialized in the graph by `encode_proto` and written by one op:
+        one `tf.summary.scalar` per tag, each with its own condition and scope,
+        cost half a small MLP's probe.
+        """
         import tensorflow as tf
+        from tensorboard.plugins.scalar.metadata import create_summary_metadata
 
         act_fields, weight_fields = self.summary_fields
+        width, tags, at = len(stats.ACTIVATION_FIELDS), [], []
+        for i, (path, _, _, _) in enumerate(self._traced):
+            for field in act_fields:
+                tags.append(f"activation/{path}/{field}")
+                at.append(i * width + stats.ACTIVATION_FIELDS.index(field))
+        offset = len(self._traced) * width
+        for i, variable in enumerate(self.model.trainable_variables):
+            for field in weight_fields:
+                tags.append(f"weight/{variable.path}/{field}")
+                at.append(offset + i * len(stats.WEIGHT_FIELDS) + stats.WEIGHT_FIELDS.index(field))
+        if not tags:
+            return
+        n = len(tags)
+        values = tf.gather(tf.concat([tf.reshape(rows, (-1,)), tf.reshape(weight_rows, (-1,))],
+                                     0), at)
+        scalars = tf.io.encode_proto(  # TensorProto {dtype: DT_FLOAT, float_val: [v]}
+            sizes=tf.ones((n, 2), tf.int32), values=[
+                tf.fill((n, 1), tf.float32.as_datatype_enum), tf.reshape(values, (n, 1))],
+            field_names=["dtype", "float_val"], message_type="tensorflow.TensorProto")
+        metadata = create_summary_metadata(display_name=None, description=None)
+        entries = tf.io.encode_proto(  # Summary.Value {tag, metadata, tensor}
+            sizes=tf.ones((n, 3), tf.int32), values=[
+                tf.constant(tags)[:, None],
+                tf.fill((n, 1), metadata.SerializeToString()), scalars[:, None]],
+            field_names=["tag", "metadata", "tensor"], message_type="tensorflow.Summary.Value")
+        summary = tf.io.encode_proto(sizes=[[n]], values=[entries[None, :]],
+                                     field_names=["value"], message_type="tensorflow.Summary")
         with self.summary_writer.as_default(step=step):
-            # Python lists of rows: the loops unroll at trace time, one scalar op per tag.
-            rows = tf.unstack(rows, num=len(self._traced))
-            weight_rows = tf.unstack(weight_rows, num=len(self.model.trainable_variables))
-            for (path, _, _, _), row in zip(self._traced, rows):
-                for field in act_fields:
-                    tf.summary.scalar(f"activation/{path}/{field}",
-                                      row[stats.ACTIVATION_FIELDS.index(field)])
-            for variable, row in zip(self.model.trainable_variables, weight_rows):
-                for field in weight_fields:
-                    tf.summary.scalar(f"weight/{variable.path}/{field}",
-                                      row[stats.WEIGHT_FIELDS.index(field)])
+            tf.summary.experimental.write_raw_pb(summary[0])
 
     def __call__(self, x, y=None, with_tensors=False, step=0):
         """Runs the probe on one batch `x` (and targets `y`); returns a `ProbeResult`.
 
         With `with_tensors`, the result also holds `activation_tensors` and
-        `gradient_tensors` (device tensors, in the order of `activations` and
-        `weights`) for histograms. `step` is the TensorBoard step of the
+        `gradient_tensors`: `(path, device tensor)` pairs, in the order of
+        `activations` and `weights`, for the layers `tensors_of` keeps (for
+        histograms). `step` is the TensorBoard step of the
         summaries, when the probe has a `summary_writer`.
         """
         import tensorflow as tf
@@ -267,11 +311,18 @@ class Probe:
         if self._function is None or self._traced_loss is not loss_now:  # compile() again
             self._function, self._traced_loss = self._build(), loss_now
             self._concrete = {}
-        trainable = [v.value for v in self.model.trainable_variables]
-        non_trainable = [v.value for v in self.model.non_trainable_variables]
-        args = (trainable, non_trainable, x, y if y is not None else 0.0, y is not None,
-                with_tensors, tf.constant(step, tf.int64))
-        key = (_signature(x), _signature(y), with_tensors, len(trainable), len(non_trainable))
+        args = (x, y if y is not None else 0.0, y is not None, with_tensors,
+                tf.constant(step, tf.int64))
+        # The same batch objects as last time (a monitor's fixed probe batch): the same
+        # signature, without walking their structure again.
+        if self._last_signature is None or self._last_signature[0] is not x or \
+                self._last_signature[1] is not y:
+            self._last_signature = (x, y, (_signature(x), _signature(y)))
+        # The variables are captured by the trace: a layer frozen or unfrozen since (or a new
+        # variable) needs a new one.
+        key = (self._last_signature[2], with_tensors,
+               tuple(id(v) for v in self.model.trainable_variables),
+               tuple(id(v) for v in self.model.non_trainable_variables))
         if key not in self._concrete:
             originals = self._wrap_calls()
             try:
@@ -284,9 +335,11 @@ class Probe:
                         layer.call = original
                 self._records = None
             owners = _weight_owners(self.model)  # fixed with the trace: not per call
-            self._concrete[key] = (function, self._traced, owners)
+            weight_names = [(v.path, owners.get(id(v))) for v in self.model.trainable_variables]
+            self._concrete[key] = (function, self._traced, weight_names,
+                                   self._kept if with_tensors else None)
             _warn_if_weights_unseen(self.model, self._traced, owners)
-        function, traced, owners = self._concrete[key]
+        function, traced, weight_names, kept = self._concrete[key]
         out = function(*args)
         numbers = np.asarray(out[0] if with_tensors else out)  # the one transfer
         fields = stats.ACTIVATION_FIELDS
@@ -302,11 +355,12 @@ class Probe:
             s["parent"] = parent  # index of the record whose output this layer read, or None
             s["is_output"] = is_output  # a model output, not only read by later layers
             activations.append((path, layer, s))
-        weight_rows = [(v.path, owners.get(id(v)), dict(zip(stats.WEIGHT_FIELDS, row.tolist())))
-                       for v, row in zip(self.model.trainable_variables, weights)]
+        weight_rows = [(path, owner, dict(zip(stats.WEIGHT_FIELDS, row.tolist())))
+                       for (path, owner), row in zip(weight_names, weights)]
         result = ProbeResult(activations, weight_rows, float(numbers[-1]))
         if with_tensors:
-            result.activation_tensors, result.gradient_tensors = out[1], out[2]
+            result.activation_tensors = [(traced[i][0], t) for i, t in zip(kept[0], out[1])]
+            result.gradient_tensors = [(weight_names[i][0], t) for i, t in zip(kept[1], out[2])]
         return result
 
 

@@ -212,3 +212,20 @@ def test_moments_of_tiny_and_huge_signals_are_not_flushed_or_overflowed(stddev, 
     assert abs(np.log10(a.std())) > 20  # the squares really leave float32's range
     grads = [s["grad_norm"] for _, _, s in result.weights]
     assert all(np.isfinite(grads)) and min(grads) > 0
+
+
+def test_one_probe_follows_new_weights_and_a_frozen_layer():
+    # The compiled probe reads the variables it captured: it must see assignments made since,
+    # and a layer frozen since must drop out of the gradients (a new trace).
+    model = mlp("kit_he", depth=2, width=16)
+    probe, x = Probe(model), batch(32)
+    first = probe(x)
+    kernel = model.layers[0].kernel
+    kernel.assign(2.0 * kernel)
+    doubled = probe(x).weights[0][2]["weight_norm"]
+    assert doubled == pytest.approx(2.0 * first.weights[0][2]["weight_norm"], rel=1e-5)
+    model.layers[0].trainable = False
+    frozen = probe(x)
+    assert [path for path, _, _ in frozen.weights] == [v.path for v in
+                                                       model.trainable_variables]
+    assert len(frozen.weights) == len(first.weights) - 2

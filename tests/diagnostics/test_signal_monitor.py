@@ -115,6 +115,9 @@ def test_a_failing_probe_warns_and_training_goes_on(tmp_path):
     ({"every_n_steps": 0}, ValueError, "every_n_steps"),
     ({"on_finding": "shout"}, ValueError, "on_finding"),
     ({"dead_fraction": 2}, ValueError, "dead_fraction"),
+    ({"layers": ["dense"]}, ValueError, "histograms=True"),
+    ({"layers": "dense(", "histograms": True}, ValueError, "regular expression"),
+    ({"layers": [3], "histograms": True}, TypeError, "layers"),
 ])
 def test_bad_arguments(tmp_path, kwargs, error, word):
     arguments = {"probe_data": batch(4), **kwargs}
@@ -236,3 +239,32 @@ def test_nan_in_the_data_is_reported_during_training(tmp_path):
     monitor = SignalMonitor(tmp_path, probe_data=x[:16], every_n_steps=2, on_finding=seen.append)
     model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[monitor])
     assert any(f.kind == "nonfinite" and f.layer == model.layers[0].name for f in seen)
+
+
+@pytest.mark.parametrize("layers", [["kept", "clf/out"], r"kept|/out$"])
+def test_histograms_only_for_the_chosen_layers(tmp_path, layers):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((16,)), L.Dense(8, name="kept"),
+                              L.Dense(8, name="skipped"), L.Dense(2, name="out")], name="clf")
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = data()
+    monitor = SignalMonitor(tmp_path, every_n_steps=4, histograms=True, layers=layers)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    tags = set(EventAccumulator(str(tmp_path), size_guidance={"tensors": 0}).Reload()
+               .Tags()["tensors"])
+    histograms = {t for t in tags if not t.endswith(("/mean", "/std", "/dead_fraction",
+                                                     "/saturated_fraction", "/nan_count",
+                                                     "/weight_norm", "/grad_norm",
+                                                     "/grad_to_weight")) and t != "findings"}
+    assert histograms == {f"{kind}/{path}" for path in ("clf/kept", "clf/out")
+                          for kind in ("activation",)} | {
+        f"{kind}/{name}/{w}" for name in ("clf/kept", "clf/out") for w in ("kernel", "bias")
+        for kind in ("gradient", "weight")}
+    assert "activation/clf/skipped/std" in tags  # scalars still cover every layer
+
+
+def test_unknown_layer_names_fail_at_train_begin(tmp_path):
+    model = classifier()
+    monitor = SignalMonitor(tmp_path, probe_data=batch(8), histograms=True, layers=["nope"])
+    with pytest.raises(ValueError, match="nope"):
+        model.fit(*data(), epochs=1, verbose=0, callbacks=[monitor])
