@@ -171,7 +171,7 @@ class Probe:
 
         model = self.model
 
-        def step(x, y, has_y, with_tensors, summary_step):
+        def step(x, y, has_y, with_tensors, summary_step, exact):
             self._records = []
             # The variables are read inside: captured by handle, they cost a call nothing
             # to pass (20 arguments to bind took a third of a small model's probe).
@@ -214,31 +214,33 @@ class Probe:
             self._traced = _with_paths(traced)
             act_args = [(t, _bounded_name(layer), self.saturation_threshold, x_in)
                         for t, (layer, _, _), x_in in zip(tensors, traced, inputs_of)]
-            fast = [stats.finite_activation_stats(*a) for a in act_args]
-            weight_table, weight_checks = stats.finite_weight_stats(trainable, grads)
-            checks = [c for _, c in fast] + [weight_checks, ops.reshape(loss, (-1,))]
-            all_finite = ops.all(ops.isfinite(ops.concatenate(
-                [ops.reshape(ops.cast(c, "float32"), (-1,)) for c in checks])))
 
             def table(rows, fields):  # rows stacked, or an empty (0, fields) table
                 return ops.stack(rows) if rows else ops.zeros((0, len(fields)))
 
-            def exact():  # only when something is NaN or Inf: moments that skip them
-                return (table([stats.activation_stats(*a) for a in act_args],
-                              stats.ACTIVATION_FIELDS),
-                        table([stats.weight_stats(w, g) for w, g in zip(trainable, grads)],
-                              stats.WEIGHT_FIELDS))
-
-            def cheap():
-                return (table([row for row, _ in fast], stats.ACTIVATION_FIELDS),
-                        weight_table if trainable else table([], stats.WEIGHT_FIELDS))
-
-            rows, weight_rows = ops.cond(all_finite, cheap, exact)
+            if exact:  # a second pass, only after a NaN or Inf: moments that skip them
+                rows = table([stats.activation_stats(*a) for a in act_args],
+                             stats.ACTIVATION_FIELDS)
+                weight_rows = table([stats.weight_stats(w, g) for w, g in zip(trainable, grads)],
+                                    stats.WEIGHT_FIELDS)
+                all_finite = ops.ones((), "bool")  # these numbers are the ones to keep
+            else:
+                fast = [stats.finite_activation_stats(*a) for a in act_args]
+                weight_rows, weight_checks = stats.finite_weight_stats(trainable, grads)
+                rows = table([row for row, _ in fast], stats.ACTIVATION_FIELDS)
+                if not trainable:
+                    weight_rows = table([], stats.WEIGHT_FIELDS)
+                checks = [c for _, c in fast] + [weight_checks, ops.reshape(loss, (-1,))]
+                all_finite = ops.all(ops.isfinite(ops.concatenate(
+                    [ops.reshape(ops.cast(c, "float32"), (-1,)) for c in checks])))
             if self.summary_writer is not None:
-                self._write_summaries(rows, weight_rows, summary_step)
+                # Numbers that assumed no NaN or Inf are not written: the exact pass writes.
+                with tf.summary.record_if(all_finite):
+                    self._write_summaries(rows, weight_rows, summary_step)
             # Everything in one flat tensor: one transfer to the host.
             numbers = ops.concatenate([ops.reshape(rows, (-1,)), ops.reshape(weight_rows, (-1,)),
-                                       ops.reshape(ops.cast(loss, "float32"), (1,))])
+                                       ops.reshape(ops.cast(loss, "float32"), (1,)),
+                                       ops.reshape(ops.cast(all_finite, "float32"), (1,))])
             if with_tensors:  # raw values, for histograms: only when asked, they are large
                 owners = _weight_owners(model)
                 kept = [i for i, (_, layer, _, _) in enumerate(self._traced)
@@ -251,7 +253,7 @@ class Probe:
                     for i in kept_weights]
             return numbers
 
-        return tf.function(step)
+        return tf.function(step, autograph=False)  # plain Python control flow: no conversion
 
     def _write_summaries(self, rows, weight_rows, step):
         """Writes the `summary_fields` as TensorBoard scalars, all tags in one event.
@@ -296,6 +298,35 @@ class Probe:
         with self.summary_writer.as_default(step=step):
             tf.summary.experimental.write_raw_pb(summary[0])
 
+    def _run(self, args, exact):
+        """The compiled probe for these arguments (traced on first use), run: its outputs,
+        the numbers on the host, and what the trace recorded."""
+        # The variables are captured by the trace: a layer frozen or unfrozen since (or a new
+        # variable) needs a new one. The exact variant is traced only when first needed.
+        key = (self._last_signature[2], args[3], exact,
+               tuple(id(v) for v in self.model.trainable_variables),
+               tuple(id(v) for v in self.model.non_trainable_variables))
+        if key not in self._concrete:
+            originals = self._wrap_calls()
+            try:
+                function = self._function.get_concrete_function(*args, exact)
+            finally:
+                for layer, original in originals.items():
+                    if original is None:
+                        del layer.call  # back to the class's method, no instance attribute left
+                    else:
+                        layer.call = original
+                self._records = None
+            owners = _weight_owners(self.model)  # fixed with the trace: not per call
+            weight_names = [(v.path, owners.get(id(v))) for v in self.model.trainable_variables]
+            self._concrete[key] = (function, (self._traced, weight_names,
+                                              self._kept if args[3] else None))
+            _warn_if_weights_unseen(self.model, self._traced, owners)
+        function, recorded = self._concrete[key]
+        out = function(*args, exact)
+        numbers = np.asarray(out[0] if args[3] else out)  # the one transfer
+        return out, numbers, recorded
+
     def __call__(self, x, y=None, with_tensors=False, step=0):
         """Runs the probe on one batch `x` (and targets `y`); returns a `ProbeResult`.
 
@@ -311,37 +342,17 @@ class Probe:
         if self._function is None or self._traced_loss is not loss_now:  # compile() again
             self._function, self._traced_loss = self._build(), loss_now
             self._concrete = {}
-        args = (x, y if y is not None else 0.0, y is not None, with_tensors,
-                tf.constant(step, tf.int64))
         # The same batch objects as last time (a monitor's fixed probe batch): the same
         # signature, without walking their structure again.
         if self._last_signature is None or self._last_signature[0] is not x or \
                 self._last_signature[1] is not y:
             self._last_signature = (x, y, (_signature(x), _signature(y)))
-        # The variables are captured by the trace: a layer frozen or unfrozen since (or a new
-        # variable) needs a new one.
-        key = (self._last_signature[2], with_tensors,
-               tuple(id(v) for v in self.model.trainable_variables),
-               tuple(id(v) for v in self.model.non_trainable_variables))
-        if key not in self._concrete:
-            originals = self._wrap_calls()
-            try:
-                function = self._function.get_concrete_function(*args)
-            finally:
-                for layer, original in originals.items():
-                    if original is None:
-                        del layer.call  # back to the class's method, no instance attribute left
-                    else:
-                        layer.call = original
-                self._records = None
-            owners = _weight_owners(self.model)  # fixed with the trace: not per call
-            weight_names = [(v.path, owners.get(id(v))) for v in self.model.trainable_variables]
-            self._concrete[key] = (function, self._traced, weight_names,
-                                   self._kept if with_tensors else None)
-            _warn_if_weights_unseen(self.model, self._traced, owners)
-        function, traced, weight_names, kept = self._concrete[key]
-        out = function(*args)
-        numbers = np.asarray(out[0] if with_tensors else out)  # the one transfer
+        args = (x, y if y is not None else 0.0, y is not None, with_tensors,
+                tf.constant(step, tf.int64))
+        out, numbers, (traced, weight_names, kept) = self._run(args, exact=False)
+        if not numbers[-1]:  # a NaN or Inf made the cheap moments wrong: the exact pass
+            out, numbers, (traced, weight_names, kept) = self._run(args, exact=True)
+        numbers = numbers[:-1]
         fields = stats.ACTIVATION_FIELDS
         act = numbers[:len(traced) * len(fields)].reshape(len(traced), len(fields))
         weights = numbers[len(traced) * len(fields):-1].reshape(-1, len(stats.WEIGHT_FIELDS))
