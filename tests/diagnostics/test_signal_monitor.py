@@ -239,6 +239,17 @@ def test_nan_in_the_data_is_reported_during_training(tmp_path):
     monitor = SignalMonitor(tmp_path, probe_data=x[:16], every_n_steps=2, on_finding=seen.append)
     model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[monitor])
     assert any(f.kind == "nonfinite" and f.layer == model.layers[0].name for f in seen)
+    # Each probe wrote once, the exact statistics (a second pass): NaN counted, std finite.
+    events = EventAccumulator(str(tmp_path), size_guidance={"tensors": 0}).Reload()
+    path = model.layers[0].path
+    for field in ("nan_count", "std"):
+        written = events.Tensors(f"activation/{path}/{field}")
+        assert [e.step for e in written] == monitor.history["step"]
+        np.testing.assert_allclose(
+            [float(np.asarray(__import__("tensorflow").make_ndarray(e.tensor_proto)))
+             for e in written], monitor.history["activations"][path][field], rtol=1e-6)
+    assert monitor.history["activations"][path]["nan_count"][0] > 0
+    assert np.isfinite(monitor.history["activations"][path]["std"]).all()
 
 
 @pytest.mark.parametrize("layers", [["kept", "clf/out"], r"kept|/out$"])
