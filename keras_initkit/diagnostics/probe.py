@@ -225,12 +225,10 @@ class Probe:
                                     stats.WEIGHT_FIELDS)
                 all_finite = ops.ones((), "bool")  # these numbers are the ones to keep
             else:
-                fast = [stats.finite_activation_stats(*a) for a in act_args]
+                rows, act_checks = stats.finite_activation_table(
+                    tensors, [a[1] for a in act_args], self.saturation_threshold, inputs_of)
                 weight_rows, weight_checks = stats.finite_weight_stats(trainable, grads)
-                rows = table([row for row, _ in fast], stats.ACTIVATION_FIELDS)
-                if not trainable:
-                    weight_rows = table([], stats.WEIGHT_FIELDS)
-                checks = [c for _, c in fast] + [weight_checks, ops.reshape(loss, (-1,))]
+                checks = [act_checks, weight_checks, ops.reshape(loss, (-1,))]
                 all_finite = ops.all(ops.isfinite(ops.concatenate(
                     [ops.reshape(ops.cast(c, "float32"), (-1,)) for c in checks])))
             if self.summary_writer is not None:

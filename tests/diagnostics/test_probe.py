@@ -229,3 +229,26 @@ def test_one_probe_follows_new_weights_and_a_frozen_layer():
     assert [path for path, _, _ in frozen.weights] == [v.path for v in
                                                        model.trainable_variables]
     assert len(frozen.weights) == len(first.weights) - 2
+
+
+def test_a_deep_stack_of_like_layers_matches_a_direct_computation():
+    # Ten like layers are reduced as one stacked group (stats.GROUP_MIN_COUNT): each row must
+    # still be its own layer's, in order, around a layer of another width in the middle.
+    keras.utils.set_random_seed(3)
+    widths = [16] * 5 + [24] + [16] * 5
+    model = keras.Sequential([keras.Input((16,))] + [
+        L.Dense(w, activation="relu", kernel_initializer=keras.initializers.RandomNormal(
+            stddev=0.1 + 0.05 * i)) for i, w in enumerate(widths)])
+    x = batch(64, 16)
+    result = Probe(model)(x)
+    outputs = keras.Model(model.inputs, [layer.output for layer in model.layers])(x)
+    for (path, _, s), layer, out in zip(result.activations, model.layers, outputs):
+        out = np.asarray(out, dtype=np.float64)
+        assert path == layer.path
+        np.testing.assert_allclose([s["mean"], s["std"], s["max"], s["zero_fraction"]],
+                                   [out.mean(), out.std(), out.max(), (out == 0).mean()],
+                                   rtol=1e-4, atol=1e-7)
+        assert s["dead_fraction"] == pytest.approx((out == 0).all(axis=0).mean())
+    for (path, _, s), w in zip(result.weights, model.trainable_variables):
+        assert path == w.path
+        assert s["weight_norm"] == pytest.approx(float(np.linalg.norm(w.numpy())), rel=1e-5)
