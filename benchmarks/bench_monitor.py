@@ -16,6 +16,13 @@ seconds spent inside their hooks (which run in the training thread and block
 it), summed per fit; "ratio by self-time" is 1 + that over the same round's
 no-callback fit. A final 2,000-step run with SignalMonitor(every_n_steps=16)
 samples resident memory to show it stays flat.
+
+`--part depth` (issue 6, big models): the probe alone on ReLU MLPs of 50 to 500 Dense(64)
+layers and on keras.applications.ResNet50(weights=None) at 64x64, batch 32: the first call
+(trace and graph optimization), the median time of later calls and per layer (constant per
+layer = linear in depth), and resident memory after 5 and after 40 probes (bounded: no
+growth). Then `fit` with SignalMonitor(every_n_steps=10) on the 500-layer MLP and on ResNet50,
+against `fit` without it (findings go to a no-op callable: a 500-layer ReLU MLP has many).
 """
 import argparse
 import os
@@ -109,21 +116,95 @@ def paired(times, reference):
     return statistics.median(t / r for t, r in zip(times, reference))
 
 
+def deep_mlp(depth):
+    return keras.Sequential([keras.Input((64,))] + [
+        L.Dense(64, activation="relu", kernel_initializer="kit_he") for _ in range(depth)] +
+        [L.Dense(10)], name=f"mlp{depth}")
+
+
+def resnet50():
+    return keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10)
+
+
+def depth_part(rounds):
+    """Probe time against depth, memory over repeated probes, and fit with the monitor."""
+    import tensorflow as tf
+
+    from keras_initkit.diagnostics import Probe
+
+    print("| model | layers probed | weights | first call s | ms / probe | ms / layer | "
+          "RSS after probe 5 MB | RSS after probe 40 MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for name, build in [(f"MLP {d}", lambda d=d: deep_mlp(d)) for d in (50, 100, 200, 500)] + [
+            ("ResNet50 64x64", resnet50)]:
+        keras.utils.set_random_seed(0)
+        model = build()
+        shape = (32,) + tuple(model.input_shape[1:])
+        x = tf.convert_to_tensor(rng.normal(size=shape).astype("float32"))
+        probe = Probe(model)
+        start = time.perf_counter()
+        result = probe(x)
+        first = time.perf_counter() - start
+        rss, times = {}, []
+        for i in range(2, 41):
+            start = time.perf_counter()
+            probe(x)
+            times.append(time.perf_counter() - start)
+            rss[i] = _rss_mb()
+        per_probe = 1e3 * statistics.median(times)
+        layers = len(result.activations)
+        print(f"| {name} | {layers} | {len(result.weights)} | {first:.1f} | {per_probe:.1f} | "
+              f"{per_probe / layers:.3f} | {rss[5]:.0f} | {rss[40]:.0f} |", flush=True)
+
+    print("\n| model | callback | ms / step | ratio to none |")
+    print("|---|---|---|---|")
+    logs = tempfile.mkdtemp(prefix="bench_monitor_depth_")
+    for name, build in [("MLP 500", lambda: deep_mlp(500)), ("ResNet50 64x64", resnet50)]:
+        model = compiled(build)
+        shape = tuple(model.input_shape[1:])
+        steps = 40
+        x = rng.normal(size=(32 * steps,) + shape).astype("float32")
+        y = rng.integers(0, 10, 32 * steps).astype("int32")
+        configs = {"none": [], "SignalMonitor(every_n_steps=10)": [SignalMonitor(
+            os.path.join(logs, name.split()[0]), every_n_steps=10,
+            on_finding=lambda finding: None)]}
+        times = {key: [] for key in configs}
+        for callbacks in configs.values():  # warm-up: tracing
+            model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=callbacks)
+        for i in range(rounds):
+            for key in (configs if i % 2 == 0 else list(reversed(configs))):
+                start = time.perf_counter()
+                model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=configs[key])
+                times[key].append((time.perf_counter() - start) / steps)
+        for key in configs:
+            print(f"| {name} | {key} | {1e3 * statistics.median(times[key]):.1f} | "
+                  f"{paired(times[key], times['none']):.3f} |", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--quick", action="store_true", help="2 rounds, MLP only")
+    parser.add_argument("--part", choices=("overhead", "depth", "all"), default="all")
     args = parser.parse_args()
     rounds = 2 if args.quick else args.rounds
-    batch, steps = 32, 600
     print(f"keras {keras.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"{time.strftime('%Y-%m-%d')}; batch {batch}, {steps} steps per fit, median of "
-          f"{rounds} rounds\n")
+          f"{time.strftime('%Y-%m-%d')}\n")
+    if args.part in ("overhead", "all"):
+        overhead_part(rounds, args.quick)
+    if args.part in ("depth", "all"):
+        depth_part(3 if args.quick else 5)
+
+
+def overhead_part(rounds, quick):
+    batch, steps = 32, 600
+    print(f"batch {batch}, {steps} steps per fit, median of {rounds} rounds\n")
     print("| model | callback | ms / step | ratio to none | ratio to no-op batch-end "
           "| ratio by self-time |")
     print("|---|---|---|---|---|---|")
     logs = tempfile.mkdtemp(prefix="bench_monitor_")
-    for kind, build in [("mlp", mlp), ("cnn", cnn)][: 1 if args.quick else 2]:
+    for kind, build in [("mlp", mlp), ("cnn", cnn)][: 1 if quick else 2]:
         x, y = dataset(kind, batch * steps)
         model = compiled(build)
         configs = {
@@ -167,7 +248,7 @@ def main():
     print(f"\nmemory over {sampler.step} steps with SignalMonitor(every_n_steps=16): "
           f"{rss[0]:.0f} MB at step {sampler.samples[0][0]}, {rss[-1]:.0f} MB at step "
           f"{sampler.samples[-1][0]} (change {rss[-1] - rss[0]:+.1f} MB); "
-          f"history holds {len(monitor.history['step'])} probes")
+          f"history holds {len(monitor.history['step'])} probes\n")
 
 
 if __name__ == "__main__":
