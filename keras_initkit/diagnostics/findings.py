@@ -304,7 +304,7 @@ def _gradient_findings(result, t):
     else:
         return _below_the_floor(kernels, t)
     return [Finding(kind, "gradient", layer, ratio, limit,
-                    f"The gradient reaching '{layer}' is {ratio:.3g} times the one at "
+                    f"The gradient of '{first_path}' is {ratio:.3g} times the one at "
                     f"'{last_path}' (threshold {limit:g}){advice}")]
 
 
