@@ -105,10 +105,8 @@ def _compare(args):
 
 
 def _diagnose(args):
-    import numpy as np
-
     from .diagnostics import diagnose
-    from .experiment import check_out, load_model
+    from .experiment import check_out, load_model, loss_for
 
     model = load_model(args.model)
     if len(model.inputs) != 1:
@@ -119,14 +117,7 @@ def _diagnose(args):
     shape = tuple(model.inputs[0].shape[1:])
     x, y = _diagnose_batch(args.data, args.batch_size, shape)
     check_out(args.out)
-    loss = None
-    if y is not None:
-        integer = np.issubdtype(y.dtype, np.integer)
-        import keras
-
-        loss = keras.losses.SparseCategoricalCrossentropy(
-            from_logits=model.layers[-1].get_config().get("activation") != "softmax") \
-            if integer else keras.losses.MeanSquaredError()
+    loss = None if y is None else loss_for(model, y)
     try:
         report = diagnose(model, x, y, loss=loss)
     except ValueError as error:

@@ -186,6 +186,15 @@ def _is_classification(y):
     return np.issubdtype(y.dtype, np.integer) and y.ndim == 1 and y.min() >= 0
 
 
+def loss_for(model, y):
+    """The loss for targets `y`: sparse cross-entropy for class labels (1-D non-negative
+    integers), on logits unless the model ends in a softmax; mean squared error otherwise."""
+    if not _is_classification(y):
+        return keras.losses.MeanSquaredError()
+    last = model.layers[-1].get_config().get("activation") if model.layers else None
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=last != "softmax")
+
+
 def _first_line(error):
     return (str(error).strip().splitlines() or [""])[0][:200]
 
@@ -315,8 +324,7 @@ def compare(schemes=DEFAULT_SCHEMES, *, data=None, model=None, depth=20, width=6
                 "train_samples": len(x_train), "val_samples": len(x_val)}
     result = Comparison(settings)
     probe = (x_train[:PROBE_SIZE], y_train[:PROBE_SIZE])
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True) if classification \
-        else keras.losses.MeanSquaredError()
+    loss = loss_for(build(), y_train)
     for i, (name, scheme) in enumerate(zip(schemes, resolved)):
         if verbose:
             say(f"[{i + 1}/{len(schemes)}] {name}: initialize, diagnose, train {epochs} epochs")

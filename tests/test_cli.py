@@ -135,3 +135,16 @@ def test_bad_input_is_one_line_and_exit_code_2(capsys, tmp_path, case):
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and words in err, err
     assert "Traceback" not in err + out
+
+
+def test_compare_and_diagnose_choose_the_loss_by_one_rule():
+    from keras_initkit.experiment import loss_for
+
+    def ending(activation):
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation=activation)])
+
+    labels = np.array([0, 2, 1])
+    assert loss_for(ending("softmax"), labels).get_config()["from_logits"] is False
+    assert loss_for(ending(None), labels).get_config()["from_logits"] is True
+    for targets in (np.array([-1, 0, 1]), labels.reshape(3, 1), labels.astype("float32")):
+        assert isinstance(loss_for(ending(None), targets), keras.losses.MeanSquaredError)
