@@ -12,6 +12,10 @@ class LSUVInit(keras.callbacks.Callback):
     `target_var` on the batch `x`. It runs once, at the first `fit()` call;
     later calls keep the trained weights.
 
+    Under a `tf.distribute` strategy it sets every replica's copy; on a
+    multi-worker job each worker runs it on its own copies, so give every
+    worker the same `x` and the same integer `seed`.
+
     Args:
         x: One batch of inputs, as the model takes them.
         target_var, tol, max_iter, orthonormal, seed: As in `keras_initkit.lsuv`.

@@ -6,6 +6,7 @@ import warnings
 import keras
 
 from ..diagnostics import Finding, Probe, Thresholds
+from ..distribution import multi_worker
 from ..diagnostics.findings import find
 
 ON_FINDING = ("warn", "stop", "raise")
@@ -15,10 +16,14 @@ _WEIGHT_SCALARS = ("weight_norm", "grad_norm", "grad_to_weight")
 
 
 class FindingError(RuntimeError):
-    """Raised by `SignalMonitor(on_finding="raise")`; `.finding` holds the `Finding`."""
+    """Raised by `SignalMonitor(on_finding="raise")`; `.finding` holds the `Finding`.
 
-    def __init__(self, finding):
-        super().__init__(finding.message)
+    On a multi-worker job, a worker whose own probe found nothing raises it too
+    when another worker's did, with `.finding` None and `message` saying so.
+    """
+
+    def __init__(self, finding, message=None):
+        super().__init__(message or finding.message)
         self.finding = finding
 
 
@@ -32,6 +37,15 @@ class SignalMonitor(keras.callbacks.Callback):
     mean, std, dead and saturated fractions, NaN count; weight norm, gradient
     norm and gradient-to-weight ratio) under tags made from each layer's unique
     path, optional histograms, and the findings as TensorBoard text.
+
+    Under a `tf.distribute` strategy (`MirroredStrategy`,
+    `MultiWorkerMirroredStrategy`) every worker probes the whole probe batch
+    on one of its devices, at the same steps, and keeps its own `history`;
+    only the chief (task 0 of "worker", or the "chief" task) creates `log_dir`
+    and writes to it. On a multi-worker job the workers then agree by one
+    all-reduce of two flags per probe: when any worker's finding stops
+    training or raises, every worker does, at the same step, so none is left
+    waiting in a collective of the training step.
 
     Args:
         log_dir: Folder for the TensorBoard event files (created if needed).
@@ -90,13 +104,22 @@ class SignalMonitor(keras.callbacks.Callback):
         self.history = {"step": [], "activations": {}, "weights": {}, "findings": []}
         self._warned = set()
         self._step = self._epoch_base = self._next_probe = 0
+        self._probed_step = None  # the last step probed, whether or not the probe succeeded
         self._probe = self._writer = None
+        self._any_worker = None  # the cross-worker agreement, on a multi-worker job only
 
     def on_train_begin(self, logs=None):
         import tensorflow as tf
 
-        ensure_writable(self.log_dir, f"SignalMonitor cannot write to log_dir={self.log_dir!r}")
-        if self._writer is None:  # kept across fit() calls: the compiled writer captured it
+        strategy = getattr(self.model, "distribute_strategy", None)  # TensorFlow's trainer
+        # The default strategy says True: a single process is its own chief.
+        chief = strategy is None or strategy.extended.should_save_summary
+        if strategy is not None and multi_worker(strategy) and self._any_worker is None:
+            self._any_worker = _any_worker(strategy)
+        if chief:
+            ensure_writable(self.log_dir,
+                            f"SignalMonitor cannot write to log_dir={self.log_dir!r}")
+        if self._writer is None and chief:  # kept across fit() calls: the trace captured it
             self._writer = tf.summary.create_file_writer(self.log_dir)
         if self.x is None:  # no probe_data: the first training batch
             self.x, self.y = _first_batch_of_fit(self.model)
@@ -134,16 +157,21 @@ class SignalMonitor(keras.callbacks.Callback):
         return int(keras.ops.convert_to_numpy(iterations)) if iterations is not None else 0
 
     def _probe_if_due(self, force=False):
-        if self.history["step"] and self.history["step"][-1] == self._step:
-            return  # this state is probed already
+        # Probed already, successfully or not: the schedule depends on the step alone, so
+        # every worker of a multi-worker job probes (and agrees) at the same steps.
+        if self._probed_step == self._step:
+            return
         if force or self._step >= self._next_probe:
             self._next_probe = (self._step // self.every_n_steps + 1) * self.every_n_steps
             self._run_probe()
 
     def _run_probe(self):
+        self._probed_step = self._step
+        findings = []
         try:
             # The scalars are written inside the probe's own compiled call.
-            result = self._probe(*self._batch, with_tensors=self.histograms, step=self._step)
+            result = self._probe(*self._batch, with_tensors=self.histograms and
+                                 self._writer is not None, step=self._step)
             findings = find(result, self.thresholds)
             self._record(result, findings)
             self._write(result, findings)
@@ -151,9 +179,34 @@ class SignalMonitor(keras.callbacks.Callback):
             first_line = (str(error).strip().splitlines() or [""])[0][:300]
             warnings.warn(f"SignalMonitor: the probe at step {self._step} failed and was "
                           f"skipped ({type(error).__name__}: {first_line}).", stacklevel=2)
+        if self._any_worker is None:
+            for finding in findings:
+                self._act(finding)
             return
-        for finding in findings:
-            self._act(finding)
+        # A multi-worker job: decide locally, then do what any worker decided, on every
+        # worker. A worker that stopped or raised alone would leave the others waiting
+        # in the next step's all-reduce.
+        stopped_before, raised = self.model.stop_training, None
+        try:
+            for finding in findings:
+                self._act(finding)
+        except Exception as error:  # noqa: BLE001 - raised after the agreement, if agreed
+            raised = error
+        stop, self.model.stop_training = self.model.stop_training, stopped_before
+        try:
+            any_raised, any_stopped = self._any_worker([raised is not None, stop])
+        except Exception as error:  # noqa: BLE001 - diagnostics never end the training
+            warnings.warn(f"SignalMonitor: the workers could not agree on the probe at step "
+                          f"{self._step} ({type(error).__name__}: {error}); no worker stops "
+                          "or raises on its findings alone.", stacklevel=2)
+            return
+        if any_stopped:
+            self.model.stop_training = True
+        if raised is not None:
+            raise raised
+        if any_raised:
+            raise FindingError(None, f"SignalMonitor at step {self._step}: another worker's "
+                                     "probe raised; every worker stops here.")
 
     def _record(self, result, findings):
         self.history["step"].append(self._step)
@@ -171,6 +224,8 @@ class SignalMonitor(keras.callbacks.Callback):
         """Histograms and findings; the probe wrote the scalars already."""
         import tensorflow as tf
 
+        if self._writer is None:  # not the chief: it writes nothing
+            return
         with self._writer.as_default(step=self._step):
             if self.histograms:
                 for path, tensor in result.activation_tensors:
@@ -198,6 +253,23 @@ class SignalMonitor(keras.callbacks.Callback):
                               stacklevel=2)
         elif callable(self.on_finding):
             self.on_finding(finding)
+
+
+def _any_worker(strategy):
+    """`flags -> flags`, each bool OR-ed over every replica of every worker by one all-reduce.
+
+    Every worker must call it at the same points (it is a collective): the
+    monitor probes at the same steps on each, and calls it once per probe.
+    """
+    import tensorflow as tf
+
+    @tf.function(autograph=False)
+    def summed(flags):
+        per_replica = strategy.run(tf.identity, (flags,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return lambda flags: [bool(v > 0) for v in
+                          summed(tf.constant([float(f) for f in flags])).numpy()]
 
 
 def _layer_selector(layers, histograms):

@@ -11,6 +11,16 @@ Activations are caught by wrapping each layer's `call` while the probe
 function is traced, so Sequential, Functional, nested and subclassed models
 all report their inner layers, in the order they run. A layer called twice
 (a shared layer) is reported once per call.
+
+Under a `tf.distribute` strategy the probe runs replica-locally: on one
+device, on the whole batch, with no collective, as if no strategy were
+active, so its numbers are those of a single-device run. Its gradient, of
+the batch's mean loss, is the one the optimizer applies: Keras gives each
+replica its shard's mean loss divided by the number of replicas and sums
+their gradients, which for equal shards is that same gradient. A statistic
+such as the dead fraction is of the whole batch, which per-shard numbers
+could not give without more collectives; and with no collective, a probe
+costs no communication and cannot leave another worker waiting.
 """
 import warnings
 
@@ -172,6 +182,7 @@ class Probe:
         model = self.model
 
         def step(x, y, has_y, with_tensors, summary_step, exact):
+            _outside_strategy_scope()
             self._records = []
             # The variables are read inside: captured by handle, they cost a call nothing
             # to pass (20 arguments to bind took a third of a small model's probe).
@@ -371,6 +382,24 @@ class Probe:
             result.activation_tensors = [(traced[i][0], t) for i, t in zip(kept[0], out[1])]
             result.gradient_tensors = [(weight_names[i][0], t) for i, t in zip(kept[1], out[2])]
         return result
+
+
+def _outside_strategy_scope():
+    """Traces the probe as if outside any `tf.distribute` strategy scope.
+
+    Inside one, a Keras loss divides its mean by the number of replicas (each
+    replica's share of an all-reduced sum) and a distributed variable cannot
+    be read by handle in the cross-replica context. The probe runs on one
+    device on the whole batch, so neither applies. The function graph holds
+    its own copy of the strategy stack while it traces (TensorFlow restores
+    it after): emptying it there changes nothing outside, and nothing at run
+    time.
+    """
+    import tensorflow as tf
+
+    graph = tf.compat.v1.get_default_graph()
+    if getattr(graph, "_distribution_strategy_stack", None):
+        graph._distribution_strategy_stack = []
 
 
 def _signature(data):

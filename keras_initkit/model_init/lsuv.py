@@ -9,12 +9,14 @@ corrected output. Each layer's input is computed once.
 import math
 import numbers
 import time
+import warnings
 
 import keras
 from keras import ops
 
-from ..initializers import Orthogonal
 from ..diagnostics.probe import layer_path
+from ..distribution import multi_worker
+from ..initializers import Orthogonal
 from .reinitialize import check_model
 from .report import Rows
 
@@ -77,6 +79,12 @@ def lsuv(model, x, *, target_var=1.0, tol=0.1, max_iter=10, orthonormal=True, se
     training it normalizes with batch statistics, so the next layers see the
     same unit scale either way.
 
+    Under a `tf.distribute` strategy, call it inside or outside the scope:
+    each assignment sets every replica's copy. On a multi-worker job each
+    worker assigns its own copies, so every worker must pass the same `x` and
+    the same integer `seed` to end with the same weights (it warns when
+    `seed` is None there).
+
     Args:
         model: A built `keras.Model` (Sequential, Functional, nested or subclassed).
         x: One batch of inputs, as the model takes them (an array, or a list or
@@ -104,6 +112,12 @@ def lsuv(model, x, *, target_var=1.0, tol=0.1, max_iter=10, orthonormal=True, se
     """
     check_model(model)
     check_lsuv_args(target_var, tol, max_iter, orthonormal)
+    if orthonormal and seed is None and multi_worker(model):
+        warnings.warn(
+            f"lsuv: model {model.name!r} trains on several workers and seed=None: each worker "
+            "draws its own orthonormal kernels (alike only if every process seeded its random "
+            "generators alike), and workers with different weights train different models. "
+            "Pass the same integer seed= and the same x on every worker.", stacklevel=2)
     start = time.perf_counter()
     leaves = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
               if not isinstance(layer, keras.Model)]
