@@ -149,7 +149,14 @@ def get(identifier):
         return identifier
     if isinstance(identifier, str):
         if identifier in _aliases:
-            return _aliases[identifier]()
+            cls = _aliases[identifier]
+            try:
+                return cls()
+            except TypeError as error:  # "kit_pretrained" needs a path and a key
+                raise TypeError(
+                    f"The initializer {identifier!r} cannot be built without arguments "
+                    f"({error}); give an instance of {cls.__name__}, or a config "
+                    f"{{'class_name': {identifier!r}, 'config': {{...}}}}.") from None
         try:
             return keras.initializers.get(identifier)
         except ValueError:

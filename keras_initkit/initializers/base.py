@@ -26,9 +26,13 @@ def check_number(name, value, *, positive=False, non_negative=False):
             f"`{name}` must be a real number; received {name}={value!r} "
             f"of type {type(value).__name__}."
         )
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"`{name}` must be finite; received {name}={value}.")
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float's range, e.g. 10**400
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"`{name}` must be finite; received {name}={value!r}.")
+    value = number
     if positive and value <= 0:
         raise ValueError(f"`{name}` must be > 0; received {name}={value}.")
     if non_negative and value < 0:
@@ -37,7 +41,8 @@ def check_number(name, value, *, positive=False, non_negative=False):
 
 
 def check_choice(name, value, allowed):
-    if value not in allowed:
+    # A str first: `in` on an array or an odd object can raise instead of answering.
+    if not isinstance(value, str) or value not in allowed:
         raise ValueError(
             f"`{name}` must be one of {', '.join(repr(a) for a in allowed)}; "
             f"received {name}={value!r}."
@@ -59,24 +64,66 @@ def check_seed(seed):
 
 
 def check_representable(name, value, dtype):
-    """Refuses a value that `dtype` would truncate, wrap around or overflow to inf."""
-    if dtype == "bool":
-        ok = value in (0, 1)
-    elif dtype in FLOAT_DTYPES:
-        ok = abs(value) <= float(ml_dtypes.finfo(dtype).max)
+    """Refuses a value that `dtype` would truncate, wrap around, overflow to inf or flush to 0.
+
+    A float dtype holds a non-zero value at full precision only from its smallest
+    normal number up; below it the value loses bits, or becomes 0 where the
+    backend flushes subnormals (TensorFlow does on CPU).
+    """
+    if keras.backend.is_float_dtype(dtype):
+        info = ml_dtypes.finfo(dtype)
+        if abs(value) > float(info.max):
+            problem = f"overflows dtype={dtype}, whose largest value is {float(info.max):g}"
+        elif value != 0 and abs(value) < float(info.tiny):
+            problem = (f"is below the smallest normal number of dtype={dtype} "
+                       f"({float(info.tiny):g}), where it loses precision or becomes 0")
+        else:
+            return
     else:
-        info = np.iinfo(dtype)
-        ok = float(value) == int(value) and info.min <= value <= info.max
-    if not ok:
-        raise TypeError(
-            f"`{name}`={value} cannot be stored exactly in dtype={dtype}; use a wider "
-            "dtype or another value."
-        )
+        low, high = (0, 1) if dtype == "bool" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+        if math.isfinite(value) and float(value) == int(value) and low <= value <= high:
+            return
+        problem = f"cannot be stored exactly in dtype={dtype}, which holds whole numbers " \
+                  f"from {low} to {high}"
+    raise TypeError(f"`{name}`={value} {problem}; use a wider dtype or another value.")
+
+
+def check_spread(name, typical, largest, dtype):
+    """Refuses a random scheme's scale that `dtype` cannot hold: its typical entry
+    (a std) flushed to 0 or short of bits, or its largest entry overflowing to inf."""
+    check_representable(name, largest, dtype)
+    if not typical > 0:  # a variance that underflowed to 0 in Python's float64
+        raise TypeError(f"`{name}` gives a spread of {typical}, which dtype={dtype} cannot "
+                        "hold; use a wider dtype or another value.")
+    check_representable(name, typical, dtype)
 
 
 def float_work_dtype(dtype):
     """Half precisions are sampled in float32 and cast: erfinv and QR need the bits."""
     return "float32" if dtype in ("float16", "bfloat16") else dtype
+
+
+def check_shape_argument(shape):
+    """`shape` as a tuple of Python ints, or a ValueError that names it.
+
+    Only integers count: `int()` would truncate 2.5, parse "3" and read True
+    as 1, and a shape of more than 2**63 entries is beyond any backend's
+    indexing (TensorFlow raises its own InvalidArgumentError).
+    """
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        dims = None
+    if dims is None or not all(
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in dims):
+        raise ValueError(f"`shape` must be a tuple of integers; received shape={shape!r}.")
+    dims = tuple(int(d) for d in dims)
+    if any(d < 0 for d in dims):
+        raise ValueError(f"`shape` must not hold negative sizes; received shape={dims}.")
+    if math.prod(dims) >= 2**63 or any(d >= 2**63 for d in dims):  # an empty one too
+        raise ValueError(f"`shape` holds more than 2**63 - 1 entries, or an axis that long; "
+                         f"received shape={dims}.")
+    return dims
 
 
 class KitInitializer(keras.initializers.Initializer):
@@ -91,6 +138,7 @@ class KitInitializer(keras.initializers.Initializer):
     formula = ""
     random = True
     min_rank = 0
+    fills_empty_shapes = True  # a zero-sized shape gets zeros without calling `generate`
 
     def __init__(self, seed=None):
         self._seed = check_seed(seed)
@@ -146,29 +194,36 @@ class KitInitializer(keras.initializers.Initializer):
             raise ValueError(f"{cls.__name__} config has unknown argument(s) "
                              f"{', '.join(repr(k) for k in unknown)}; {cls.__name__} takes "
                              f"{', '.join(allowed) or 'no arguments'}.")
+        missing = [name for name in allowed if name not in config
+                   and parameters[name].default is inspect.Parameter.empty]
+        if missing:  # e.g. "kit_pretrained" named as a plain string, without path and key
+            raise ValueError(f"{cls.__name__} config lacks the required argument(s) "
+                             f"{', '.join(repr(k) for k in missing)}.")
         return cls(**config)
 
     def __call__(self, shape, dtype=None):
+        shape = check_shape_argument(shape)
         try:
-            shape = tuple(int(d) for d in shape)
-        except TypeError:
-            raise ValueError(
-                f"`shape` must be a tuple of integers; received shape={shape!r}."
-            ) from None
-        if any(d < 0 for d in shape):
-            raise ValueError(f"`shape` must not hold negative sizes; received shape={shape}.")
-        dtype = keras.backend.standardize_dtype(dtype or keras.backend.floatx())
+            dtype = keras.backend.standardize_dtype(dtype or keras.backend.floatx())
+        except (TypeError, ValueError):
+            raise TypeError(f"`dtype` must name a Keras dtype; received dtype={dtype!r}.") from None
         if self.random and dtype not in FLOAT_DTYPES:
             raise TypeError(
                 f"{type(self).__name__} draws random floats, so `dtype` must be one of "
                 f"{', '.join(FLOAT_DTYPES)}; received dtype={dtype}."
+            )
+        if not (dtype == "bool" or keras.backend.is_float_dtype(dtype)
+                or keras.backend.is_int_dtype(dtype)):
+            raise TypeError(
+                f"{type(self).__name__} fills real numbers, so `dtype` must be a float, "
+                f"integer or bool dtype; received dtype={dtype}."
             )
         if len(shape) < self.min_rank:
             raise ValueError(
                 f"{type(self).__name__} needs a shape of rank {self.min_rank} or more; "
                 f"received shape={shape} of rank {len(shape)}."
             )
-        if 0 in shape:  # nothing to draw, and no fan to divide by
+        if 0 in shape and self.fills_empty_shapes:  # nothing to draw, and no fan to divide by
             return ops.zeros(shape, dtype=dtype)
         self.check_shape(shape)
         return self.generate(shape, dtype)

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from .base import KitInitializer, check_number, float_work_dtype
+from .base import KitInitializer, check_number, check_spread, float_work_dtype
 
 # Above this many entries, building Q panel by panel from matmuls beats one Householder
 # sweep (2.4x faster for 4096^2 on a 2-core CPU) and needs one copy of Q at peak, not three.
@@ -92,6 +92,12 @@ def _cholesky_step(a, gain=1.0):
     return ops.matmul(a, ops.transpose(r_inverse) * gain)
 
 
+def check_orthogonal_gain(gain, rows, cols, dtype):
+    """An orthonormal vector of length n has entries of size ~1/sqrt(n), none above 1:
+    `gain` times them must neither overflow `dtype` nor fall below its normal range."""
+    check_spread("gain", gain / math.sqrt(max(rows, cols)), gain, dtype)
+
+
 @keras.saving.register_keras_serializable(package="keras_initkit")
 class Orthogonal(KitInitializer):
     """Orthogonal matrix times `gain` (Saxe et al. 2014, Exact solutions to the
@@ -122,6 +128,7 @@ class Orthogonal(KitInitializer):
 
     def generate(self, shape, dtype):
         rows = math.prod(shape[:-1])
+        check_orthogonal_gain(self.gain, rows, shape[-1], dtype)
         q = orthogonal_matrix(rows, shape[-1], dtype, self.next_seed(), self.gain)
         return ops.reshape(q, shape)
 

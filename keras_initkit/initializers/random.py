@@ -12,7 +12,8 @@ import math
 import keras
 from keras import ops
 
-from .base import KitInitializer, check_number, check_representable, float_work_dtype
+from .base import (KitInitializer, check_number, check_representable, check_spread,
+                   float_work_dtype)
 
 # Std of N(0, 1) truncated to [-2, 2]; the same constant Keras' VarianceScaling uses.
 TRUNCATED_STD = 0.87962566103423978
@@ -29,18 +30,24 @@ def sample_normal(shape, mean, stddev, dtype, seed):
     return _cast(keras.random.normal(shape, mean=mean, stddev=stddev, dtype=work, seed=seed), dtype)
 
 
+def _bound(value, work):
+    """A Python float as a tensor of `work`, converted directly. Keras' TensorFlow uniform
+    calls tf.cast on a Python float, which goes through float32: it rounds a float64 bound
+    to 7 digits and fails on one beyond float32's range (3.4e38) with an unnamed error."""
+    return ops.convert_to_tensor(value, dtype=work)
+
+
 def sample_uniform(shape, minval, maxval, dtype, seed):
     work = float_work_dtype(dtype)
-    return _cast(keras.random.uniform(shape, minval=minval, maxval=maxval, dtype=work, seed=seed),
-                 dtype)
+    return _cast(keras.random.uniform(shape, minval=_bound(minval, work),
+                                      maxval=_bound(maxval, work), dtype=work, seed=seed), dtype)
 
 
 def sample_truncated_normal(shape, mean, stddev, dtype, seed):
     """Normal cut at +-2 underlying std, rescaled so that its std is exactly `stddev`."""
     work = float_work_dtype(dtype)
-    v = keras.random.uniform(
-        shape, minval=-_TWO_SIGMA_MASS, maxval=_TWO_SIGMA_MASS, dtype=work, seed=seed
-    )
+    v = keras.random.uniform(shape, minval=_bound(-_TWO_SIGMA_MASS, work),
+                             maxval=_bound(_TWO_SIGMA_MASS, work), dtype=work, seed=seed)
     x = ops.erfinv(v)
     del v  # free it before the next full-size op: peak memory stays at two temporaries
     x = x * (math.sqrt(2.0) * stddev / TRUNCATED_STD)
@@ -78,6 +85,7 @@ class RandomNormal(KitInitializer):
 
     def generate(self, shape, dtype):
         check_representable("|mean| + 6 * stddev", abs(self.mean) + 6 * self.stddev, dtype)
+        check_spread("stddev", self.stddev, 6 * self.stddev, dtype)
         return self.sampler(shape, self.mean, self.stddev, dtype, self.next_seed())
 
     def get_config(self):
@@ -116,6 +124,9 @@ class RandomUniform(KitInitializer):
     def generate(self, shape, dtype):
         check_representable("max(|minval|, |maxval|)", max(abs(self.minval), abs(self.maxval)),
                             dtype)
+        # The sampler computes minval + (maxval - minval) * u: the width must fit too.
+        width = self.maxval - self.minval
+        check_spread("maxval - minval", width, width, dtype)
         return sample_uniform(shape, self.minval, self.maxval, dtype, self.next_seed())
 
     def get_config(self):

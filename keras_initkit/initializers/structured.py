@@ -10,8 +10,9 @@ import numpy as np
 from keras import ops
 
 from ..fans import compute_fans
-from .base import KitInitializer, check_number, check_representable, float_work_dtype
-from .orthogonal import orthogonal_matrix
+from .base import (KitInitializer, check_number, check_representable, check_spread,
+                   float_work_dtype)
+from .orthogonal import check_orthogonal_gain, orthogonal_matrix
 
 
 def _centre_tap(matrix, spatial):
@@ -67,7 +68,9 @@ class Identity(_CentreTapScheme):
         check_representable("gain", self.gain, dtype)
         eye = ops.eye(shape[-2], shape[-1], dtype=dtype)
         if self.gain != 1.0:  # the default needs no second pass over the tensor
-            eye = eye * ops.cast(self.gain, dtype)
+            # ops.full, not ops.cast: a Python float cast goes through float32 first, which
+            # would round a float64 gain to float32's 7 digits.
+            eye = eye * ops.full((), self.gain, dtype=dtype)
         return eye if len(shape) == 2 else _centre_tap(eye, shape[:-2])
 
     def get_config(self):
@@ -105,6 +108,7 @@ class DeltaOrthogonal(_CentreTapScheme):
         self.gain = check_number("gain", gain, positive=True)
 
     def generate(self, shape, dtype):
+        check_orthogonal_gain(self.gain, shape[-2], shape[-1], dtype)
         h = orthogonal_matrix(shape[-2], shape[-1], dtype, self.next_seed(), self.gain)
         return _centre_tap(h, shape[:-2])
 
@@ -177,7 +181,11 @@ class ConvolutionAware(KitInitializer):
             raw = self._fourier_kernel(shape, work)
         fan_in, _ = compute_fans(shape)
         # One factor for the whole kernel (no centering), as keras-contrib; np.var is exact.
-        scale = ops.sqrt((2.0 / fan_in) / ops.maximum(ops.var(raw), 1e-30))
+        # A one-entry kernel has variance 0: its mean square sets the size instead, so the
+        # entry is +-sqrt(2 / fan_in) rather than 1e15 (inf in float16).
+        var = ops.var(raw)
+        moment = ops.where(var > 0, var, ops.mean(ops.square(raw)))
+        scale = ops.sqrt((2.0 / fan_in) / ops.maximum(moment, 1e-30))
         return ops.cast(raw * scale, dtype)
 
     def _fourier_kernel(self, shape, work):
@@ -193,7 +201,12 @@ class ConvolutionAware(KitInitializer):
             coefficients = ops.reshape(bases, (filters, blocks * size, size))[:, :channels]
         taps = ops.matmul(coefficients, ops.convert_to_tensor(inverse, dtype=work))
         if self.eps_std:
-            taps = taps + keras.random.normal(ops.shape(taps), stddev=self.eps_std, dtype=work,
+            # The kernel is rescaled afterwards, so only the ratio noise / taps matters: a
+            # large eps_std divides the taps instead, and nothing overflows (1e308 would).
+            noise_std = min(self.eps_std, 1.0)
+            if self.eps_std > 1.0:
+                taps = taps * (1.0 / self.eps_std)
+            taps = taps + keras.random.normal(ops.shape(taps), stddev=noise_std, dtype=work,
                                               seed=self.next_seed())
         taps = ops.reshape(taps, (filters, channels) + tuple(spatial))
         k = len(spatial)
@@ -246,6 +259,14 @@ class ICNR(KitInitializer):
                 f"`initializer` could not be resolved: received initializer={initializer!r} "
                 f"({error})."
             ) from None
+        # Keras' get() passes None and callables through and makes an array a constant
+        # function: none of them has a config to save, so only an Initializer is taken.
+        if not isinstance(self.initializer, keras.initializers.Initializer):
+            raise TypeError(
+                "`initializer` must be an initializer name, config or instance; received "
+                f"initializer={initializer!r}. Wrap a function with "
+                "keras_initkit.register_initializer to use it here."
+            )
 
     def check_shape(self, shape):
         super().check_shape(shape)
@@ -306,6 +327,7 @@ class Sparse(KitInitializer):
         self.stddev = check_number("stddev", stddev, positive=True)
 
     def generate(self, shape, dtype):
+        check_spread("stddev", self.stddev, 6 * self.stddev, dtype)
         work = float_work_dtype(dtype)
         rows, cols = math.prod(shape[:-1]), shape[-1]
         zeros = math.ceil(self.sparsity * rows)

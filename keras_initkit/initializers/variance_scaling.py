@@ -16,9 +16,10 @@ them its input and output axes and their fans are right for einsum kernels.
 import math
 
 import keras
+import numpy as np
 
 from ..fans import check_axes, compute_fans, gain
-from .base import KitInitializer, check_choice, check_number
+from .base import KitInitializer, check_choice, check_number, check_spread
 from .random import sample_normal, sample_truncated_normal, sample_uniform
 
 MODES = ("fan_in", "fan_out", "fan_avg")
@@ -64,7 +65,7 @@ class VarianceScaling(KitInitializer, keras.initializers.VarianceScaling):
         KitInitializer.__init__(self, seed)
         self.scale = check_number("scale", scale, positive=True)
         self.mode = check_choice("mode", mode, MODES)
-        if distribution == "untruncated_normal":
+        if isinstance(distribution, str) and distribution == "untruncated_normal":
             distribution = "normal"
         self.distribution = check_choice("distribution", distribution, DISTRIBUTIONS)
         if activation is not None and not isinstance(activation, str):
@@ -73,9 +74,11 @@ class VarianceScaling(KitInitializer, keras.initializers.VarianceScaling):
                 f"serializable; received {activation!r}. For a callable f, pass "
                 "scale=keras_initkit.gain(f) ** 2 instead."
             )
-        if activation_params is not None and not isinstance(activation_params, dict):
+        if activation_params is not None and (not isinstance(activation_params, dict) or not all(
+                isinstance(k, str) for k in activation_params)):
             raise TypeError(
-                f"`activation_params` must be None or a dict; received {activation_params!r}."
+                "`activation_params` must be None or a dict of parameter names to values; "
+                f"received activation_params={activation_params!r}."
             )
         if activation_params and activation is None:
             raise ValueError(
@@ -84,7 +87,7 @@ class VarianceScaling(KitInitializer, keras.initializers.VarianceScaling):
         self.activation = activation
         self.activation_params = dict(activation_params) if activation_params else None
         # Resolve the gain now: an unknown name or parameter fails at construction.
-        self._gain = 1.0 if activation is None else gain(activation, **(activation_params or {}))
+        self._gain = 1.0 if activation is None else _checked_gain(activation, activation_params)
         self.input_axes = check_axes("input_axes", input_axes)
         self.output_axes = check_axes("output_axes", output_axes)
         if (self.input_axes is None) != (self.output_axes is None):
@@ -101,6 +104,9 @@ class VarianceScaling(KitInitializer, keras.initializers.VarianceScaling):
 
     def generate(self, shape, dtype):
         std = math.sqrt(self.variance(shape))
+        # 6 std bounds every law here (uniform: sqrt(3) std, truncated: 2.27 std).
+        check_spread(f"scale (std = sqrt(scale * gain^2 / fan) = {std:.3g} for shape {shape})",
+                     std, 6 * std, dtype)
         seed = self.next_seed()
         if self.distribution == "uniform":
             limit = math.sqrt(3.0) * std
@@ -119,6 +125,28 @@ class VarianceScaling(KitInitializer, keras.initializers.VarianceScaling):
             "output_axes": self.output_axes,
             "seed": self._seed,
         }
+
+
+def _checked_gain(activation, params):
+    """`gain(activation, **params)`, which must come out finite and > 0.
+
+    Extreme parameters can overflow inside the gain's arithmetic (a
+    `negative_slope` of 1e200 is squared) or drive the gain to 0 (an ELU
+    `alpha` of 1e300), which would draw all-zero weights without a word.
+    """
+    try:
+        with np.errstate(all="ignore"):  # an overflow is reported below, as a ValueError
+            value = gain(activation, **(params or {}))
+    except (OverflowError, ZeroDivisionError):
+        value = math.nan
+    except ValueError as error:  # say which of our arguments the parameter came in
+        raise ValueError(f"{error} (received activation={activation!r}, "
+                         f"activation_params={params!r})") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(
+            f"`activation_params` give gain({activation!r}) = {value}, not a finite number > 0; "
+            f"received activation={activation!r}, activation_params={params!r}.")
+    return value
 
 
 class _NamedScheme(VarianceScaling):

@@ -3,6 +3,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_initkit
 from keras_initkit import initializers as I
 
 CONSTRUCTION = [  # (factory, exception, words the message must hold)
@@ -118,3 +119,108 @@ def test_a_value_the_dtype_cannot_hold_is_refused(init, dtype):
 @pytest.mark.parametrize("shape", [(0, 3, 4, 4), (3, 0, 4, 4), (3, 3, 0, 4)])
 def test_an_empty_conv_shape_gives_an_empty_tensor(init, shape):
     assert tuple(init(shape).shape) == shape
+
+
+# ---- found by the property tests (tests/properties): each case below crashed with another
+# exception type, returned inf, NaN or zeros, or rounded an argument to float32.
+
+@pytest.mark.parametrize("factory,error,words", [
+    (lambda: I.Constant(10**400), ValueError, ["value", "finite"]),  # was OverflowError
+    (lambda: I.Orthogonal(gain=-(10**400)), ValueError, ["gain", "finite"]),
+    (lambda: I.VarianceScaling(mode=np.array(["fan_in"])), ValueError, ["mode", "fan_in"]),
+    (lambda: I.VarianceScaling(activation="relu", activation_params={1: 2}), TypeError,
+     ["activation_params"]),
+    (lambda: I.VarianceScaling(activation="elu", activation_params={"alpha": 1e300}), ValueError,
+     ["activation_params", "alpha"]),  # its gain was 0: all-zero weights
+    (lambda: I.VarianceScaling(activation="leaky_relu",
+                               activation_params={"negative_slope": 1e200}),
+     ValueError, ["activation_params", "negative_slope"]),  # was OverflowError
+    (lambda: I.VarianceScaling(activation="leaky_relu", activation_params={"alpha": 0.1}),
+     ValueError, ["activation_params", "alpha"]),
+    (lambda: I.ICNR(initializer=None), TypeError, ["initializer", "None"]),  # failed at call
+    (lambda: I.ICNR(initializer=np.float32(0.5)), TypeError, ["initializer"]),
+    (lambda: I.ICNR(initializer=lambda shape, dtype=None: np.zeros(shape)), TypeError,
+     ["initializer", "register_initializer"]),
+], ids=range(10))
+def test_found_by_properties_at_construction(factory, error, words):
+    with pytest.raises(error) as info:
+        factory()
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+@pytest.mark.parametrize("init,shape,dtype,error,words", [
+    (I.HeNormal(), (2.5, 3), None, ValueError, ["shape", "2.5"]),  # was truncated to 2
+    (I.HeNormal(), ("3",), None, ValueError, ["shape"]),  # was parsed
+    (I.Zeros(), (True, 2), None, ValueError, ["shape", "True"]),  # was read as 1
+    (I.Zeros(), ("a",), None, ValueError, ["shape"]),  # "invalid literal for int()"
+    (I.Zeros(), (0, 2**63), None, ValueError, ["shape", "2**63"]),  # TensorFlow's error
+    (I.Ones(), (2**40, 2**40, 2**40), None, ValueError, ["shape"]),  # InvalidArgumentError
+    (I.Constant(1), (2,), "complex64", TypeError, ["dtype=complex64"]),  # "Invalid integer..."
+    (I.Identity(), (2, 2), "string", TypeError, ["dtype=string"]),
+    (I.Constant(1), (2,), "int4", TypeError, ["dtype", "int4"]),
+    (I.RandomNormal(stddev=1e-40), (4, 4), "float32", TypeError, ["stddev", "dtype=float32"]),
+    (I.Sparse(stddev=1e300), (4, 4), "float32", TypeError, ["stddev", "dtype=float32"]),  # inf
+    (I.RandomUniform(-1e308, 1e308), (4,), "float64", TypeError, ["maxval - minval"]),  # NaN
+    (I.RandomUniform(0.0, 1e-40), (4,), "float32", TypeError, ["minval", "float32"]),
+    (I.VarianceScaling(scale=1e300), (4, 4), "float32", TypeError, ["scale", "float32"]),  # inf
+    (I.VarianceScaling(scale=1e-300), (4, 4), "float32", TypeError, ["scale", "float32"]),  # 0
+    (I.Orthogonal(gain=1e300), (4, 4), "float32", TypeError, ["gain", "float32"]),  # inf
+    (I.DeltaOrthogonal(gain=1e-300), (3, 4, 4), "float32", TypeError, ["gain", "float32"]),
+    (I.Constant(1e-40), (2,), "float32", TypeError, ["value", "float32"]),  # flushed to 0
+], ids=range(18))
+def test_found_by_properties_at_call(init, shape, dtype, error, words):
+    with pytest.raises(error) as info:
+        init(shape, dtype=dtype)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+def numpy_of(x):
+    return keras.ops.convert_to_numpy(x).astype("float64")
+
+
+@pytest.mark.parametrize("eps_std", [10.0, 1e20, 1e308])
+def test_convolution_aware_stays_finite_and_he_scaled_for_any_noise(eps_std):
+    # A noise std of 1e20 overflowed the variance to inf, and the kernel came out all zeros.
+    shape = (3, 3, 4, 8)
+    for dtype in ("float16", "float32", "float64"):
+        k = numpy_of(I.ConvolutionAware(eps_std=eps_std, seed=1)(shape, dtype=dtype))
+        np.testing.assert_allclose(k.var(), 2.0 / 36, rtol=2e-3)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 1, 1, 1)])
+def test_convolution_aware_of_one_entry_is_the_he_std(shape):
+    # One entry has variance 0: it was scaled by 1 / sqrt(1e-30), inf in float16.
+    for dtype in ("float16", "float32"):
+        np.testing.assert_allclose(abs(numpy_of(I.ConvolutionAware(seed=2)(shape, dtype=dtype))),
+                                   np.sqrt(2.0), rtol=1e-3)
+
+
+def test_float64_arguments_are_not_rounded_to_float32():
+    # A Python float cast by TensorFlow goes through float32 first: Identity's gain and
+    # RandomUniform's bounds lost their digits beyond the 7th in float64.
+    assert numpy_of(I.Identity(gain=0.1)((2, 2), dtype="float64"))[0, 0] == 0.1
+    low, high = 0.1, 0.1 + 1e-9
+    x = numpy_of(I.RandomUniform(low, high, seed=3)((1000,), dtype="float64"))
+    assert low <= x.min() and x.max() <= high and x.std() > 0
+
+
+def test_pretrained_checks_an_empty_weight_against_its_file_too(tmp_path):
+    # An empty shape returned zeros before the file was read, whatever the file held.
+    with pytest.raises(ValueError, match="does not exist"):
+        I.Pretrained(str(tmp_path / "gone.npz"), "w")((0, 3))
+    np.savez(tmp_path / "w.npz", w=np.ones((2, 3)), empty=np.ones((0, 3)))
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(0, 3\)"):
+        I.Pretrained(str(tmp_path / "w.npz"), "w")((0, 3))
+    assert tuple(I.Pretrained(str(tmp_path / "w.npz"), "empty")((0, 3)).shape) == (0, 3)
+
+
+def test_an_alias_that_needs_arguments_says_so():
+    # "kit_pretrained" as a plain string: Python's "missing 2 required positional arguments"
+    # came from inside __init__ before.
+    with pytest.raises(ValueError, match="Pretrained config lacks the required argument"
+                                         r"\(s\) 'path', 'key'"):
+        keras.layers.Dense(3, kernel_initializer="kit_pretrained")
+    with pytest.raises(TypeError, match="'kit_pretrained' cannot be built without arguments"):
+        keras_initkit.get("kit_pretrained")
