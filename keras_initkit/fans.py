@@ -227,10 +227,19 @@ def gain(activation, **params):
             f"{', '.join(GAIN_NAMES)}, or pass a callable."
         )
     _check_params(name, params, _PARAMS.get(name, ()))
-    if name in _TORCH_GAINS:
-        return float(_TORCH_GAINS[name](**params))
-    fn = _NUMERIC_ACTIVATIONS[name]
-    return 1.0 / math.sqrt(_second_moment(lambda z: fn(z, **params)))
+    try:
+        if name in _TORCH_GAINS:
+            value = float(_TORCH_GAINS[name](**params))
+        else:
+            fn = _NUMERIC_ACTIVATIONS[name]
+            with np.errstate(all="ignore"):
+                value = 1.0 / math.sqrt(_second_moment(lambda z: fn(z, **params)))
+    except (OverflowError, ZeroDivisionError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):  # e.g. negative_slope=1e200, alpha=1e300
+        raise ValueError(f"gain('{name}') with {params} is {value}, not a positive finite "
+                         "number; use parameters of a usual size.")
+    return value
 
 
 def unit_moment_gain(activation, **params):

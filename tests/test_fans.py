@@ -94,3 +94,14 @@ def test_every_listed_name_has_a_positive_gain():
 def test_bad_gain_arguments(args, kwargs, error, word):
     with pytest.raises(error, match=word):
         keras_initkit.gain(*args, **kwargs)
+
+
+@pytest.mark.parametrize("activation,params", [("elu", {"alpha": 1e300}),
+                                               ("leaky_relu", {"negative_slope": 1e200})])
+def test_a_gain_that_is_not_a_positive_finite_number_is_refused(activation, params):
+    with pytest.raises(ValueError, match=activation):
+        keras_initkit.gain(activation, **params)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4),
+                              keras.layers.LeakyReLU(negative_slope=1e200)])
+    with pytest.raises(ValueError, match="leaky_relu"):
+        keras_initkit.reinitialize(model)

@@ -9,6 +9,7 @@ transposed and depthwise convolutions, EinsumDense and recurrent gate blocks.
 import math
 import random
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -16,6 +17,7 @@ from keras import ops
 
 from .. import initializers as inits
 from ..diagnostics.probe import layer_path
+from ..distribution import multi_worker
 from ..fans import GAIN_NAMES, compute_fans, gain, second_moment, unit_moment_gain
 from ..registry import get
 from .report import Rows
@@ -232,6 +234,12 @@ def reinitialize(model, scheme="auto", *, layers=None, seed=None, biases="zeros"
     if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0) and \
             seed is not None:
         raise ValueError(f"`seed` must be None or a non-negative integer; received seed={seed!r}.")
+    if seed is None and multi_worker(model):
+        warnings.warn(
+            f"reinitialize: model {model.name!r} trains on several workers and seed=None: each "
+            "worker draws its own weights (alike only if every process seeded its random "
+            "generators alike), and workers with different weights train different models. "
+            "Pass the same integer seed= on every worker.", stacklevel=2)
     if not isinstance(orthogonal, bool):
         raise TypeError(f"`orthogonal` must be True or False; received orthogonal={orthogonal!r}.")
     auto = isinstance(scheme, str) and scheme == "auto"

@@ -2,8 +2,8 @@
 
 Usage: python multi_worker_script.py OUT.json LOG_DIR. Three fits in a row, each with a
 SignalMonitor, on both workers; this writes what each worker saw. Phases:
-  train: an unseeded lsuv (it warns), then fit with LSUVInit(seed=0); the monitor logs to
-         LOG_DIR/shared (the same path on both).
+  train: an unseeded reinitialize and lsuv (both warn), then fit with LSUVInit(seed=0); the
+         monitor logs to LOG_DIR/shared (the same path on both).
   stop:  on_finding="stop"; only worker 1's probe batch saturates the tanh layer.
   raise: on_finding="raise"; the same.
 Without the monitor's agreement, worker 1 alone would stop (or raise) in the last two, and
@@ -87,6 +87,7 @@ def train(log_dir):
     net = model(seed=1)
     with warnings.catch_warnings(record=True) as unseeded:  # LSUVInit re-draws them below
         warnings.simplefilter("always")
+        keras_initkit.reinitialize(net)
         keras_initkit.lsuv(net, x[:64], max_iter=1)
     monitor = SignalMonitor(os.path.join(log_dir, "shared"), every_n_steps=2)
     with warnings.catch_warnings(record=True) as caught:
@@ -96,7 +97,11 @@ def train(log_dir):
     return {"steps": monitor.history["step"], "iterations": iterations(net),
             "activations": monitor.history["activations"],
             "weights": [w.tolist() for w in net.get_weights()],
-            "unseeded_lsuv_warned": any("seed=None" in str(w.message) for w in unseeded),
+            "unseeded_lsuv_warned": any("lsuv" in str(w.message) and "seed=None" in
+                                        str(w.message) for w in unseeded),
+            "unseeded_reinitialize_warned": any(
+                "reinitialize" in str(w.message) and "seed=None" in str(w.message)
+                for w in unseeded),
             "monitor_warnings": [str(w.message) for w in caught
                                  if "SignalMonitor" in str(w.message)]}
 

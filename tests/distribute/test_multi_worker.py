@@ -109,6 +109,7 @@ def test_workers_probe_the_same_and_end_with_the_same_weights(job):
 def test_unseeded_lsuv_warns_on_every_worker(job):
     _, workers = job
     assert all(worker["train"]["unseeded_lsuv_warned"] for worker in workers)
+    assert all(worker["train"]["unseeded_reinitialize_warned"] for worker in workers)
 
 
 def test_a_finding_on_one_worker_stops_both_at_the_same_step(job):
