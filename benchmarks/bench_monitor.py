@@ -123,7 +123,8 @@ def deep_mlp(depth):
 
 
 def resnet50():
-    return keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10)
+    return keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10,
+                                       classifier_activation=None)  # logits, as compiled()
 
 
 def depth_part(rounds):
