@@ -54,6 +54,16 @@ def names_one_of(error, names):
     assert any(name in message for name in names), (type(error).__name__, message, names)
 
 
+def drawn_or_refused_by_name(cls, init, shape, dtype):
+    """`init(shape, dtype)`, or None after checking that its error names an argument."""
+    try:
+        return init(shape, dtype=dtype)
+    except (ValueError, TypeError) as error:
+        names_one_of(error, ["shape", "dtype", *parameters(cls)])
+        event("refused at call")
+        return None
+
+
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
 @settings(max_examples=HOSTILE_EXAMPLES, **SETTINGS)
 @given(data=st.data())
@@ -77,11 +87,8 @@ def test_any_arguments_shape_and_dtype_give_a_tensor_or_a_named_error(cls, data)
     shape = data.draw(st.one_of(fitting, fitting, shapes, HOSTILE_SHAPES), label="shape")
     assume(allocatable(shape))
     dtype = data.draw(DTYPES, label="dtype")
-    try:
-        x = init(shape, dtype=dtype)
-    except (ValueError, TypeError) as error:
-        names_one_of(error, ["shape", "dtype", *parameters(cls)])
-        event("refused at call")
+    x = drawn_or_refused_by_name(cls, init, shape, dtype)
+    if x is None:
         return
     expected = keras.backend.standardize_dtype(dtype or keras.backend.floatx())
     assert tuple(x.shape) == tuple(shape)
@@ -113,11 +120,8 @@ def test_numbers_at_the_edges_give_a_finite_tensor_or_a_named_error(cls, data):
     shape = fit_shape(cls, init.get_config(), data.draw(shapes, label="shape"))
     assume(allocatable(shape))
     dtype = data.draw(st.sampled_from(FLOATS), label="dtype")
-    try:
-        x = init(shape, dtype=dtype)
-    except (ValueError, TypeError) as error:
-        names_one_of(error, ["shape", "dtype", *parameters(cls)])
-        event("refused at call")
+    x = drawn_or_refused_by_name(cls, init, shape, dtype)
+    if x is None:
         return
     check_promise(cls, init.get_config(), shape, dtype, to_numpy(x, shape))
     event("a tensor")
