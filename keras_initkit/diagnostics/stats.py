@@ -133,8 +133,8 @@ def finite_activation_table(outputs, bounded, saturation_threshold=0.97, inputs=
 
     Returns:
         A `(len(outputs), len(ACTIVATION_FIELDS))` table, and a vector of checksums that
-        are all finite exactly when the outputs and inputs are. Outputs of one shape are
-        reduced together, in about a tenth of the ops of one call per layer.
+        are all finite exactly when the outputs and inputs are. Many small outputs of one
+        shape are reduced together (`GROUP_MIN_COUNT`).
     """
     inputs = inputs or [None] * len(outputs)
     keys = [None if x is not None else (tuple(y.shape), name)
@@ -164,14 +164,8 @@ def finite_activation_table(outputs, bounded, saturation_threshold=0.97, inputs=
             input_std = input_rms = -ops.ones_like(mean)
             checks.append(mean)
         else:  # a group of one: the layer reads a model input
-            x = ops.cast(x, "float32")
-            x_mean = ops.mean(x)
-            x_scale = _scale(ops.max(ops.abs(x)))
-            x_scaled = x / x_scale
-            input_std = ops.reshape(x_scale * ops.sqrt(ops.mean(ops.square(
-                x_scaled - x_mean / x_scale))), (1,))
-            input_rms = ops.reshape(x_scale * ops.sqrt(ops.mean(ops.square(x_scaled))), (1,))
-            checks.append(mean + x_mean)
+            input_std, input_rms = (ops.reshape(v, (1,)) for v in _std_and_rms(x))
+            checks.append(mean + ops.mean(ops.cast(x, "float32")))  # finite iff x is
         parts.append(ops.stack([
             mean, scale * ops.sqrt(ops.mean(centred * centred, axis=axes)),
             scale * ops.sqrt(ops.mean(scaled * scaled, axis=axes)), minimum, maximum,
