@@ -6,8 +6,9 @@ import warnings
 import keras
 
 from ..diagnostics import Finding, Probe, Thresholds
-from ..distribution import multi_worker
 from ..diagnostics.findings import find
+from ..diagnostics.probe import layer_path
+from ..distribution import multi_worker
 
 ON_FINDING = ("warn", "stop", "raise")
 # The statistics written as TensorBoard scalars (all of them stay in `history`).
@@ -290,7 +291,7 @@ def _layer_selector(layers, histograms):
             raise ValueError(f"`layers` is not a valid regular expression ({error}); "
                              f"received layers={layers!r}.") from None
         return lambda model: lambda layer: layer is not None and bool(
-            pattern.search(getattr(layer, "path", None) or layer.name))
+            pattern.search(layer_path(layer)))
     if not isinstance(layers, (list, tuple, set)) or not layers or not all(
             isinstance(name, str) for name in layers):
         raise TypeError("`layers` must be a regular expression, or a non-empty list of layer "
@@ -299,13 +300,13 @@ def _layer_selector(layers, histograms):
 
     def select(model):
         known = {n for layer in model._flatten_layers(include_self=False, recursive=True)
-                 for n in (layer.name, getattr(layer, "path", None) or layer.name)}
+                 for n in (layer.name, layer_path(layer))}
         unknown = sorted(names - known)
         if unknown:
             raise ValueError(f"`layers` names {unknown}, not layers of model {model.name!r}; "
                              f"its layers are {sorted(known)[:20]}.")
         return lambda layer: layer is not None and bool(
-            {layer.name, getattr(layer, "path", None)} & names)
+            {layer.name, layer_path(layer)} & names)
 
     return select
 
