@@ -16,7 +16,6 @@ them its input and output axes and their fans are right for einsum kernels.
 import math
 
 import keras
-import numpy as np
 
 from ..fans import check_axes, compute_fans, gain
 from .base import KitInitializer, check_choice, check_number, check_spread
@@ -128,25 +127,13 @@ class VarianceScaling(KitInitializer, keras.initializers.VarianceScaling):
 
 
 def _checked_gain(activation, params):
-    """`gain(activation, **params)`, which must come out finite and > 0.
-
-    Extreme parameters can overflow inside the gain's arithmetic (a
-    `negative_slope` of 1e200 is squared) or drive the gain to 0 (an ELU
-    `alpha` of 1e300), which would draw all-zero weights without a word.
-    """
+    """`gain(activation, **params)`; a refusal (an unknown parameter, or a gain that is not
+    finite and > 0) also names the arguments it came in."""
     try:
-        with np.errstate(all="ignore"):  # an overflow is reported below, as a ValueError
-            value = gain(activation, **(params or {}))
-    except (OverflowError, ZeroDivisionError):
-        value = math.nan
-    except ValueError as error:  # say which of our arguments the parameter came in
+        return gain(activation, **(params or {}))
+    except ValueError as error:
         raise ValueError(f"{error} (received activation={activation!r}, "
                          f"activation_params={params!r})") from None
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(
-            f"`activation_params` give gain({activation!r}) = {value}, not a finite number > 0; "
-            f"received activation={activation!r}, activation_params={params!r}.")
-    return value
 
 
 class _NamedScheme(VarianceScaling):
