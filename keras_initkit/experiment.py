@@ -315,7 +315,8 @@ def compare(schemes=DEFAULT_SCHEMES, *, data=None, model=None, depth=20, width=6
             return load_model(model)
         return mlp(x_train.shape[1:], outputs, depth, width, activation)
 
-    check_fits(build(), x_train, y_train)
+    sample_model = build()  # checked against the data, and read for the loss
+    check_fits(sample_model, x_train, y_train)
     check_out(out)
     settings = {"schemes": list(schemes), "data": os.fspath(data) if data else "digits",
                 "model": os.fspath(model) if model else f"mlp({depth}x{width}, {activation})",
@@ -324,7 +325,7 @@ def compare(schemes=DEFAULT_SCHEMES, *, data=None, model=None, depth=20, width=6
                 "train_samples": len(x_train), "val_samples": len(x_val)}
     result = Comparison(settings)
     probe = (x_train[:PROBE_SIZE], y_train[:PROBE_SIZE])
-    loss = loss_for(build(), y_train)
+    loss = loss_for(sample_model, y_train)
     for i, (name, scheme) in enumerate(zip(schemes, resolved)):
         if verbose:
             say(f"[{i + 1}/{len(schemes)}] {name}: initialize, diagnose, train {epochs} epochs")
