@@ -50,6 +50,8 @@ class SignalMonitor(keras.callbacks.Callback):
 
     Args:
         log_dir: Folder for the TensorBoard event files (created if needed).
+            The writer flushes every 100 events (a probe's scalars are one),
+            every two minutes, when training ends, and before a `"raise"`.
         probe_data: The probe batch: `x`, or a tuple `(x, y)`; a few hundred
             samples are plenty. Default: the first training batch of the
             first `fit` call: arrays, tensors, a `PyDataset`, or a
@@ -121,7 +123,9 @@ class SignalMonitor(keras.callbacks.Callback):
             ensure_writable(self.log_dir,
                             f"SignalMonitor cannot write to log_dir={self.log_dir!r}")
         if self._writer is None and chief:  # kept across fit() calls: the trace captured it
-            self._writer = tf.summary.create_file_writer(self.log_dir)
+            # A flush syncs the file: at the default queue of 10 events, once per 10 probes,
+            # it cost 5% of a probe's time.
+            self._writer = tf.summary.create_file_writer(self.log_dir, max_queue=100)
         if self.x is None:  # no probe_data: the first training batch
             self.x, self.y = _first_batch_of_fit(self.model)
         if self._probe is None or self._probe.model is not self.model:  # reuse its trace
@@ -225,7 +229,7 @@ class SignalMonitor(keras.callbacks.Callback):
         """Histograms and findings; the probe wrote the scalars already."""
         import tensorflow as tf
 
-        if self._writer is None:  # not the chief: it writes nothing
+        if self._writer is None or not (self.histograms or findings):  # not the chief, or no text
             return
         with self._writer.as_default(step=self._step):
             if self.histograms:
@@ -243,6 +247,8 @@ class SignalMonitor(keras.callbacks.Callback):
 
     def _act(self, finding):
         if self.on_finding == "raise":
+            if self._writer is not None:  # what is queued, the findings included, is kept
+                self._writer.flush()
             raise FindingError(finding)
         if self.on_finding == "stop":
             self.model.stop_training = True

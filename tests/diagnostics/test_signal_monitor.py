@@ -84,6 +84,9 @@ def test_on_finding_modes(tmp_path, mode):
     if mode == "raise":
         with pytest.raises(FindingError, match="vanishing"):
             model.fit(x, x, batch_size=16, epochs=3, verbose=0, callbacks=[monitor])
+        # Flushed before raising: the finding that stopped training is in the log.
+        events = EventAccumulator(str(tmp_path), size_guidance={"tensors": 0}).Reload()
+        assert "vanishing" in events.Tensors("findings")[-1].tensor_proto.string_val[0].decode()
         return
     history = model.fit(x, x, batch_size=16, epochs=3, verbose=0, callbacks=[monitor])
     if mode == "stop":
