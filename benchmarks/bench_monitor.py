@@ -14,8 +14,13 @@ Whole-fit times on this machine still scatter by 10-20% between runs, more
 than a cheap callback costs, so the callbacks' own time is also measured: the
 seconds spent inside their hooks (which run in the training thread and block
 it), summed per fit; "ratio by self-time" is 1 + that over the same round's
-no-callback fit. A final 2,000-step run with SignalMonitor(every_n_steps=16)
-samples resident memory to show it stays flat.
+no-callback fit. Neither settles a few percent, so SignalMonitor(every_n_steps=16)
+is also measured within fits (`Interleaved`): its hooks run in every other segment of 64
+steps of one fit, and each segment with it is compared with the two segments around it,
+a fraction of a second apart. A forward and backward pass of the probe batch alone, every
+16 steps, is measured the same way: the floor of any probe of a fixed batch. A final
+2,000-step run with SignalMonitor(every_n_steps=16) samples resident memory to show it
+stays flat.
 
 `--part depth` (issue 6, big models): the probe alone on ReLU MLPs of 50 to 500 Dense(64)
 layers and on keras.applications.ResNet50(weights=None) at 64x64, batch 32: the first call
@@ -109,6 +114,79 @@ class HookTimer:
             finally:
                 self.seconds += time.perf_counter() - start
         return timed
+
+
+class _OwnPass(keras.callbacks.Callback):
+    """Every `every` steps, a forward and backward pass of a fixed batch, as the probe runs
+    it (training mode, side-effect free), and nothing else: no statistics, no writes."""
+
+    def __init__(self, model, x, y, every):
+        import tensorflow as tf
+
+        super().__init__()
+        self.every, self.x, self.y = every, tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+        @tf.function(autograph=False)
+        def own_pass(x, y):
+            trainable = [v.value for v in model.trainable_variables]
+            with tf.GradientTape() as tape:
+                tape.watch(trainable)
+                y_pred, _ = model.stateless_call(
+                    trainable, [v.value for v in model.non_trainable_variables], x,
+                    training=True)
+                loss = loss_fn(y, y_pred)
+            grads = tape.gradient(loss, trainable)
+            return tf.stack([loss] + [tf.reduce_sum(g) for g in grads])
+
+        self.own_pass = own_pass
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch % self.every == 0:
+            np.asarray(self.own_pass(self.x, self.y))
+
+
+class Interleaved(keras.callbacks.Callback):
+    """Runs a callback's batch hooks only in every other segment of `segment` steps of one
+    fit, and time-stamps every batch start (before the callback's hook).
+
+    Segments with the callback and without it then alternate within one fit, a
+    fraction of a second apart, so the drift of the machine's speed between fits
+    (larger on this VM than what a cheap callback costs) cancels. Segment 0 is a
+    lead-in without the callback; odd segments have it.
+    """
+
+    def __init__(self, callback, segment):
+        super().__init__()
+        self.callback, self.segment, self.stamps = callback, segment, []
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.callback.set_model(model)
+
+    def on_train_begin(self, logs=None):
+        self.stamps = []
+        self.callback.on_train_begin(logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.callback.on_epoch_begin(epoch, logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.stamps.append(time.perf_counter())
+        if (len(self.stamps) - 1) // self.segment % 2 == 1:
+            self.callback.on_train_batch_begin(batch, logs)
+
+    def on_train_end(self, logs=None):
+        self.callback.on_train_end(logs)
+
+    def ratios(self):
+        """Each inner segment with the callback: its mean step over the mean of the two
+        segments around it, without."""
+        steps = np.diff(self.stamps)
+        means = [steps[i:i + self.segment].mean() for i in range(0, len(steps), self.segment)
+                 if i + self.segment <= len(steps)]
+        return [means[j] / (0.5 * (means[j - 1] + means[j + 1]))
+                for j in range(3, len(means) - 1, 2)]
 
 
 def paired(times, reference):
@@ -238,6 +316,33 @@ def overhead_part(rounds, quick):
                   f"{paired(times[name], times['none']):.3f} | "
                   f"{paired(times[name], times['no-op on_train_batch_end']):.3f} | "
                   f"{1 + paired(own[name], times['none']):.3f} |", flush=True)
+
+    print(f"\nOn and off in alternate segments of 64 steps within each fit ({rounds} fits of 640 "
+          "steps per row, rows alternating): each segment with the callback against the mean "
+          "of its two neighbours without it\n")
+    print("| model | callback | segments | median ratio | quartiles |")
+    print("|---|---|---|---|---|")
+    for kind, build in [("mlp", mlp), ("cnn", cnn)][: 1 if quick else 2]:
+        x, y = dataset(kind, batch * 640)
+        model = compiled(build)
+        rows = {
+            "SignalMonitor(every_n_steps=16)": Interleaved(SignalMonitor(
+                os.path.join(logs, kind, "interleaved"), every_n_steps=16), segment=64),
+            # What any probe of a fixed batch pays before its statistics: its own pass.
+            "forward and backward pass of the probe batch, every 16": Interleaved(
+                _OwnPass(model, x[:batch], y[:batch], every=16), segment=64),
+        }
+        ratios = {name: [] for name in rows}
+        for callback in rows.values():  # warm-up: tracing
+            model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=[callback])
+        for i in range(rounds):
+            for name in (list(rows) if i % 2 == 0 else list(reversed(rows))):
+                model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=[rows[name]])
+                ratios[name] += rows[name].ratios()
+        for name, values in ratios.items():
+            low, mid, high = np.percentile(values, [25, 50, 75])
+            print(f"| {kind} | {name} | {len(values)} | {mid:.3f} | {low:.3f}-{high:.3f} |",
+                  flush=True)
 
     x, y = dataset("mlp", batch * 500)
     model = compiled(mlp)
