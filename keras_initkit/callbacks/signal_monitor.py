@@ -51,7 +51,8 @@ class SignalMonitor(keras.callbacks.Callback):
     Args:
         log_dir: Folder for the TensorBoard event files (created if needed).
             The writer flushes every 100 events (a probe's scalars are one),
-            every two minutes, when training ends, and before a `"raise"`.
+            at the first write two minutes after the last flush, when training
+            ends, and before a `"raise"`.
         probe_data: The probe batch: `x`, or a tuple `(x, y)`; a few hundred
             samples are plenty. Default: the first training batch of the
             first `fit` call: arrays, tensors, a `PyDataset`, or a
