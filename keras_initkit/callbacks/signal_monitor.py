@@ -230,7 +230,7 @@ class SignalMonitor(keras.callbacks.Callback):
         """Histograms and findings; the probe wrote the scalars already."""
         import tensorflow as tf
 
-        if self._writer is None or not (self.histograms or findings):  # not the chief, or no text
+        if self._writer is None or not (self.histograms or findings):  # not the chief, or nothing
             return
         with self._writer.as_default(step=self._step):
             if self.histograms:
