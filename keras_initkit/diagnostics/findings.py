@@ -7,6 +7,8 @@ import math
 
 import keras
 
+from .stats import BOUNDED
+
 KINDS = ("vanishing", "exploding", "dead", "saturated", "nonfinite")
 SIGNALS = ("activation", "gradient")
 
@@ -24,7 +26,10 @@ _MERGES = (keras.layers.Add, keras.layers.Average, keras.layers.Concatenate, ker
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
-    """One problem, at one layer.
+    """One problem, at the first layer (in order of depth) where it shows.
+
+    A probe gives at most one finding per kind and signal; the message says
+    how many later layers are dead or saturated too.
 
     Attributes:
         kind: One of `vanishing`, `exploding`, `dead`, `saturated`, `nonfinite`.
@@ -281,24 +286,41 @@ def find(result, thresholds):
             f"Layer '{path}' alone multiplies the RMS of its input by {gain:.3g} (threshold "
             f"{t.layer_gain:g}): its weights are too large for its fan-in; {_remedy(name)}."))
 
-    for path, layer, s in rows:
-        name = activation_name(layer)
-        if name in ("relu", "relu6") and s["dead_fraction"] > t.dead_fraction:
-            found.append(Finding(
-                "dead", "activation", layer.name, s["dead_fraction"], t.dead_fraction,
-                f"{100 * s['dead_fraction']:.0f}% of the units of '{path}' are zero for every "
-                "sample: they receive no gradient. Use kit_he with zero biases, a leaky ReLU, "
-                "or a lower learning rate."))
-        if s["saturated_fraction"] > t.saturated_fraction:
-            found.append(Finding(
-                "saturated", "activation", layer.name, s["saturated_fraction"],
-                t.saturated_fraction,
-                f"{100 * s['saturated_fraction']:.0f}% of the outputs of '{path}' ({name}) are "
-                f"saturated beyond {t.saturation_threshold:g}: their gradient is almost zero. "
-                f"The weights are too large for {name}: {_remedy(name)}."))
+    relus = [(path, layer, s["dead_fraction"]) for path, layer, s in rows
+             if activation_name(layer) in ("relu", "relu6")]
+    found += _first_of("dead", relus, t.dead_fraction, lambda path, name, value: (
+        f"{100 * value:.0f}% of the units of '{path}' are zero for every sample: they receive "
+        "no gradient. Use kit_he with zero biases, a leaky ReLU, or a lower learning rate."))
+    bounded = [(path, layer, s["saturated_fraction"]) for path, layer, s in rows
+               if activation_name(layer) in BOUNDED]
+    found += _first_of("saturated", bounded, t.saturated_fraction, lambda path, name, value: (
+        f"{100 * value:.0f}% of the outputs of '{path}' ({name}) are saturated beyond "
+        f"{t.saturation_threshold:g}: their gradient is almost zero. The weights are too large "
+        f"for {name}: {_remedy(name)}."))
 
     found += _gradient_findings(result, t)
     return found
+
+
+def _first_of(kind, rows, threshold, message):
+    """One finding at the first layer over `threshold`, which says what other layers are.
+
+    `rows` are (path, layer, value) of the layers the rule applies to, in order of depth. A
+    narrow deep ReLU stack has hundreds of dead layers, flickering around the threshold; one
+    finding per layer would bury the first, where the trouble starts.
+    """
+    over = [(path, layer, value) for path, layer, value in rows if value > threshold]
+    if not over:
+        return []
+    (path, layer, value), rest = over[0], over[1:]
+    text = message(path, activation_name(layer), value)
+    if 0 < len(rest) <= 3:
+        text += " So are " + ", ".join(f"'{p}' ({100 * v:.0f}%)" for p, _, v in rest) + "."
+    elif rest:
+        worst = max(rest, key=lambda row: row[2])
+        text += (f" So are {len(rest)} more such layers, through '{rest[-1][0]}' (the most: "
+                 f"'{worst[0]}', {100 * worst[2]:.0f}%).")
+    return [Finding(kind, "activation", layer.name, value, threshold, text)]
 
 
 def _gradient_findings(result, t):

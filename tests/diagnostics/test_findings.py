@@ -10,6 +10,10 @@ from keras_initkit.diagnostics import Thresholds
 from nets import batch, mlp
 
 
+def model_layer(report, i):
+    return report.layers[i]["layer"]
+
+
 def kinds(report):
     return {(f.kind, f.signal) for f in report.findings}
 
@@ -70,14 +74,34 @@ def test_saturated_tanh_stack():
     report = keras_initkit.diagnose(mlp(keras.initializers.RandomNormal(0, 1), "tanh", depth=5),
                                     batch())
     saturated = [f for f in report.findings if f.kind == "saturated"]
-    assert len(saturated) == 5 and all(f.value > 0.5 for f in saturated)
+    # One finding, at the first layer, which says how many more are saturated.
+    assert len(saturated) == 1 and saturated[0].value > 0.5
+    assert saturated[0].layer == model_layer(report, 0)
     assert "kit_glorot" in saturated[0].message
+    assert "So are 4 more such layers" in saturated[0].message
 
 
 def test_zero_weights_leave_every_relu_dead():
     report = keras_initkit.diagnose(mlp("kit_zeros", depth=4), batch())
     dead = [f for f in report.findings if f.kind == "dead"]
-    assert len(dead) == 4 and all(f.value == 1.0 for f in dead)
+    assert len(dead) == 1 and dead[0].value == 1.0 and dead[0].layer == model_layer(report, 0)
+    rest = [f"'{row['path']}' (100%)" for row in report.layers[1:]]
+    assert dead[0].message.endswith(f"So are {', '.join(rest)}.")
+
+
+def test_one_finding_per_kind_at_the_first_layer_however_many_are_dead():
+    # A narrow deep He/ReLU stack: dozens of layers past 40% dead, flickering around it. One
+    # finding names the first and counts the rest, which the report's rows all show.
+    report = keras_initkit.diagnose(mlp("kit_he", depth=150, width=64, inputs=64),
+                                    batch(n=32, features=64))
+    dead_rows = [row for row in report.layers if row["dead_fraction"] > 0.4]
+    assert len(dead_rows) > 4
+    dead = [f for f in report.findings if f.kind == "dead"]
+    assert len(dead) == 1 and dead[0].layer == dead_rows[0]["layer"]
+    assert f"So are {len(dead_rows) - 1} more such layers, through '{dead_rows[-1]['path']}'" \
+        in dead[0].message
+    pairs = [(f.kind, f.signal) for f in report.findings]
+    assert len(pairs) == len(set(pairs))
 
 
 def test_nan_in_the_data_names_the_first_layer():
