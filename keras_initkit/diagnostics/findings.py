@@ -182,6 +182,16 @@ def _depth_remedy(kind, layer, activation):
             "connections, or make the network wider or shallower")
 
 
+def _dead_remedy(layer):
+    if not _follows_remedy(layer, "relu"):
+        return "Use kit_he with zero biases, a leaky ReLU, or a lower learning rate."
+    # He weights already: units die from the signal's drift over depth, not from the scale.
+    return (f"The weights already scale for ReLU ({type(layer.kernel_initializer).__name__}): "
+            "start the biases at zero, use a leaky ReLU, add normalization or skip connections, "
+            "or make the network wider or shallower (or lower the learning rate, if it "
+            "happened in training).")
+
+
 def _scale_over_depth(activations):
     """(index, scale, where the trend started, the layer's own gain) for each output.
 
@@ -288,15 +298,19 @@ def find(result, thresholds):
 
     relus = [(path, layer, s["dead_fraction"]) for path, layer, s in rows
              if activation_name(layer) in ("relu", "relu6")]
-    found += _first_of("dead", relus, t.dead_fraction, lambda path, name, value: (
+    found += _first_of("dead", relus, t.dead_fraction, lambda path, layer, value: (
         f"{100 * value:.0f}% of the units of '{path}' are zero for every sample: they receive "
-        "no gradient. Use kit_he with zero biases, a leaky ReLU, or a lower learning rate."))
+        "no gradient. " + _dead_remedy(layer)))
     bounded = [(path, layer, s["saturated_fraction"]) for path, layer, s in rows
                if activation_name(layer) in BOUNDED]
-    found += _first_of("saturated", bounded, t.saturated_fraction, lambda path, name, value: (
-        f"{100 * value:.0f}% of the outputs of '{path}' ({name}) are saturated beyond "
-        f"{t.saturation_threshold:g}: their gradient is almost zero. The weights are too large "
-        f"for {name}: {_remedy(name)}."))
+
+    def saturated(path, layer, value):
+        name = activation_name(layer)
+        return (f"{100 * value:.0f}% of the outputs of '{path}' ({name}) are saturated beyond "
+                f"{t.saturation_threshold:g}: their gradient is almost zero. The weights are "
+                f"too large for {name}: {_remedy(name)}.")
+
+    found += _first_of("saturated", bounded, t.saturated_fraction, saturated)
 
     found += _gradient_findings(result, t)
     return found
@@ -313,12 +327,12 @@ def _first_of(kind, rows, threshold, message):
     if not over:
         return []
     (path, layer, value), rest = over[0], over[1:]
-    text = message(path, activation_name(layer), value)
+    text = message(path, layer, value)
     if 0 < len(rest) <= 3:
-        text += " So are " + ", ".join(f"'{p}' ({100 * v:.0f}%)" for p, _, v in rest) + "."
+        text += f" Also {kind}: " + ", ".join(f"'{p}' ({100 * v:.0f}%)" for p, _, v in rest) + "."
     elif rest:
         worst = max(rest, key=lambda row: row[2])
-        text += (f" So are {len(rest)} more such layers, through '{rest[-1][0]}' (the most: "
+        text += (f" Also {kind}: {len(rest)} later layers, through '{rest[-1][0]}' (the most "
                  f"'{worst[0]}', {100 * worst[2]:.0f}%).")
     return [Finding(kind, "activation", layer.name, value, threshold, text)]
 

@@ -78,15 +78,16 @@ def test_saturated_tanh_stack():
     assert len(saturated) == 1 and saturated[0].value > 0.5
     assert saturated[0].layer == model_layer(report, 0)
     assert "kit_glorot" in saturated[0].message
-    assert "So are 4 more such layers" in saturated[0].message
+    assert "Also saturated: 4 later layers" in saturated[0].message
 
 
 def test_zero_weights_leave_every_relu_dead():
     report = keras_initkit.diagnose(mlp("kit_zeros", depth=4), batch())
     dead = [f for f in report.findings if f.kind == "dead"]
     assert len(dead) == 1 and dead[0].value == 1.0 and dead[0].layer == model_layer(report, 0)
+    assert "Use kit_he with zero biases" in dead[0].message  # zeros are not He weights
     rest = [f"'{row['path']}' (100%)" for row in report.layers[1:]]
-    assert dead[0].message.endswith(f"So are {', '.join(rest)}.")
+    assert dead[0].message.endswith(f"Also dead: {', '.join(rest)}.")
 
 
 def test_one_finding_per_kind_at_the_first_layer_however_many_are_dead():
@@ -98,10 +99,13 @@ def test_one_finding_per_kind_at_the_first_layer_however_many_are_dead():
     assert len(dead_rows) > 4
     dead = [f for f in report.findings if f.kind == "dead"]
     assert len(dead) == 1 and dead[0].layer == dead_rows[0]["layer"]
-    assert f"So are {len(dead_rows) - 1} more such layers, through '{dead_rows[-1]['path']}'" \
+    assert f"Also dead: {len(dead_rows) - 1} later layers, through '{dead_rows[-1]['path']}'" \
         in dead[0].message
     pairs = [(f.kind, f.signal) for f in report.findings]
     assert len(pairs) == len(set(pairs))
+    # Its weights are He already: the remedy is not kit_he again.
+    assert "already scale for ReLU (HeNormal)" in dead[0].message
+    assert "Use kit_he" not in dead[0].message
 
 
 def test_nan_in_the_data_names_the_first_layer():
