@@ -6,11 +6,15 @@ could rebuild, is refused), and `.keras` models are loaded in Keras' safe mode,
 even inside a `load_model(..., safe_mode=False)` or after
 `keras.config.enable_unsafe_deserialization()` (a Lambda layer is refused).
 Whatever goes wrong reading a file becomes a ValueError that names the path.
+While Keras' `load_model` rebuilds a saved model, no file is opened at all: the
+saved weights replace the initial ones.
 """
 import contextlib
 import difflib
 import functools
+import importlib
 import os
+import sys
 import threading
 
 import keras
@@ -75,6 +79,29 @@ def _npz_arrays(path):
     return arrays
 
 
+@functools.lru_cache(maxsize=1)
+def _rebuilds():
+    """The code of Keras' functions that rebuild a saved model and then restore its weights."""
+    codes = set()
+    for module, name in (("keras.src.saving.saving_lib", "_model_from_config"),
+                         ("keras.src.legacy.saving.legacy_h5_format", "load_model_from_hdf5")):
+        try:
+            codes.add(getattr(importlib.import_module(module), name).__code__)
+        except (ImportError, AttributeError):  # another Keras: the file is read, as anywhere
+            pass
+    return frozenset(codes)
+
+
+def _restoring_a_saved_model():
+    """Is Keras' `load_model` rebuilding a saved model, whose weights it restores next?"""
+    rebuilds, frame = _rebuilds(), sys._getframe(1)
+    while frame is not None:
+        if frame.f_code in rebuilds:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _keras_arrays(path):
     busy = getattr(_loading, "paths", set())
     if path in busy:  # its model calls Pretrained on its own file while being built
@@ -131,11 +158,14 @@ class Pretrained(KitInitializer):
 
     The file is read when the initializer is called, not when it is built: a
     config that names a file that is gone deserializes, but building a layer
-    with it raises a ValueError naming the file. `keras.saving.load_model`
-    builds every layer (calling its initializers) before it restores the saved
-    weights, so a saved model that uses `Pretrained` needs its file to load.
-    Files are cached by path, modification time and size. Reading a file runs
-    no code (see the module docstring).
+    with it raises a ValueError naming the file. The exception is
+    `keras.saving.load_model` (`.keras` and legacy `.h5`): it builds every
+    layer before it restores the saved weights, which replace whatever the
+    initializer gives, so while it rebuilds the model the file is not opened
+    and the weight starts as zeros. A saved model that uses `Pretrained` thus
+    loads without its file, and a `.keras` file's config never makes us open
+    a path it names. Files are cached by path, modification time and size.
+    Reading a file runs no code (see the module docstring).
 
     Args:
         path: Path to a `.keras`, `.h5`/`.weights.h5` or `.npz` file.
@@ -198,6 +228,8 @@ class Pretrained(KitInitializer):
         return value
 
     def generate(self, shape, dtype):
+        if _restoring_a_saved_model():  # the saved weights replace these; Keras raises if not
+            return ops.zeros(shape, dtype=dtype)
         value = self.load()
         if tuple(value.shape) != tuple(shape):
             raise ValueError(

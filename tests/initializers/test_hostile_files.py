@@ -138,24 +138,53 @@ def saved(tmp_path_factory):
     return folder / "model.keras"
 
 
+@pytest.fixture
+def reads(monkeypatch):
+    """The paths Pretrained reads from now on."""
+    from keras_initkit.initializers import pretrained
+
+    seen, read = [], pretrained._arrays
+    monkeypatch.setattr(pretrained, "_arrays", lambda path, stamp: (seen.append(path),
+                                                                     read(path, stamp))[1])
+    return seen
+
+
 @pytest.mark.parametrize("case", ["missing .npz", "text as .npz", "pickle as .npz",
                                   "object member", "wrong shape", "text as .keras"])
-def test_a_saved_model_whose_pretrained_file_is_bad_fails_to_load_by_name(saved, folder,
-                                                                          tmp_path, case):
+def test_a_saved_model_loads_its_weights_without_opening_its_pretrained_file(
+        saved, folder, tmp_path, case, reads):
+    # load_model restores the saved weights over whatever the initializers give, so the
+    # file a config names, bad or gone, is not opened: the model loads, nothing runs.
     marker = str(tmp_path / "code_ran")
-    path, key, words = hostile_files(folder / ("saved_" + case.replace(" ", "_")), marker)[case]
-    if case == "wrong shape":
-        words = ["key='w'", "(2, 3)", "(3, 2)"]
+    path, key, _ = hostile_files(folder / ("saved_" + case.replace(" ", "_")), marker)[case]
 
     def point_at_it(config):
         layer_config(config, "d")["config"]["kernel_initializer"]["config"].update(
             path=str(path), key=key)
 
-    with pytest.raises((ValueError, TypeError)) as info:  # (Keras may wrap it in a TypeError)
-        keras.saving.load_model(edited(saved, tmp_path / "bad.keras", point_at_it))
-    for word in words:
-        assert word in str(info.value), (word, str(info.value))
-    assert not os.path.exists(marker)
+    model = keras.saving.load_model(edited(saved, tmp_path / "bad.keras", point_at_it))
+    np.testing.assert_array_equal(model.get_layer("d").kernel.numpy(), np.ones((3, 2)))
+    assert reads == [] and not os.path.exists(marker)
+    # Built outside load_model, the same config reads the file, and refuses it by name.
+    with pytest.raises((ValueError, TypeError)) as info:
+        keras.models.model_from_json(model.to_json())
+    assert str(path) in str(info.value) and reads == [os.path.abspath(path)] * (
+        case != "missing .npz")
+
+
+def test_a_saved_model_with_pretrained_weights_loads_without_the_file(tmp_path):
+    np.savez(tmp_path / "w.npz", w=np.arange(6, dtype="float32").reshape(3, 2))
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(
+        2, name="d", kernel_initializer=I.Pretrained(str(tmp_path / "w.npz"), "w"))])
+    model.get_layer("d").kernel.assign(model.get_layer("d").kernel + 1.0)  # as if trained
+    model.save(tmp_path / "m.keras")
+    model.save(tmp_path / "m.h5")
+    os.remove(tmp_path / "w.npz")
+    for name in ("m.keras", "m.h5"):
+        loaded = keras.saving.load_model(tmp_path / name)
+        np.testing.assert_array_equal(loaded.get_layer("d").kernel.numpy(),
+                                      np.arange(6).reshape(3, 2) + 1.0)
+        assert loaded.get_layer("d").kernel_initializer.path == str(tmp_path / "w.npz")
 
 
 @pytest.mark.parametrize("cls,change,words", [
@@ -235,7 +264,8 @@ def test_pretrained_loads_a_keras_file_in_safe_mode_even_inside_an_unsafe_load(l
     assert not os.path.exists(marker)
 
 
-def test_a_trusted_model_naming_a_lambda_file_does_not_run_it(lambda_model, marker, tmp_path):
+def test_a_trusted_model_naming_a_lambda_file_does_not_run_it(lambda_model, marker, tmp_path,
+                                                              reads):
     # The user trusts model.keras (loads it unsafely); its Pretrained names lambda.keras.
     np.savez(tmp_path / "w.npz", w=np.ones((3, 2), "float32"))
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(
@@ -246,10 +276,15 @@ def test_a_trusted_model_naming_a_lambda_file_does_not_run_it(lambda_model, mark
         layer_config(config, "d")["config"]["kernel_initializer"]["config"].update(
             path=str(lambda_model), key="d/kernel")
 
-    with pytest.raises((ValueError, TypeError), match="Lambda"):
-        keras.saving.load_model(edited(tmp_path / "model.keras", tmp_path / "bad.keras",
-                                       point_at_lambda), safe_mode=False)
-    assert not os.path.exists(marker)
+    # load_model restores the saved kernel and leaves lambda.keras unopened.
+    reads.clear()  # building the model above read w.npz
+    loaded = keras.saving.load_model(edited(tmp_path / "model.keras", tmp_path / "bad.keras",
+                                            point_at_lambda), safe_mode=False)
+    assert reads == [] and not os.path.exists(marker)
+    # Built anew from the same config, unsafely, it reads lambda.keras: in safe mode.
+    with SafeModeScope(False), pytest.raises((ValueError, TypeError), match="Lambda"):
+        keras.models.model_from_json(loaded.to_json())
+    assert reads and not os.path.exists(marker)
 
 
 def test_from_config_never_deserializes_a_lambda_initializer(marker):
@@ -267,7 +302,7 @@ def test_from_config_never_deserializes_a_lambda_initializer(marker):
     assert not os.path.exists(marker)
 
 
-def test_a_keras_file_initialized_from_itself_is_refused_not_recursed(saved, tmp_path):
+def test_a_keras_file_initialized_from_itself_is_not_recursed(saved, tmp_path, monkeypatch):
     looped = tmp_path / "looped.keras"
 
     def point_at_itself(config):
@@ -275,6 +310,16 @@ def test_a_keras_file_initialized_from_itself_is_refused_not_recursed(saved, tmp
             path=str(looped), key="d/kernel")
 
     edited(saved, looped, point_at_itself)
+    # Rebuilt by load_model, its Pretrained does not read the file: its saved kernel.
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(I.Pretrained(str(looped), "d/kernel")((3, 2))), np.ones((3, 2)))
+    np.testing.assert_array_equal(keras.saving.load_model(looped).get_layer("d").kernel.numpy(),
+                                  np.ones((3, 2)))
+    # A Keras whose load_model we do not recognize: the loop is refused, not recursed.
+    from keras_initkit.initializers import pretrained
+
+    monkeypatch.setattr(pretrained, "_rebuilds", lambda: frozenset())
+    pretrained._arrays.cache_clear()  # read above, with the saved kernel
     for load in (lambda: I.Pretrained(str(looped), "d/kernel")((3, 2)),
                  lambda: keras.saving.load_model(looped)):
         with pytest.raises(ValueError, match="initialized from its own file"):
