@@ -38,8 +38,8 @@ def diagnose(model, x, y=None, *, loss=None, **thresholds):
         **thresholds: Any field of `Thresholds` (`vanishing_ratio`,
             `exploding_ratio`, `layer_gain`, `dead_fraction`, `saturated_fraction`,
             `saturation_threshold`, `gradient_vanishing_ratio`,
-            `gradient_exploding_ratio`); each default and its source is
-            documented there.
+            `gradient_exploding_ratio`, `gradient_floor`); each default and its
+            source is documented there.
 
     Returns:
         A `DiagnosisReport` with `.healthy`, `.findings`, `.layers`,
@@ -57,6 +57,7 @@ def diagnose(model, x, y=None, *, loss=None, **thresholds):
         raise TypeError(f"diagnose() got unknown threshold(s) {unknown}; allowed: "
                         f"{', '.join(sorted(allowed))}.")
     limits = Thresholds(**thresholds)
+    # The probe keeps `loss` alive, so its id is not reused while the probe is cached.
     key = (loss if isinstance(loss, (str, type(None))) else id(loss), limits.saturation_threshold)
     probe = _probes.get(model, {}).get(key) if isinstance(model, keras.Model) else None
     if probe is None:

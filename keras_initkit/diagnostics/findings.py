@@ -34,7 +34,7 @@ class Finding:
     Attributes:
         kind: One of `vanishing`, `exploding`, `dead`, `saturated`, `nonfinite`.
         signal: `activation` or `gradient`.
-        layer: The layer's name (its unique path for nested layers).
+        layer: The layer's name (the message names its unique path).
         value: The measured number the rule compared.
         threshold: The threshold it crossed.
         message: A sentence that names the layer and the likely remedy.

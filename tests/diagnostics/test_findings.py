@@ -44,6 +44,15 @@ def test_a_narrow_he_stack_is_not_told_to_use_he():
     assert "use kit_he" in vanishing.message
 
 
+def test_small_normal_relu_stack_vanishes_and_is_told_to_use_he():
+    # N(0, 0.01) at fan-in 128: each ReLU layer keeps 0.01 * sqrt(128 / 2) = 0.08 of the RMS.
+    report = keras_initkit.diagnose(mlp(keras.initializers.RandomNormal(0, 0.01)), batch())
+    vanishing = next(f for f in report.findings if (f.kind, f.signal) == ("vanishing",
+                                                                          "activation"))
+    assert [row["layer"] for row in report.layers].index(vanishing.layer) <= 2
+    assert "use kit_he" in vanishing.message
+
+
 def test_small_normal_tanh_stack_vanishes_in_activations_and_gradients():
     report = keras_initkit.diagnose(mlp(keras.initializers.RandomNormal(0, 0.01), "tanh"),
                                     batch())

@@ -1,9 +1,12 @@
 """The probe measures what it claims, on every kind of model, and leaves no trace."""
+import random
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_initkit
 from keras_initkit.diagnostics import Probe
 from nets import batch, mlp
 
@@ -44,6 +47,53 @@ def test_gradients_match_a_direct_computation_with_y():
         assert s["grad_norm"] == pytest.approx(float(tf.norm(g)), rel=1e-4)
         assert s["weight_norm"] == pytest.approx(float(tf.norm(w)), rel=1e-5)
         assert s["grad_to_weight"] == pytest.approx(float(tf.norm(g) / tf.norm(w)), rel=1e-4)
+        g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
+        np.testing.assert_allclose(
+            [s["weight_rms"], s["grad_rms"], s["grad_max"]],
+            [np.sqrt((w**2).mean()), np.sqrt((g**2).mean()), np.abs(g).max()], rtol=1e-4)
+        assert s["grad_nan_count"] == s["grad_inf_count"] == 0
+
+
+def test_loss_argument_for_an_uncompiled_model():
+    model = mlp("kit_he", depth=2, width=8, inputs=8)
+    x, y = batch(32, 8), np.random.default_rng(2).normal(size=(32, 8)).astype("float32")
+    out = np.asarray(model(x, training=True), np.float64)
+    assert Probe(model, loss="mae")(x, y).loss == pytest.approx(np.abs(out - y).mean(), rel=1e-5)
+    assert keras_initkit.diagnose(model, x, y, loss="mse").loss == pytest.approx(
+        ((out - y) ** 2).mean(), rel=1e-5)
+    with pytest.raises(ValueError, match="loss"):  # targets, but no loss to compare them by
+        Probe(model)(x, y)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "hard_sigmoid", "softsign", "tanh"])
+def test_saturated_fraction_of_each_bounded_activation(activation):
+    # Large normal weights push many pre-activations past saturation (softsign only beyond
+    # |z| > 32), and leave others inside: a mix, so that a wrong count shows.
+    keras.utils.set_random_seed(0)
+    stddev = 8.0 if activation == "softsign" else 1.0
+    model = keras.Sequential([keras.Input((32,)), L.Dense(
+        64, activation=activation, kernel_initializer=keras.initializers.RandomNormal(0, stddev))])
+    x = batch(128, 32)
+    s = Probe(model)(x).activations[0][2]
+    out = np.asarray(model(x), np.float64)
+    centred = out if activation in ("softsign", "tanh") else 2 * out - 1
+    expected = (np.abs(centred) > 0.97).mean()
+    assert 0.05 < expected < 0.95  # the control: neither none nor all saturated
+    assert s["saturated_fraction"] == pytest.approx(expected, abs=1 / out.size)
+
+
+def test_inf_and_nan_are_counted_where_they_appear():
+    model = keras.Sequential([keras.Input((8,)), L.Dense(16, name="linear"),
+                              L.Dense(4, name="next")])
+    x = batch(8, 8)
+    x[2, 3] = np.inf  # row 2 of "linear": +-inf in every unit; of "next": inf - inf = NaN
+    outs = keras.Model(model.inputs, [layer.output for layer in model.layers])(x)
+    s = by_path(Probe(model)(x))
+    for layer, out in zip(model.layers, outs):
+        out = np.asarray(out)
+        assert (s[layer.path]["inf_count"], s[layer.path]["nan_count"]) == (
+            np.isinf(out).sum(), np.isnan(out).sum()), layer.name
+    assert s[model.layers[0].path]["inf_count"] == 16
 
 
 def test_the_probe_leaves_no_trace():
@@ -52,11 +102,20 @@ def test_the_probe_leaves_no_trace():
                               L.Activation("relu"), L.Dropout(0.5), L.Dense(4)])
     before = [v.numpy().copy() for v in model.variables]  # weights, BN moments, dropout seed
     assert any("seed" in v.path for v in model.variables)
+    keras_seeds = keras.src.random.seed_generator.global_seed_generator().state.numpy().copy()
+    python_state, numpy_state = random.getstate(), np.random.get_state()[1].copy()
     probe = Probe(model)
     for _ in range(2):
-        probe(batch(32, 16))
+        probe(batch(32, 16))  # the surrogate loss
+    model.compile(loss="mse")
+    probe(batch(32, 16), np.ones((32, 4), "float32"))  # the compiled loss of targets
     for old, new in zip(before, model.variables):
         np.testing.assert_array_equal(old, new.numpy(), err_msg=new.path)
+    # No global random state moves either: Keras', Python's, NumPy's.
+    np.testing.assert_array_equal(
+        keras.src.random.seed_generator.global_seed_generator().state.numpy(), keras_seeds)
+    assert random.getstate() == python_state
+    np.testing.assert_array_equal(np.random.get_state()[1], numpy_state)
     assert not any("call" in vars(layer) for layer in model.layers)  # calls unwrapped
 
 

@@ -49,13 +49,25 @@ def test_tensorboard_holds_the_history_values(tmp_path):
         model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
     events = EventAccumulator(str(tmp_path), size_guidance={"tensors": 0}).Reload()
     tags = set(events.Tags()["tensors"])
+    assert monitor.history["step"] == [0, 4, 8, 12, 16]
+    # Every scalar of every layer and weight, at every step, is the history's value.
+    compared = 0
+    for group, fields in (("activation", ("mean", "std", "dead_fraction", "saturated_fraction",
+                                          "nan_count")),
+                          ("weight", ("weight_norm", "grad_norm", "grad_to_weight"))):
+        for name, series in monitor.history[group + "s"].items():
+            assert all(len(v) == 5 for v in series.values())  # one entry per probe, no more
+            for field in fields:
+                logged = events.Tensors(f"{group}/{name}/{field}")
+                assert [e.step for e in logged] == monitor.history["step"]
+                values = [float(np.asarray(__import__("tensorflow").make_ndarray(e.tensor_proto)))
+                          for e in logged]
+                np.testing.assert_allclose(values, series[field], rtol=1e-6, err_msg=name)
+                compared += 1
+    assert compared == 5 * len(monitor.history["activations"]) + 3 * len(
+        monitor.history["weights"])
     path = next(iter(monitor.history["activations"]))
-    values = [float(np.asarray(__import__("tensorflow").make_ndarray(e.tensor_proto)))
-              for e in events.Tensors(f"activation/{path}/std")]
-    np.testing.assert_allclose(values, monitor.history["activations"][path]["std"], rtol=1e-6)
     weight = model.trainable_variables[0].path
-    steps = [e.step for e in events.Tensors(f"weight/{weight}/grad_norm")]
-    assert steps == monitor.history["step"] == [0, 4, 8, 12, 16]
     assert f"gradient/{weight}" in tags and f"activation/{path}" in tags
     # Every scalar tag is the scalars plugin's; its metadata is written in its first event only.
     scalars = set(events.PluginTagToContent("scalars"))
