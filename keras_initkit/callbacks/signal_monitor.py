@@ -254,7 +254,7 @@ class SignalMonitor(keras.callbacks.Callback):
         if self.on_finding == "stop":
             self.model.stop_training = True
         elif self.on_finding == "warn":
-            key = (finding.kind, finding.signal, finding.layer)
+            key = (finding.kind, finding.signal, finding.path or finding.layer)
             if key not in self._warned:
                 self._warned.add(key)
                 warnings.warn(f"SignalMonitor at step {self._step}: {finding.message}",

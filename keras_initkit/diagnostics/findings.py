@@ -34,10 +34,12 @@ class Finding:
     Attributes:
         kind: One of `vanishing`, `exploding`, `dead`, `saturated`, `nonfinite`.
         signal: `activation` or `gradient`.
-        layer: The layer's name (the message names its unique path).
+        layer: The layer's name (`path` is its unique path).
         value: The measured number the rule compared.
         threshold: The threshold it crossed.
         message: A sentence that names the layer and the likely remedy.
+        path: The layer's unique path in the model, as in `report.layers` and
+            the TensorBoard tags (two nested blocks may hold layers of one name).
     """
 
     kind: str
@@ -46,6 +48,7 @@ class Finding:
     value: float
     threshold: float
     message: str
+    path: str = ""
 
     def to_dict(self):
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
@@ -252,7 +255,7 @@ def find(result, thresholds):
                 "nonfinite", "activation", layer.name, s["input_nonfinite_count"], 0.0,
                 f"The input of layer '{path}' holds {int(s['input_nonfinite_count'])} NaN or "
                 "Inf values, which its activation hides: clean the data (look for NaN, "
-                "division by zero or log of 0 in preprocessing)."))
+                "division by zero or log of 0 in preprocessing).", path))
             break
         if bad:
             found.append(Finding(
@@ -260,7 +263,7 @@ def find(result, thresholds):
                 f"Layer '{path}' is the first to output NaN or Inf ({int(bad)} values). "
                 + ("Its input already holds NaN or Inf: clean the data. "
                    if s["input_nonfinite_count"] else
-                   f"Lower the learning rate, or {_remedy(activation_name(layer))}.")))
+                   f"Lower the learning rate, or {_remedy(activation_name(layer))}."), path))
             break
 
     live = _on_the_way_to_an_output(result.activations)
@@ -288,13 +291,14 @@ def find(result, thresholds):
             kind, "activation", layer.name, ratio, limit,
             f"Activations {kind} with depth: at layer '{path}' their RMS is {ratio:.3g} times "
             f"that of {ref_path} (threshold {limit:g}). " + _depth_remedy(kind, layer, name)
-            + "."))
+            + ".", path))
     if too_large is not None and crossed["exploding"] is None:
         path, layer, gain, name = too_large
         found.append(Finding(
             "exploding", "activation", layer.name, gain, t.layer_gain,
             f"Layer '{path}' alone multiplies the RMS of its input by {gain:.3g} (threshold "
-            f"{t.layer_gain:g}): its weights are too large for its fan-in; {_remedy(name)}."))
+            f"{t.layer_gain:g}): its weights are too large for its fan-in; {_remedy(name)}.",
+            path))
 
     relus = [(path, layer, s["dead_fraction"]) for path, layer, s in rows
              if activation_name(layer) in ("relu", "relu6")]
@@ -334,7 +338,7 @@ def _first_of(kind, rows, threshold, message):
         worst = max(rest, key=lambda row: row[2])
         text += (f" Also {kind}: {len(rest)} later layers, through '{rest[-1][0]}' (the most "
                  f"'{worst[0]}', {100 * worst[2]:.0f}%).")
-    return [Finding(kind, "activation", layer.name, value, threshold, text)]
+    return [Finding(kind, "activation", layer.name, value, threshold, text, path)]
 
 
 def _gradient_findings(result, t):
@@ -346,7 +350,7 @@ def _gradient_findings(result, t):
                 "nonfinite", "gradient", _owner_name(layer, path),
                 s["grad_nan_count"] + s["grad_inf_count"],
                 0.0, f"The gradient of '{path}' holds NaN or Inf. Lower the learning rate, clip "
-                "gradients, or re-initialize with kit_he / kit_glorot.")]
+                "gradients, or re-initialize with kit_he / kit_glorot.", _owner_path(path))]
     if len(kernels) < 2:
         return []
     (first_path, first_layer, first), (last_path, _, last) = kernels[0], kernels[-1]
@@ -370,7 +374,7 @@ def _gradient_findings(result, t):
         return _below_the_floor(kernels, t)
     return [Finding(kind, "gradient", layer, ratio, limit,
                     f"The gradient of '{first_path}' is {ratio:.3g} times the one at "
-                    f"'{last_path}' (threshold {limit:g}){advice}")]
+                    f"'{last_path}' (threshold {limit:g}){advice}", _owner_path(first_path))]
 
 
 def _below_the_floor(kernels, t):
@@ -383,9 +387,14 @@ def _below_the_floor(kernels, t):
                 f"The gradient of '{path}' is {s['grad_to_weight']:.3g} times its weights "
                 f"(threshold {t.gradient_floor:.3g}, float32's resolution): no learning rate "
                 "can move them. The signal has vanished; re-initialize with kit_he (ReLU) "
-                "or kit_glorot (tanh), or add normalization.")]
+                "or kit_glorot (tanh), or add normalization.", _owner_path(path))]
     return []
 
 
 def _owner_name(layer, weight_path):
-    return layer.name if layer is not None else weight_path.rsplit("/", 1)[0]
+    return layer.name if layer is not None else _owner_path(weight_path)
+
+
+def _owner_path(weight_path):
+    """The path of the layer that holds a weight (Keras names a weight `<layer path>/<name>`)."""
+    return weight_path.rsplit("/", 1)[0]

@@ -45,8 +45,8 @@ class DiagnosisReport:
         """A plain-text table, one row per layer, with the kinds of finding at each."""
         kinds = {}
         for f in self.findings:
-            kinds.setdefault(f.layer, []).append(f.kind + ("(grad)" if f.signal == "gradient"
-                                                           else ""))
+            kinds.setdefault(f.path or f.layer, []).append(
+                f.kind + ("(grad)" if f.signal == "gradient" else ""))
         header = (f"{'layer':<28}{'type':<20}{'act std':>10}{'dead':>7}{'sat':>7}"
                   f"{'grad norm':>11}  findings")
         lines = [header, "-" * len(header)]
@@ -56,7 +56,7 @@ class DiagnosisReport:
                 f"{row['layer'][:27]:<28}{row['type'][:19]:<20}{row['std']:>10.3g}"
                 f"{100 * row['dead_fraction']:>6.0f}%{100 * row['saturated_fraction']:>6.0f}%"
                 f"{grad if grad is not None else float('nan'):>11.3g}  "
-                f"{', '.join(kinds.pop(row['layer'], []))}")
+                f"{', '.join(kinds.pop(row['path'], []) or kinds.pop(row['layer'], []))}")
         verdict = "healthy" if self.healthy else f"{len(self.findings)} finding(s)"
         lines.append(f"\n{verdict}")
         lines += [f"- [{f.kind}/{f.signal}] {f.message}" for f in self.findings]
@@ -84,7 +84,7 @@ class DiagnosisReport:
 
         figure = Figure(figsize=(10, 6), constrained_layout=True)
         top, bottom = figure.subplots(2, 1, sharex=True)
-        flagged = {f.layer for f in self.findings}
+        flagged = {f.path or f.layer for f in self.findings}
         depth = range(len(self.layers))
         for axis, key, label in ((top, "std", "activation std"),
                                  (bottom, "grad_norm", "kernel gradient norm")):
@@ -92,7 +92,8 @@ class DiagnosisReport:
                       if row[key] is not None and math.isfinite(row[key]) and row[key] > 0]
             if points:
                 axis.plot(*zip(*points), marker="o", markersize=3)
-                bad = [(i, v) for i, v in points if self.layers[i]["layer"] in flagged]
+                bad = [(i, v) for i, v in points if self.layers[i]["path"] in flagged
+                       or self.layers[i]["layer"] in flagged]
                 if bad:
                     axis.plot(*zip(*bad), "o", color="red", label="finding")
                     axis.legend()

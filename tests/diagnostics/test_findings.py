@@ -9,6 +9,8 @@ import keras_initkit
 from keras_initkit.diagnostics import Thresholds
 from nets import batch, mlp
 
+L = keras.layers
+
 
 def model_layer(report, i):
     return report.layers[i]["layer"]
@@ -250,3 +252,21 @@ def test_mixed_precision_float32_variables_and_float16_overflow(policy):
                        for f in report.findings)
     else:  # bfloat16 has float32's range: no overflow
         assert not any(f.kind == "nonfinite" for f in report.findings)
+
+
+def test_a_finding_has_the_path_of_its_layer_when_two_blocks_share_names():
+    def block(name):
+        return keras.Sequential([L.Dense(8, activation="relu", name="dense")], name=name)
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), block("block_1"), block("block_2")],
+                             name="net")
+    second = model.get_layer("block_2").get_layer("dense")
+    second.bias.assign(np.full((8,), -100.0, "float32"))  # every unit of block_2 is dead
+    report = keras_initkit.diagnose(model, batch(32, 8))
+    dead = next(f for f in report.findings if f.kind == "dead")
+    assert (dead.layer, dead.path) == ("dense", "net/block_2/dense")
+    assert report.to_dict()["findings"][0]["path"] == report.findings[0].path
+    # The table marks block_2's row, not block_1's of the same name.
+    rows = [line for line in report.table().splitlines() if line.startswith("dense ")]
+    assert len(rows) == 2 and "dead" not in rows[0] and "dead" in rows[1]
