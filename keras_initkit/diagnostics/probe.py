@@ -31,6 +31,10 @@ from keras import ops
 from . import stats
 
 _SURROGATE_SEED = 1234
+# Compiled probes kept per Probe, the latest first to stay: a batch signature, with or without
+# targets and histograms, and the exact variant for NaN make up to 8 in steady use.
+MAX_TRACES = 8
+_NOT_YET = object()
 
 
 class ProbeResult:
@@ -114,7 +118,7 @@ class Probe:
                         and not isinstance(layer, keras.layers.InputLayer)]
         self._records = None  # filled while the probe function traces
         self._traced = None  # (path, layer, parent) of each recorded call, from the last trace
-        self._function = self._traced_loss = None
+        self._traced_loss = _NOT_YET  # the loss the traces in `_concrete` compute
         # Input signature -> (concrete function, its _traced): a fixed probe batch traces once,
         # and later calls skip tf.function's argument matching and the wrapping of layer calls.
         self._concrete = {}
@@ -328,7 +332,9 @@ class Probe:
         if key not in self._concrete:
             originals = self._wrap_calls()
             try:
-                function = self._function.get_concrete_function(*args, describe, exact)
+                # A tf.function of its own: tf.function's cache keys on the arguments
+                # alone, and would hand back a trace made for other variables.
+                function = self._build().get_concrete_function(*args, describe, exact)
             finally:
                 for layer, original in originals.items():
                     if original is None:
@@ -340,6 +346,11 @@ class Probe:
             weight_names = [(v.path, owners.get(id(v))) for v in self.model.trainable_variables]
             self._concrete[key] = (function, (self._traced, weight_names,
                                               self._kept if args[3] else None))
+            # Freezing layer after layer (gradual unfreezing) makes a trace per step of it:
+            # keep the latest few, so that memory stays flat.
+            for old in list(self._concrete)[:-MAX_TRACES]:
+                del self._concrete[old]
+                self._flat.pop(old, None)
             _warn_if_weights_unseen(self.model, self._traced, owners)
         function, recorded = self._concrete[key]
         out = self._call(key, function, args + (describe, exact))
@@ -381,8 +392,8 @@ class Probe:
         import tensorflow as tf
 
         loss_now = self.loss if self.loss is not None else getattr(self.model, "loss", None)
-        if self._function is None or self._traced_loss is not loss_now:  # compile() again
-            self._function, self._traced_loss = self._build(), loss_now
+        if self._traced_loss is not loss_now:  # compile() again: every trace is stale
+            self._traced_loss = loss_now
             self._concrete, self._described, self._flat = {}, set(), {}
         # The same batch objects as last time (a monitor's fixed probe batch): the same
         # signature, without walking their structure again.

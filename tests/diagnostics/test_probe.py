@@ -8,6 +8,7 @@ import tensorflow as tf
 
 import keras_initkit
 from keras_initkit.diagnostics import Probe
+from keras_initkit.diagnostics.probe import MAX_TRACES
 from nets import batch, mlp
 
 L = keras.layers
@@ -323,6 +324,33 @@ def test_one_probe_follows_new_weights_and_a_frozen_layer():
     assert [path for path, _, _ in frozen.weights] == [v.path for v in
                                                        model.trainable_variables]
     assert len(frozen.weights) == len(first.weights) - 2
+    assert_weights_are_their_own(frozen, model)
+    model.layers[0].trainable = True  # and back: the first trace's variables again
+    assert_weights_are_their_own(probe(x), model)
+
+
+def assert_weights_are_their_own(result, model):
+    """Each weight row holds the numbers of the variable it names."""
+    assert [path for path, _, _ in result.weights] == [v.path for v in model.trainable_variables]
+    for (_, _, s), v in zip(result.weights, model.trainable_variables):
+        assert s["weight_norm"] == pytest.approx(float(np.linalg.norm(v.numpy())), rel=1e-5)
+
+
+def test_gradual_unfreezing_keeps_a_bounded_number_of_traces():
+    # Each new set of trainable variables needs a trace; only the latest MAX_TRACES stay.
+    model = mlp("kit_he", depth=12, width=8, inputs=8)
+    probe, x = Probe(model), batch(16, 8)
+    for layer in model.layers:
+        layer.trainable = False
+    for unfrozen, layer in enumerate(reversed(model.layers), start=1):
+        layer.trainable = True
+        result = probe(x)
+        assert len(result.weights) == 2 * unfrozen  # the gradients of what is trainable now
+        assert_weights_are_their_own(result, model)
+        assert len(probe._concrete) == min(unfrozen, MAX_TRACES)
+    model.layers[-1].trainable = False  # a set seen before, evicted since: traced again
+    assert_weights_are_their_own(probe(x), model)
+    assert len(probe._concrete) == MAX_TRACES
 
 
 def test_a_deep_stack_of_like_layers_matches_a_direct_computation():
