@@ -306,3 +306,24 @@ def test_unknown_layer_names_fail_at_train_begin(tmp_path):
     monitor = SignalMonitor(tmp_path, probe_data=batch(8), histograms=True, layers=["nope"])
     with pytest.raises(ValueError, match="nope"):
         model.fit(*data(), epochs=1, verbose=0, callbacks=[monitor])
+
+
+def test_freeze_then_unfreeze_between_fits_logs_each_weight_as_itself(tmp_path):
+    # Keras' transfer-learning recipe: train the head on a frozen base, then unfreeze and
+    # fine-tune. The monitor's probe must follow the new set of trainable weights.
+    x, y = data(64)
+    model = classifier()
+    base = model.layers[0]
+    base.trainable = False
+    monitor = SignalMonitor(tmp_path, probe_data=(x[:32], y[:32]), every_n_steps=1)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    assert base.kernel.path not in monitor.history["weights"]
+    base.trainable = True
+    model.compile(keras.optimizers.SGD(0.05),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
+    # The last probe (at the end of training) saw the final weights: each row is its own.
+    for variable in model.trainable_variables:
+        logged = monitor.history["weights"][variable.path]["weight_norm"][-1]
+        assert logged == pytest.approx(float(np.linalg.norm(variable.numpy())), rel=1e-5), \
+            variable.path
