@@ -1,5 +1,6 @@
 """The probe measures what it claims, on every kind of model, and leaves no trace."""
 import random
+import warnings
 
 import keras
 import numpy as np
@@ -217,6 +218,11 @@ def test_raw_weights_of_a_subclassed_model_warn_once_and_keep_their_gradients():
     assert [type(layer).__name__ for _, layer, _ in result.activations] == ["Dense"]
     assert [p for p, _, _ in result.weights] == [v.path for v in model.trainable_variables]
     assert all(s["grad_norm"] > 0 for _, _, s in result.weights)
+    with warnings.catch_warnings(record=True) as again:  # once: not per call, nor per probe
+        warnings.simplefilter("always")
+        Probe(model)(batch(32, 8))
+        keras_initkit.diagnose(model, batch(32, 8))
+    assert not [w for w in again if "outside any layer call" in str(w.message)]
 
 
 def test_bad_models_are_refused():
