@@ -253,8 +253,10 @@ def test_shuffled_dataset_steps_per_execution_and_nested_multi_output(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
     assert int(monitored.optimizer.iterations.numpy()) == 20
     assert monitor.history["step"] == [0, 8, 18]  # chunk starts: 0 4 8 | 10 14 18
-    assert any(path.endswith("inner/dense") or "inner" in path
-               for path in monitor.history["activations"])
+    # The nested model and each of its layers, by path, and both heads.
+    inner = monitored.get_layer("inner")
+    assert set(monitor.history["activations"]) == {
+        "inner", *(f"inner/{layer.name}" for layer in inner.layers), "p", "q"}
 
 
 def test_nan_in_the_data_is_reported_during_training(tmp_path):
