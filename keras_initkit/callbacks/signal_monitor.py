@@ -5,14 +5,16 @@ import warnings
 
 import keras
 
-from ..diagnostics import Finding, Probe, Thresholds
-from ..diagnostics.findings import find
+from ..diagnostics import Finding, Probe, Thresholds, cached_probe, judge
 from ..diagnostics.probe import layer_paths
 from ..distribution import multi_worker
 
 ON_FINDING = ("warn", "stop", "raise")
 # The statistics written as TensorBoard scalars (all of them stay in `history`).
-_ACTIVATION_SCALARS = ("mean", "std", "dead_fraction", "saturated_fraction", "nan_count")
+# Besides these, `token_cosine` for sequence outputs and `attention/<path>/entropy` for
+# attention probabilities (callbacks.in_graph_scalars).
+_ACTIVATION_SCALARS = ("mean", "std", "grad_rms", "dead_fraction", "saturated_fraction",
+                       "nan_count")
 _WEIGHT_SCALARS = ("weight_norm", "grad_norm", "grad_to_weight")
 
 
@@ -68,9 +70,11 @@ class SignalMonitor(keras.callbacks.Callback):
             a regular expression searched in each layer's path (a string or
             compiled pattern). A weight goes with the layer that owns it.
             Default: every layer. Scalars cover every layer either way.
-        on_finding: `"warn"` (a Python warning, once per kind and layer),
-            `"stop"` (sets `model.stop_training`), `"raise"` (raises
-            `FindingError`), or a callable that receives each `Finding`.
+        on_finding: What a finding of severity "error" does: `"warn"` (a
+            Python warning, once per kind and layer), `"stop"` (sets
+            `model.stop_training`), `"raise"` (raises `FindingError`), or a
+            callable that receives each `Finding`, warnings included. A
+            warning (it trains, worse) is only warned of, except to a callable.
         loss: Loss for `y` when the model is not compiled with one.
         **thresholds: Any field of `keras_initkit.diagnostics.Thresholds`.
 
@@ -106,7 +110,7 @@ class SignalMonitor(keras.callbacks.Callback):
         self.loss = loss
         self.thresholds = Thresholds(**thresholds)
         self.history = {"step": [], "activations": {}, "weights": {}, "findings": []}
-        self._warned = set()
+        self._warned, self._notes = set(), set()
         self._step = self._epoch_base = self._next_probe = 0
         self._probed_step = None  # the last step probed, whether or not the probe succeeded
         self._probe = self._writer = None
@@ -130,10 +134,13 @@ class SignalMonitor(keras.callbacks.Callback):
         if self.x is None:  # no probe_data: the first training batch
             self.x, self.y = _first_batch_of_fit(self.model)
         if self._probe is None or self._probe.model is not self.model:  # reuse its trace
+            from .in_graph_scalars import InGraphScalars
+
+            scalars = None if self._writer is None else InGraphScalars(
+                self._writer, _ACTIVATION_SCALARS, _WEIGHT_SCALARS)
             self._probe = Probe(self.model, loss=self.loss,
                                 saturation_threshold=self.thresholds.saturation_threshold,
-                                summary_writer=self._writer,
-                                summary_fields=(_ACTIVATION_SCALARS, _WEIGHT_SCALARS),
+                                in_graph_hook=scalars,
                                 tensors_of=self.layers and self.layers(self.model))
         # On the device once: each probe then skips the host-to-device copy.
         on_device = lambda data: keras.tree.map_structure(tf.convert_to_tensor, data)  # noqa
@@ -176,9 +183,12 @@ class SignalMonitor(keras.callbacks.Callback):
         findings = []
         try:
             # The scalars are written inside the probe's own compiled call.
-            result = self._probe(*self._batch, with_tensors=self.histograms and
-                                 self._writer is not None, step=self._step)
-            findings = find(result, self.thresholds)
+            with_tensors = self.histograms and self._writer is not None
+            result = self._probe(*self._batch, with_tensors=with_tensors, step=self._step)
+            findings, note = self._judge(result)
+            if note and note not in self._notes:
+                self._notes.add(note)
+                warnings.warn(f"SignalMonitor at step {self._step}: {note}", stacklevel=2)
             self._record(result, findings)
             self._write(result, findings)
         except Exception as error:  # a diagnostics failure must never lose the training
@@ -214,9 +224,20 @@ class SignalMonitor(keras.callbacks.Callback):
             raise FindingError(None, f"SignalMonitor at step {self._step}: another worker's "
                                      "probe raised; every worker stops here.")
 
+    def _judge(self, result):
+        """`(findings, note)` of a probe's result: `judge`'s one-step view where kernels
+        start at zero on purpose, taken by a probe that writes nothing to TensorBoard."""
+        from ..diagnostics.findings import find, zero_started
+
+        if not zero_started(result):
+            return find(result, self.thresholds), ""
+        quiet = cached_probe(self.model, self.loss, self.thresholds.saturation_threshold)
+        _, findings, note = judge(quiet, *self._batch, self.thresholds)
+        return findings, note
+
     def _record(self, result, findings):
         self.history["step"].append(self._step)
-        for path, _, s in result.activations:
+        for path, _, s, *_ in result.activations:
             series = self.history["activations"].setdefault(path, {k: [] for k in s})
             for key, value in s.items():
                 series[key].append(value)
@@ -241,26 +262,27 @@ class SignalMonitor(keras.callbacks.Callback):
                     tf.summary.histogram(f"gradient/{path}", grad)
                     tf.summary.histogram(f"weight/{path}", variables[path].value)
             if findings:
-                rows = "\n".join(f"| {f.kind} | {f.signal} | {f.layer} | {f.value:.3g} | "
-                                 f"{f.message} |" for f in findings)
-                tf.summary.text("findings", "| kind | signal | layer | value | message |\n"
-                                "|---|---|---|---|---|\n" + rows)
+                rows = "\n".join(f"| {f.severity} | {f.kind} | {f.signal} | {f.layer} | "
+                                 f"{f.value:.3g} | {f.message} |" for f in findings)
+                tf.summary.text("findings", "| severity | kind | signal | layer | value | "
+                                "message |\n|---|---|---|---|---|---|\n" + rows)
 
     def _act(self, finding):
+        if callable(self.on_finding):
+            self.on_finding(finding)
+            return
+        if finding.severity != "error" or self.on_finding == "warn":
+            key = (finding.kind, finding.signal, finding.path or finding.layer)
+            if key not in self._warned:
+                self._warned.add(key)
+                warnings.warn(f"SignalMonitor at step {self._step}: {finding.severity}: "
+                              f"{finding.message}", stacklevel=2)
+            return
         if self.on_finding == "raise":
             if self._writer is not None:  # what is queued, the findings included, is kept
                 self._writer.flush()
             raise FindingError(finding)
-        if self.on_finding == "stop":
-            self.model.stop_training = True
-        elif self.on_finding == "warn":
-            key = (finding.kind, finding.signal, finding.path or finding.layer)
-            if key not in self._warned:
-                self._warned.add(key)
-                warnings.warn(f"SignalMonitor at step {self._step}: {finding.message}",
-                              stacklevel=2)
-        elif callable(self.on_finding):
-            self.on_finding(finding)
+        self.model.stop_training = True  # "stop"
 
 
 def _any_worker(strategy):

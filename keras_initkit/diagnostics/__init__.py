@@ -9,12 +9,14 @@ import weakref
 
 import keras
 
-from .findings import KINDS, SIGNALS, Finding, Thresholds, find
-from .probe import Probe, ProbeResult, warn_once
+from .findings import KINDS, SEVERITIES, SIGNALS, Finding, Thresholds
+from .judge import ADAM_STEP, judge
+from .probe import LayerRow, Probe, ProbeResult, WeightRow, warn_once
 from .report import DiagnosisReport
 
-__all__ = ["diagnose", "DiagnosisReport", "Finding", "Thresholds", "Probe", "ProbeResult",
-           "KINDS", "SIGNALS"]
+__all__ = ["diagnose", "judge", "DiagnosisReport", "Finding", "Thresholds", "Probe",
+           "ProbeResult", "LayerRow", "WeightRow", "KINDS", "SIGNALS", "SEVERITIES",
+           "ADAM_STEP"]
 
 
 _probes = weakref.WeakKeyDictionary()  # model -> Probe: a second diagnose() reuses the trace
@@ -41,9 +43,14 @@ def diagnose(model, x, y=None, *, loss=None, **thresholds):
             `gradient_exploding_ratio`, `gradient_floor`); each default and its
             source is documented there.
 
+    A kernel that starts at zero on purpose (a Fixup or ViT classifier, the
+    last layer of a SkipInit branch) silences every signal behind it until the
+    first update; such a model is judged after one Adam step of those kernels
+    (`judge`), and the report's `note` says so.
+
     Returns:
-        A `DiagnosisReport` with `.healthy`, `.findings`, `.layers`,
-        `.table()`, `.to_dict()` and `.plot()`.
+        A `DiagnosisReport` with `.healthy` (no finding of severity "error"),
+        `.findings`, `.layers`, `.note`, `.table()`, `.to_dict()` and `.plot()`.
 
     Example:
     >>> report = keras_initkit.diagnose(model, x_batch)
@@ -57,14 +64,20 @@ def diagnose(model, x, y=None, *, loss=None, **thresholds):
         raise TypeError(f"diagnose() got unknown threshold(s) {unknown}; allowed: "
                         f"{', '.join(sorted(allowed))}.")
     limits = Thresholds(**thresholds)
-    # The probe keeps `loss` alive, so its id is not reused while the probe is cached.
-    key = (loss if isinstance(loss, (str, type(None))) else id(loss), limits.saturation_threshold)
-    probe = _probes.get(model, {}).get(key) if isinstance(model, keras.Model) else None
-    if probe is None:
-        probe = Probe(model, loss=loss, saturation_threshold=limits.saturation_threshold)
-        _probes.setdefault(model, {})[key] = probe
-    result = probe(x, y)
+    probe = cached_probe(model, loss, limits.saturation_threshold)
+    result, findings, note = judge(probe, x, y, limits)
     if not result.activations:
         warn_once(f"No layer output of {model.name!r} could be reached; the report holds "
                   "weights and gradients only.")
-    return DiagnosisReport(result, find(result, limits), limits)
+    return DiagnosisReport(result, findings, limits, note)
+
+
+def cached_probe(model, loss=None, saturation_threshold=0.97):
+    """A `Probe` of `model` without an in-graph hook, kept with the model for reuse."""
+    # The probe keeps `loss` alive, so its id is not reused while the probe is cached.
+    key = (loss if isinstance(loss, (str, type(None))) else id(loss), saturation_threshold)
+    probe = _probes.get(model, {}).get(key) if isinstance(model, keras.Model) else None
+    if probe is None:
+        probe = Probe(model, loss=loss, saturation_threshold=saturation_threshold)
+        _probes.setdefault(model, {})[key] = probe
+    return probe

@@ -1,27 +1,21 @@
-"""Rules that turn probe statistics into findings: what is wrong, where, and what to change.
+"""Rules that turn probe statistics into findings: what is wrong, where, how bad, what to change.
 
-Every threshold is an argument of `Thresholds`, and each default names its source.
+One function per rule, each `rule(net) -> [Finding]` over a `Net` (the probe's
+rows with what the rules share: references, live rows, consumers); `RULES`
+joins them. Every threshold is an argument of `Thresholds`, and each default
+names its source.
 """
 import dataclasses
 import math
 
 import keras
 
-from .stats import BOUNDED
+from .. import activations as acts
 
-KINDS = ("vanishing", "exploding", "dead", "saturated", "nonfinite")
-SIGNALS = ("activation", "gradient")
-
-# Layers that set the scale of what follows, so the depth trend starts again after them.
-_RESETS = (keras.layers.BatchNormalization, keras.layers.LayerNormalization,
-           keras.layers.GroupNormalization, keras.layers.UnitNormalization,
-           keras.layers.Normalization, keras.layers.Rescaling, keras.layers.Embedding)
-
-
-# Layers that combine several inputs: the probe sees the first, so their gain is not measured.
-_MERGES = (keras.layers.Add, keras.layers.Average, keras.layers.Concatenate, keras.layers.Dot,
-           keras.layers.Maximum, keras.layers.Minimum, keras.layers.Multiply,
-           keras.layers.Subtract)
+KINDS = ("vanishing", "exploding", "dead", "saturated", "nonfinite", "rank_collapse",
+         "entropy_collapse")
+SIGNALS = ("activation", "gradient", "attention")
+SEVERITIES = ("error", "warning")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,14 +26,18 @@ class Finding:
     how many later layers are dead or saturated too.
 
     Attributes:
-        kind: One of `vanishing`, `exploding`, `dead`, `saturated`, `nonfinite`.
-        signal: `activation` or `gradient`.
+        kind: One of `KINDS`: `vanishing`, `exploding`, `dead`, `saturated`,
+            `nonfinite`, `rank_collapse`, `entropy_collapse`.
+        signal: `activation` (the forward signal), `gradient` (the backward
+            signal or a weight's gradient) or `attention`.
         layer: The layer's name (`path` is its unique path).
         value: The measured number the rule compared.
         threshold: The threshold it crossed.
         message: A sentence that names the layer and the likely remedy.
         path: The layer's unique path in the model, as in `report.layers` and
             the TensorBoard tags (two nested blocks may hold layers of one name).
+        severity: `"error"` (the network will not train as it stands) or
+            `"warning"` (it trains, worse); the bands are in `Thresholds`.
     """
 
     kind: str
@@ -49,6 +47,7 @@ class Finding:
     threshold: float
     message: str
     path: str = ""
+    severity: str = "error"
 
     def to_dict(self):
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
@@ -59,60 +58,97 @@ class Finding:
 class Thresholds:
     """The thresholds of the rules, with their sources.
 
+    Each signal rule has a warning band and an error band: "warning" past the
+    first threshold (it trains, worse), "error" past the second (it does not
+    train with Adam at 1e-3 in float32). The error bands were calibrated by
+    training on the bundled digits on each side of them
+    (`benchmarks/calibrate_severity.py`, `docs/severity_calibration.md`).
+
     Args:
-        vanishing_ratio: Activation RMS, relative to the scale where the trend
-            started (the input, or the last normalization layer), below which
-            the signal has vanished. Default 1e-2: on a 30-layer, 512-wide
-            MLP, Glorot/ReLU falls to 5e-3 of its input scale by layer 15 and
-            2e-5 by layer 30, while He/ReLU stays at 0.7-1.1 and LeCun/tanh at
-            0.13 or above (measured, on a N(0, 1) batch of 256); 1e-2
-            separates them.
-        exploding_ratio: The same ratio above which the signal has exploded.
-            Default 1e2: unit-variance normal weights at width 512 grow the
-            signal 16x a layer (RMS, after ReLU) and overflow float32 by layer
-            15, while He/ReLU stays within 0.7-1.1 over 30 layers; 1e2
-            is crossed at the second bad layer and never by the healthy nets.
+        vanishing_ratio: Activation RMS, relative to its reference (the model
+            input, or the last layer that sets the scale: a normalization or
+            an embedding), below which the signal is vanishing: a warning.
+            Default 1e-2: on a 30-layer, 512-wide MLP, Glorot/ReLU falls to
+            5e-3 of its input scale by layer 15 and 2e-5 by layer 30, while
+            He/ReLU stays at 0.7-1.1 and LeCun/tanh at 0.13 or above
+            (measured, on a N(0, 1) batch of 256); 1e-2 separates them.
+        vanishing_error_ratio: The same ratio below which it is an error.
+            Default 1e-5 (calibrated: below it a ReLU MLP does not learn).
+        exploding_ratio: The same ratio above which the signal is exploding:
+            a warning. Default 1e2: unit-variance normal weights at width 512
+            grow the signal 16x a layer (RMS, after ReLU), while He/ReLU stays
+            within 0.7-1.1 over 30 layers; 1e2 is crossed at the second bad
+            layer and never by the healthy nets.
+        exploding_error_ratio: The same ratio above which it is an error.
+            Default 1e4 (calibrated).
         layer_gain: One layer's own gain (its output RMS over its input RMS)
-            above which its weights are too large, even where the depth
-            trend has not yet crossed `exploding_ratio`. Default 10: N(0, 1)
-            weights give a gain of about sqrt(fan_in) (32 for fan_in 1024;
-            23 after a ReLU, which keeps 1/sqrt(2) of the RMS), while He, Glorot and LeCun keep each layer within
-            0.5-2 (Glorot & Bengio 2010 keep the variance per layer near 1);
-            10 is a 5-fold margin over the healthy ones.
+            above which its weights are too large, a warning, even where the
+            depth trend has not yet crossed `exploding_ratio`. Default 10:
+            N(0, 1) weights give a gain of about sqrt(fan_in) (32 for fan_in
+            1024), while He, Glorot and LeCun keep each layer within 0.5-2
+            (Glorot & Bengio 2010); 10 is a 5-fold margin. Normalization
+            layers, which rescale on purpose, are never judged by it.
         dead_fraction: Fraction of ReLU-family units that are zero for every
-            sample in the batch, above which a layer is reported dead.
+            sample in the batch, above which a layer is dead: a warning.
             Default 0.4, CS231n's "as much as 40% of your network can be dead".
+        dead_error_fraction: The same fraction at or above which it is an
+            error. Default 0.95 (calibrated).
         saturated_fraction: Fraction of a bounded activation's outputs beyond
-            `saturation_threshold`, above which a layer is saturated. Default
-            0.5, a majority of the units, as in the saturated top layers that
-            Glorot & Bengio 2010 (Sec. 3.1) observed; LeCun/tanh layers here
-            stay under 0.04, and N(0, 1)/tanh layers above 0.9.
+            `saturation_threshold`, above which a layer is saturated: a
+            warning. Default 0.5, a majority of the units, as in the saturated
+            top layers that Glorot & Bengio 2010 (Sec. 3.1) observed.
+        saturated_error_fraction: The same fraction above which it is an
+            error. Default 0.9 (calibrated).
         saturation_threshold: |tanh| (or 2*sigmoid - 1) above which an output
             is saturated. Default 0.97, Karpathy's rule (CS231n).
-        gradient_vanishing_ratio: Gradient norm of the first kernel over that
-            of the last, below which gradients vanish. Default 1e-3, AUTOTRAINER
-            (Zhang et al., ICSE 2021).
-        gradient_exploding_ratio: The same ratio above which gradients explode.
-            Default 70, AUTOTRAINER.
+        gradient_vanishing_ratio: RMS of the loss gradient with respect to a
+            layer's output (the backward signal), relative to its reference
+            (the nearest layer downstream whose gradient a normalization sets,
+            or the model output), below which gradients vanish: a warning.
+            Default 1e-3, AUTOTRAINER's first/last ratio (Zhang et al., ICSE
+            2021), here on the backward signal instead of kernel norms.
+        gradient_vanishing_error_ratio: The same ratio below which it is an
+            error. Default 1e-6 (calibrated).
+        gradient_exploding_ratio: The same ratio above which gradients
+            explode: a warning. Default 70, AUTOTRAINER.
+        gradient_exploding_error_ratio: The same ratio above which it is an
+            error. Default 1e4 (calibrated).
         gradient_floor: A kernel's gradient norm over its weight norm below
-            which its gradient has vanished outright: even a learning rate of 1
-            would move the weights by less than float32 resolves. Default
-            2^-24, float32's unit roundoff. Healthy networks sit at 1e-5 and
-            above (ResNet50 at initialization: 1e-5 at its smallest). This
-            catches what the depth ratio cannot: in a stack whose signal
-            vanishes both ways (small weights, tanh), every kernel's gradient
-            is equally tiny (1e-29), so their ratio is about 1.
+            which its gradient has vanished outright (an error): even a
+            learning rate of 1 would move the weights by less than float32
+            resolves. Default 2^-24, float32's unit roundoff. Healthy networks
+            sit at 1e-5 and above (ResNet50 at initialization: 1e-5 at its
+            smallest). Judged on the layers on the way to an output, so a
+            branch scaled down on purpose (LayerScale) is no alarm.
+        rank_collapse_cosine: Mean cosine similarity of two tokens of one
+            sample above which the tokens have collapsed to one direction
+            (an error), where the first sequence layer is below it. Default
+            0.9: pure attention stacks reach 0.99 and above within a few
+            layers (Dong et al. 2021), stock GPT-2, BERT, Llama and ViT stay
+            below 0.5 at initialization (benchmarks/zoo.py).
+        entropy_collapse_ratio: Mean attention entropy over its maximum (the
+            log of the number of keys a query sees) below which attention has
+            collapsed onto one key per query (an error; Zhai et al. 2023).
+            Default 0.2: stock transformers start near 1.
     """
 
     vanishing_ratio: float = 1e-2
+    vanishing_error_ratio: float = 1e-5
     exploding_ratio: float = 1e2
+    exploding_error_ratio: float = 1e4
     layer_gain: float = 10.0
     dead_fraction: float = 0.4
+    dead_error_fraction: float = 0.95
     saturated_fraction: float = 0.5
+    saturated_error_fraction: float = 0.9
     saturation_threshold: float = 0.97
     gradient_vanishing_ratio: float = 1e-3
+    gradient_vanishing_error_ratio: float = 1e-6
     gradient_exploding_ratio: float = 70.0
+    gradient_exploding_error_ratio: float = 1e4
     gradient_floor: float = 2.0 ** -24
+    rank_collapse_cosine: float = 0.9
+    entropy_collapse_ratio: float = 0.2
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -121,62 +157,224 @@ class Thresholds:
                     math.isfinite(value) and value > 0):
                 raise ValueError(f"`{field.name}` must be a positive number; received "
                                  f"{field.name}={value!r}.")
-        for name in ("dead_fraction", "saturated_fraction", "saturation_threshold"):
+        for name in ("dead_fraction", "saturated_fraction", "saturation_threshold",
+                     "rank_collapse_cosine", "entropy_collapse_ratio"):
             if getattr(self, name) >= 1:
                 raise ValueError(f"`{name}` must be in (0, 1); received {name}={getattr(self, name)}.")
+        if self.dead_error_fraction > 1 or self.saturated_error_fraction > 1:
+            raise ValueError("`dead_error_fraction` and `saturated_error_fraction` must be in "
+                             f"(0, 1]; received {self.dead_error_fraction} and "
+                             f"{self.saturated_error_fraction}.")
         if self.layer_gain <= 1:
             raise ValueError(f"`layer_gain` must be > 1; received layer_gain={self.layer_gain}.")
-        if self.vanishing_ratio >= 1 or self.exploding_ratio <= 1:
-            raise ValueError("`vanishing_ratio` must be < 1 and `exploding_ratio` > 1; received "
-                             f"{self.vanishing_ratio} and {self.exploding_ratio}.")
+        for low, high in (("vanishing_ratio", "exploding_ratio"),
+                          ("gradient_vanishing_ratio", "gradient_exploding_ratio")):
+            if getattr(self, low) >= 1 or getattr(self, high) <= 1:
+                raise ValueError(f"`{low}` must be < 1 and `{high}` > 1; received "
+                                 f"{getattr(self, low)} and {getattr(self, high)}.")
+        for warning, error, below in (
+                ("vanishing_ratio", "vanishing_error_ratio", True),
+                ("exploding_ratio", "exploding_error_ratio", False),
+                ("gradient_vanishing_ratio", "gradient_vanishing_error_ratio", True),
+                ("gradient_exploding_ratio", "gradient_exploding_error_ratio", False),
+                ("dead_fraction", "dead_error_fraction", False),
+                ("saturated_fraction", "saturated_error_fraction", False)):
+            w, e = getattr(self, warning), getattr(self, error)
+            if (e > w) if below else (e < w):
+                raise ValueError(f"`{error}` must lie beyond `{warning}` (the error band is "
+                                 f"past the warning band); received {error}={e} and "
+                                 f"{warning}={w}.")
 
 
-def activation_name(layer):
-    """The activation a layer applies, as a lower-case name ('' for none known)."""
-    fn = getattr(layer, "activation", None)
-    if fn is not None:
-        return getattr(fn, "__name__", type(fn).__name__).lower()
-    names = {"ReLU": "relu", "LeakyReLU": "leaky_relu", "PReLU": "prelu", "ELU": "elu",
-             "Softmax": "softmax"}
-    return names.get(type(layer).__name__, "")
+class Net:
+    """A probe's rows with what the rules share.
+
+    Attributes:
+        rows: The probe's `LayerRow`s (nested-model rows included; rules skip them).
+        weights: The probe's `WeightRow`s.
+        t: The `Thresholds`.
+        silent: Paths of layers whose kernel starts at zero on purpose (see
+            `zero_started`): no vanishing verdict on their outputs.
+        norm: Per row, whether its layer is a normalization.
+        live: Per row, whether its output reaches a model output through
+            recorded first inputs (a residual branch that ends in a merge's
+            second input or a raw `x + f(x)` does not).
+        consumers: Per row, the rows that read its output as first input.
+    """
+
+    def __init__(self, result, thresholds, silent=()):
+        self.rows, self.weights, self.t = result.activations, result.weights, thresholds
+        self.silent = set(silent)
+        self.norm = [acts.is_normalization(r.layer, r.input_shape) for r in self.rows]
+        self.consumers = [[] for _ in self.rows]
+        for i, row in enumerate(self.rows):
+            if row.parent is not None:
+                self.consumers[row.parent].append(i)
+        self.live = self._live()
+
+    def skipped(self, i):
+        """A nested model's row repeats its last layer's output: no rule reads it."""
+        return isinstance(self.rows[i].layer, keras.Model)
+
+    def composite(self, i):
+        """A layer whose sublayers are rows of their own (a keras-hub block, a MultiHeadAttention)."""
+        layer = self.rows[i].layer
+        return any(True for _ in layer._flatten_layers(include_self=False))
+
+    def _live(self):
+        live = [bool(r.is_output) for r in self.rows]
+        if not any(live):  # the model casts or rebuilds its outputs: every row counts
+            return [True] * len(self.rows)
+        for i in reversed(range(len(self.rows))):
+            parent = self.rows[i].parent
+            if live[i] and parent is not None:
+                live[parent] = True
+        return live
+
+    def forward_references(self):
+        """Per row: (reference RMS, its description, whether a merge lies on the way), or None.
+
+        The reference is the output of the last layer on the row's chain of
+        first inputs that sets the scale (a normalization, an embedding,
+        rescaling), else the model input the chain starts from.
+        """
+        refs = []
+        for i, row in enumerate(self.rows):
+            s = row.stats
+            if self.norm[i] or isinstance(row.layer, acts.SCALE_SETTERS):
+                refs.append((s["rms"], f"'{row.path}'", False))
+            elif row.parent is None:
+                refs.append((s["input_rms"], "the input", False) if s["input_rms"] > 0 else None)
+            else:
+                ref = refs[row.parent]
+                merged = isinstance(row.layer, acts.MERGES)
+                refs.append(None if ref is None else (ref[0], ref[1], ref[2] or merged))
+        return refs
+
+    def scale_is_used(self, i):
+        """Whether a layer that is no normalization reads row i's output as is.
+
+        A residual stream that every block reads through a normalization
+        (pre-LN transformers) may grow with depth: nothing sees its scale. A
+        block made of sublayers counts through them. A row whose readers were
+        not recorded (a merge's second input, a raw op) counts as read.
+        """
+        readers = [c for c in self.consumers[i] if not self.composite(c)]
+        if not self.consumers[i] or self.rows[i].is_output:
+            return True
+        return any(not self.norm[c] and not isinstance(self.rows[c].layer, acts.MERGES)
+                   for c in readers)
+
+    def backward_references(self):
+        """Per row: the index of the row whose backward signal is its reference, or None.
+
+        Walking down the live rows from each output: a row's reference is its
+        live reader's, except where that reader is a normalization (which
+        sets the gradient at its input, whatever it is at its output) or the
+        row is a model output: there it is the row itself.
+        """
+        refs = [None] * len(self.rows)
+        for i in reversed(range(len(self.rows))):
+            if not self.live[i]:
+                continue
+            child = next((c for c in self.consumers[i] if self.live[c]), None)
+            if self.rows[i].is_output or child is None or self.norm[child]:
+                refs[i] = i
+            else:
+                refs[i] = refs[child]
+        return refs
 
 
-def _remedy(activation):
-    if activation in ("relu", "leaky_relu", "prelu", "relu6"):
-        return "use kit_he for ReLU layers (He et al. 2015)"
-    if activation == "selu":
-        return "use kit_lecun_normal for SELU layers (Klambauer et al. 2017)"
-    if activation in ("tanh", "sigmoid", "softsign", "hard_sigmoid"):
-        return (f"use kit_glorot or kit_lecun_normal for {activation} layers, or "
-                "kit_orthogonal")
-    if activation in ("", "linear"):
-        return "use kit_lecun_normal (or kit_glorot) for linear layers, or add normalization"
-    return (f"use kit_variance_scaling with activation='{activation}' (fan-in scaling with "
-            "its gain)")
+def _nonfinite_activations(net):
+    """The first layer whose output (or input) is not finite."""
+    for row in net.rows:
+        s, path, layer = row.stats, row.path, row.layer
+        bad = s["nan_count"] + s["inf_count"]
+        if s["input_nonfinite_count"] and not bad:  # e.g. ReLU turned the NaN into 0
+            return [Finding(
+                "nonfinite", "activation", layer.name, s["input_nonfinite_count"], 0.0,
+                f"The input of layer '{path}' holds {int(s['input_nonfinite_count'])} NaN or "
+                "Inf values, which its activation hides: clean the data (look for NaN, "
+                "division by zero or log of 0 in preprocessing).", path)]
+        if bad:
+            return [Finding(
+                "nonfinite", "activation", layer.name, bad, 0.0,
+                f"Layer '{path}' is the first to output NaN or Inf ({int(bad)} values). "
+                + ("Its input already holds NaN or Inf: clean the data. "
+                   if s["input_nonfinite_count"] else
+                   f"Lower the learning rate, or {acts.remedy(acts.activation_name(layer))}."),
+                path)]
+    return []
 
 
-# The variance scalings `_remedy` recommends, as (scale, mode) of a Keras VarianceScaling:
-# He for ReLU, LeCun for SELU, Glorot or LeCun for bounded and linear layers.
-_HE, _LECUN, _GLOROT = (2.0, "fan_in"), (1.0, "fan_in"), (1.0, "fan_avg")
-_RECOMMENDED = {"relu": (_HE,), "leaky_relu": (_HE,), "prelu": (_HE,), "relu6": (_HE,),
-                "selu": (_LECUN,), **{name: (_GLOROT, _LECUN) for name in (
-                    "tanh", "sigmoid", "softsign", "hard_sigmoid", "", "linear")}}
+def _finite_row(row):
+    s = row.stats
+    return not (s["nan_count"] + s["inf_count"] + s["input_nonfinite_count"])
 
 
-def _follows_remedy(layer, activation):
-    """Does the layer's kernel initializer already scale as `_remedy` would have it?"""
-    init = getattr(layer, "kernel_initializer", None)
-    scale, mode = getattr(init, "scale", None), getattr(init, "mode", None)
-    return isinstance(scale, (int, float)) and any(
-        math.isclose(scale, wanted) and mode == wanted_mode
-        for wanted, wanted_mode in _RECOMMENDED.get(activation, ()))
+def _severity(value, warning, error, below):
+    """'error', 'warning' or None for `value` against a band (below: small is bad)."""
+    if below:
+        return "error" if value < error else "warning" if value < warning else None
+    return "error" if value > error else "warning" if value > warning else None
 
 
-def _depth_remedy(kind, layer, activation):
+def _forward_scale(net):
+    """Activations that vanish or explode relative to their reference, measured."""
+    t, refs = net.t, net.forward_references()
+    worst = {}  # kind -> (severity rank, first index, ratio, reference)
+    for i, row in enumerate(net.rows):
+        ref = refs[i]
+        if ref is None or net.skipped(i) or net.norm[i] or not _finite_row(row) or \
+                acts.activation_name(row.layer) == "softmax" or not ref[0] > 0:
+            continue  # probabilities have no scale; past a NaN the scale means nothing
+        ratio = row.stats["rms"] / ref[0]
+        for kind, below, warning, error in (
+                ("vanishing", True, t.vanishing_ratio, t.vanishing_error_ratio),
+                ("exploding", False, t.exploding_ratio, t.exploding_error_ratio)):
+            severity = _severity(ratio, warning, error, below)
+            if severity is None or not net.scale_is_used(i):
+                continue
+            # A branch scaled down on purpose (LayerScale, ReZero, a zero-started layer)
+            # is no vanishing signal; a branch that blows up is an explosion all the same.
+            if kind == "vanishing" and (not net.live[i] or row.path in net.silent):
+                continue
+            rank = 2 if severity == "error" else 1
+            if kind not in worst or rank > worst[kind][0]:
+                worst[kind] = (rank, i, ratio, ref)
+    found = []
+    for kind, (rank, i, ratio, ref) in worst.items():
+        row = net.rows[i]
+        limit = _limit(net.t, kind, "activation", rank)
+        found.append(Finding(
+            kind, "activation", row.layer.name, ratio, limit,
+            f"Activations {kind} with depth: at layer '{row.path}' their RMS is {ratio:.3g} "
+            f"times that of {ref[1]} (threshold {limit:g}). "
+            + _depth_remedy(kind, row.layer, ref[2]) + ".", row.path,
+            "error" if rank == 2 else "warning"))
+    return found
+
+
+def _limit(t, kind, signal, rank):
+    prefix = "gradient_" if signal == "gradient" else ""
+    suffix = "_error_ratio" if rank == 2 else "_ratio"
+    return getattr(t, f"{prefix}{kind}{suffix}")
+
+
+def _depth_remedy(kind, layer, through_merges):
     """What to change when the signal vanishes or explodes over depth at `layer`."""
-    if not _follows_remedy(layer, activation):
-        return ("The weights are too small for the depth: " if kind == "vanishing" else
-                "The weights are too large: ") + _remedy(activation)
+    if through_merges and kind == "exploding":
+        # Each residual block adds its branch's variance to the stream's.
+        return ("The residual stream grows block over block, as an unnormalized residual "
+                "network does: start the last layer of each branch at zero (SkipInit, De & "
+                "Smith 2020; Fixup, Zhang et al. 2019), scale the branches down, or add "
+                "normalization (BatchNormalization, LayerNormalization) to each block")
+    activation = acts.activation_name(layer)
+    if not acts.follows_remedy(layer, activation):
+        init = getattr(layer, "kernel_initializer", None)
+        has = f" (it has {type(init).__name__})" if init is not None else ""
+        return ("The weights are too small for the depth" if kind == "vanishing" else
+                "The weights are too large") + f"{has}: " + acts.remedy(activation)
     # Variance-preserving weights keep the signal's scale on average only: through a narrow
     # or very deep stack it still drifts at random (Hanin and Rolnick 2018).
     return (f"The weights already scale for {activation or 'linear'} layers "
@@ -185,8 +383,40 @@ def _depth_remedy(kind, layer, activation):
             "connections, or make the network wider or shallower")
 
 
+def _layer_gain(net):
+    """The first layer that alone multiplies its input's RMS by more than `layer_gain`."""
+    if any(f.kind == "exploding" for f in _forward_scale(net)):
+        return []  # the depth trend already says it, with the layer where it crossed
+    for i, row in enumerate(net.rows):
+        s, layer = row.stats, row.layer
+        if net.skipped(i) or net.norm[i] or net.composite(i) or s["input_rms"] <= 0 or \
+                isinstance(layer, acts.MERGES + acts.SCALE_SETTERS) or not _finite_row(row):
+            continue
+        gain = s["rms"] / s["input_rms"]
+        if gain > net.t.layer_gain and math.isfinite(gain):
+            name = acts.activation_name(layer)
+            init = getattr(layer, "kernel_initializer", None)
+            has = f" ({type(init).__name__})" if init is not None else ""
+            return [Finding(
+                "exploding", "activation", layer.name, gain, net.t.layer_gain,
+                f"Layer '{row.path}' alone multiplies the RMS of its input by {gain:.3g} "
+                f"(threshold {net.t.layer_gain:g}): its weights{has} are too large for its "
+                f"fan-in; {acts.remedy(name)}.", row.path, "warning")]
+    return []
+
+
+def _dead(net):
+    t = net.t
+    rows = [(r.path, r.layer, r.stats["dead_fraction"]) for i, r in enumerate(net.rows)
+            if not net.skipped(i) and acts.activation_name(r.layer) in ("relu", "relu6")]
+    return _first_of("dead", rows, t.dead_fraction, t.dead_error_fraction,
+                     lambda path, layer, value: (
+                         f"{100 * value:.0f}% of the units of '{path}' are zero for every "
+                         "sample: they receive no gradient. " + _dead_remedy(layer)))
+
+
 def _dead_remedy(layer):
-    if not _follows_remedy(layer, "relu"):
+    if not acts.follows_remedy(layer, "relu"):
         return "Use kit_he with zero biases, a leaky ReLU, or a lower learning rate."
     # He weights already: units die from the signal's drift over depth, not from the scale.
     return (f"The weights already scale for ReLU ({type(layer.kernel_initializer).__name__}): "
@@ -195,137 +425,28 @@ def _dead_remedy(layer):
             "happened in training).")
 
 
-def _scale_over_depth(activations):
-    """(index, scale, where the trend started, the layer's own gain) for each output.
+def _saturated(net):
+    t = net.t
+    rows = [(r.path, r.layer, r.stats["saturated_fraction"]) for i, r in enumerate(net.rows)
+            if not net.skipped(i) and acts.bounded_name(r.layer)]
 
-    The scale is the product of the layers' gains (output RMS over input RMS)
-    along the path of layers that fed it, back to a model input or to the last
-    layer that sets the scale (normalization, rescaling, embedding). In a chain
-    it is the output RMS over the input RMS; branches and several inputs each
-    keep their own reference.
-    """
-    scales, starts = [], []
-    for i, (path, layer, s) in enumerate(activations):
-        parent = s.get("parent")
-        if isinstance(layer, _RESETS):
-            scale, start, gain = 1.0, f"'{path}'", 1.0
-        else:
-            base, start = (scales[parent], starts[parent]) if parent is not None else \
-                (1.0, "the input")
-            # RMS, not std: a zero-mean kernel scales E[x^2], so a large-mean input (pixels,
-            # a shifted Rescaling) would otherwise show a false gain.
-            measured = s["input_rms"] > 0 and not isinstance(layer, _MERGES)
-            gain = s["rms"] / s["input_rms"] if measured else 1.0
-            scale = base * gain if math.isfinite(s["std"]) else math.inf
-        scales.append(scale)
-        starts.append(start)
-        yield i, scale, start, gain
-
-
-def _on_the_way_to_an_output(activations):
-    """Per row: does its output reach a model output through recorded layers?
-
-    The depth trend is judged only there. A residual branch that ends in a
-    merge's second input or a raw op (`inputs + x`) is scaled down on purpose
-    in LayerScale, ReZero and Fixup networks; its own scale is not the signal's.
-    When no row is known to be an output (the model casts or rebuilds its
-    outputs), every row counts.
-    """
-    live = [bool(s.get("is_output")) for _, _, s in activations]
-    if not any(live):
-        return [True] * len(activations)
-    for i in reversed(range(len(activations))):
-        parent = activations[i][2].get("parent")
-        if live[i] and parent is not None:
-            live[parent] = True
-    return live
-
-
-def find(result, thresholds):
-    """The findings of one probe (a `ProbeResult`) under `thresholds`."""
-    t = thresholds
-    found = []
-    rows = [(path, layer, s) for path, layer, s in result.activations
-            if not isinstance(layer, keras.Model)]  # a nested model repeats its last layer
-
-    for path, layer, s in rows:  # the first layer whose output (or input) is not finite
-        bad = s["nan_count"] + s["inf_count"]
-        if s["input_nonfinite_count"] and not bad:  # e.g. ReLU turned the NaN into 0
-            found.append(Finding(
-                "nonfinite", "activation", layer.name, s["input_nonfinite_count"], 0.0,
-                f"The input of layer '{path}' holds {int(s['input_nonfinite_count'])} NaN or "
-                "Inf values, which its activation hides: clean the data (look for NaN, "
-                "division by zero or log of 0 in preprocessing).", path))
-            break
-        if bad:
-            found.append(Finding(
-                "nonfinite", "activation", layer.name, bad, 0.0,
-                f"Layer '{path}' is the first to output NaN or Inf ({int(bad)} values). "
-                + ("Its input already holds NaN or Inf: clean the data. "
-                   if s["input_nonfinite_count"] else
-                   f"Lower the learning rate, or {_remedy(activation_name(layer))}."), path))
-            break
-
-    live = _on_the_way_to_an_output(result.activations)
-    crossed = {"vanishing": None, "exploding": None}
-    too_large = None  # the first layer that alone multiplies the signal's std by > layer_gain
-    for i, ratio, ref_path, gain in _scale_over_depth(result.activations):
-        path, layer, s = result.activations[i]
-        name = activation_name(layer)
-        if isinstance(layer, keras.Model) or name == "softmax":
-            continue  # a nested model repeats its last layer; probabilities have no scale
-        if gain > t.layer_gain and too_large is None and math.isfinite(gain):
-            too_large = (path, layer, gain, name)
-        if not live[i] or s["nan_count"] + s["inf_count"] + s["input_nonfinite_count"]:
-            continue  # past a NaN or Inf the finite entries tell nothing of the scale
-        if ratio < t.vanishing_ratio and crossed["vanishing"] is None:
-            crossed["vanishing"] = (path, layer, ratio, name, ref_path)
-        if ratio > t.exploding_ratio and crossed["exploding"] is None:
-            crossed["exploding"] = (path, layer, ratio, name, ref_path)
-    for kind, hit in crossed.items():
-        if hit is None:
-            continue
-        path, layer, ratio, name, ref_path = hit
-        limit = t.vanishing_ratio if kind == "vanishing" else t.exploding_ratio
-        found.append(Finding(
-            kind, "activation", layer.name, ratio, limit,
-            f"Activations {kind} with depth: at layer '{path}' their RMS is {ratio:.3g} times "
-            f"that of {ref_path} (threshold {limit:g}). " + _depth_remedy(kind, layer, name)
-            + ".", path))
-    if too_large is not None and crossed["exploding"] is None:
-        path, layer, gain, name = too_large
-        found.append(Finding(
-            "exploding", "activation", layer.name, gain, t.layer_gain,
-            f"Layer '{path}' alone multiplies the RMS of its input by {gain:.3g} (threshold "
-            f"{t.layer_gain:g}): its weights are too large for its fan-in; {_remedy(name)}.",
-            path))
-
-    relus = [(path, layer, s["dead_fraction"]) for path, layer, s in rows
-             if activation_name(layer) in ("relu", "relu6")]
-    found += _first_of("dead", relus, t.dead_fraction, lambda path, layer, value: (
-        f"{100 * value:.0f}% of the units of '{path}' are zero for every sample: they receive "
-        "no gradient. " + _dead_remedy(layer)))
-    bounded = [(path, layer, s["saturated_fraction"]) for path, layer, s in rows
-               if activation_name(layer) in BOUNDED]
-
-    def saturated(path, layer, value):
-        name = activation_name(layer)
+    def message(path, layer, value):
+        name = acts.activation_name(layer)
         return (f"{100 * value:.0f}% of the outputs of '{path}' ({name}) are saturated beyond "
                 f"{t.saturation_threshold:g}: their gradient is almost zero. The weights are "
-                f"too large for {name}: {_remedy(name)}.")
+                f"too large for {name}: {acts.remedy(name)}.")
 
-    found += _first_of("saturated", bounded, t.saturated_fraction, saturated)
-
-    found += _gradient_findings(result, t)
-    return found
+    return _first_of("saturated", rows, t.saturated_fraction, t.saturated_error_fraction,
+                     message)
 
 
-def _first_of(kind, rows, threshold, message):
+def _first_of(kind, rows, threshold, error_threshold, message):
     """One finding at the first layer over `threshold`, which says what other layers are.
 
     `rows` are (path, layer, value) of the layers the rule applies to, in order of depth. A
     narrow deep ReLU stack has hundreds of dead layers, flickering around the threshold; one
-    finding per layer would bury the first, where the trouble starts.
+    finding per layer would bury the first, where the trouble starts. Its severity is an
+    error when any layer reaches `error_threshold`.
     """
     over = [(path, layer, value) for path, layer, value in rows if value > threshold]
     if not over:
@@ -338,57 +459,178 @@ def _first_of(kind, rows, threshold, message):
         worst = max(rest, key=lambda row: row[2])
         text += (f" Also {kind}: {len(rest)} later layers, through '{rest[-1][0]}' (the most "
                  f"'{worst[0]}', {100 * worst[2]:.0f}%).")
-    return [Finding(kind, "activation", layer.name, value, threshold, text, path)]
+    severity = "error" if any(v >= error_threshold for _, _, v in over) else "warning"
+    return [Finding(kind, "activation", layer.name, value, threshold, text, path, severity)]
 
 
-def _gradient_findings(result, t):
-    kernels = [(path, layer, s) for path, layer, s in result.weights
-               if not path.endswith(("bias", "gamma", "beta"))]
-    for path, layer, s in kernels:
-        if s["grad_nan_count"] + s["grad_inf_count"]:
+def _kernels(net):
+    """The kernels (weights of rank >= 2 outside normalization layers), as WeightRows."""
+    norms = {id(r.layer) for r, n in zip(net.rows, net.norm) if n}
+    return [w for w in net.weights if w.layer is not None and id(w.layer) not in norms
+            and len(_shape(w)) >= 2]
+
+
+def _shape(weight_row):
+    variable = next((v for v in weight_row.layer.trainable_weights
+                     if v.path == weight_row.path), None)
+    return tuple(variable.shape) if variable is not None else ()
+
+
+def _nonfinite_gradient(net):
+    for w in net.weights:
+        bad = w.stats["grad_nan_count"] + w.stats["grad_inf_count"]
+        if bad:
             return [Finding(
-                "nonfinite", "gradient", _owner_name(layer, path),
-                s["grad_nan_count"] + s["grad_inf_count"],
-                0.0, f"The gradient of '{path}' holds NaN or Inf. Lower the learning rate, clip "
-                "gradients, or re-initialize with kit_he / kit_glorot.", _owner_path(path))]
-    if len(kernels) < 2:
-        return []
-    (first_path, first_layer, first), (last_path, _, last) = kernels[0], kernels[-1]
-    if last["grad_norm"] == 0 and first["grad_norm"] == 0:
-        ratio = 0.0
-    elif last["grad_norm"] == 0:
-        ratio = math.inf
-    else:
-        ratio = first["grad_norm"] / last["grad_norm"]
-    layer = _owner_name(first_layer, first_path)
-    if ratio < t.gradient_vanishing_ratio:
-        kind, limit, advice = ("vanishing", t.gradient_vanishing_ratio,
-                               ": the first layers will not learn. Re-initialize with kit_he "
-                               "(ReLU) or kit_glorot (tanh), or add normalization or skip "
-                               "connections.")
-    elif ratio > t.gradient_exploding_ratio:
-        kind, limit, advice = ("exploding", t.gradient_exploding_ratio,
-                               ". Use smaller initial weights (kit_he or kit_glorot instead of "
-                               "unit variance), clip gradients, or add normalization.")
-    else:
-        return _below_the_floor(kernels, t)
-    return [Finding(kind, "gradient", layer, ratio, limit,
-                    f"The gradient of '{first_path}' is {ratio:.3g} times the one at "
-                    f"'{last_path}' (threshold {limit:g}){advice}", _owner_path(first_path))]
-
-
-def _below_the_floor(kernels, t):
-    """The shallowest kernel whose gradient is below float32's reach of its weights."""
-    for path, layer, s in kernels:
-        if s["weight_norm"] > 0 and s["grad_to_weight"] < t.gradient_floor:
-            name = _owner_name(layer, path)
-            return [Finding(
-                "vanishing", "gradient", name, s["grad_to_weight"], t.gradient_floor,
-                f"The gradient of '{path}' is {s['grad_to_weight']:.3g} times its weights "
-                f"(threshold {t.gradient_floor:.3g}, float32's resolution): no learning rate "
-                "can move them. The signal has vanished; re-initialize with kit_he (ReLU) "
-                "or kit_glorot (tanh), or add normalization.", _owner_path(path))]
+                "nonfinite", "gradient", _owner_name(w.layer, w.path), bad, 0.0,
+                f"The gradient of '{w.path}' holds NaN or Inf. Lower the learning rate, clip "
+                "gradients, or re-initialize with kit_he / kit_glorot.", _owner_path(w.path))]
     return []
+
+
+def _backward_scale(net):
+    """The backward signal vanishing or exploding relative to its reference, measured."""
+    t, refs = net.t, net.backward_references()
+    worst = {}
+    for i, row in enumerate(net.rows):
+        ref = refs[i]
+        if ref is None or ref == i or net.skipped(i) or not _finite_row(row) or \
+                row.path in net.silent:
+            continue
+        base = net.rows[ref].stats["grad_rms"]
+        if not base > 0:
+            continue
+        ratio = row.stats["grad_rms"] / base
+        for kind, below, warning, error in (
+                ("vanishing", True, t.gradient_vanishing_ratio, t.gradient_vanishing_error_ratio),
+                ("exploding", False, t.gradient_exploding_ratio,
+                 t.gradient_exploding_error_ratio)):
+            severity = _severity(ratio, warning, error, below)
+            if severity is None:
+                continue
+            rank = 2 if severity == "error" else 1
+            if kind not in worst or rank > worst[kind][0]:
+                worst[kind] = (rank, i, ratio, ref)
+    found = []
+    for kind, (rank, i, ratio, ref) in worst.items():
+        row, limit = net.rows[i], _limit(t, kind, "gradient", rank)
+        advice = (" The first layers will not learn: " + _backward_remedy(net, i, "vanishing")
+                  if kind == "vanishing" else " " + _backward_remedy(net, i, "exploding"))
+        found.append(Finding(
+            kind, "gradient", row.layer.name, ratio, limit,
+            f"The backward signal (the loss gradient with respect to the layer's output) at "
+            f"'{row.path}' is {ratio:.3g} times the one at '{net.rows[ref].path}' (threshold "
+            f"{limit:g}).{advice}", row.path, "error" if rank == 2 else "warning"))
+    return found
+
+
+def _backward_remedy(net, i, kind):
+    layer = net.rows[i].layer
+    has_norm = any(net.norm)
+    if kind == "vanishing":
+        return ("re-initialize with kit_he (ReLU) or kit_glorot (tanh)"
+                + (", or add normalization or skip connections." if not has_norm else
+                   ", or add skip connections."))
+    too_big = [w.path for w in _kernels(net) if _larger_than_he(w)]
+    if too_big:
+        return (f"Weights larger than He scaling (first: '{too_big[0]}') amplify it: use "
+                "kit_he or kit_glorot, clip gradients, or add normalization.")
+    return (f"It grows through '{layer.name}' and the layers after it: clip gradients, "
+            + ("start residual branches at zero (SkipInit, Fixup) or add normalization."
+               if not has_norm else "or lower the learning rate."))
+
+
+def _larger_than_he(weight_row):
+    """Is a kernel's RMS more than 3 times He's sqrt(2 / fan_in)?"""
+    shape = _shape(weight_row)
+    fan_in = math.prod(shape[:-1]) if shape else 0
+    return fan_in > 0 and weight_row.stats["weight_rms"] > 3 * math.sqrt(2.0 / fan_in)
+
+
+def _gradient_floor(net):
+    """The shallowest kernel on the way to an output whose gradient float32 cannot apply
+    (where the backward signal's trend has not said it already)."""
+    if any(f.kind == "vanishing" for f in _backward_scale(net)):
+        return []
+    live = {id(r.layer) for r, alive in zip(net.rows, net.live) if alive}
+    for w in _kernels(net):
+        s = w.stats
+        if id(w.layer) not in live or _owner_path(w.path) in net.silent:
+            continue
+        if s["weight_norm"] > 0 and s["grad_to_weight"] < net.t.gradient_floor:
+            return [Finding(
+                "vanishing", "gradient", _owner_name(w.layer, w.path), s["grad_to_weight"],
+                net.t.gradient_floor,
+                f"The gradient of '{w.path}' is {s['grad_to_weight']:.3g} times its weights "
+                f"(threshold {net.t.gradient_floor:.3g}, float32's resolution): no learning "
+                "rate can move them. The signal has vanished; re-initialize with kit_he (ReLU) "
+                "or kit_glorot (tanh), or add normalization.", _owner_path(w.path))]
+    return []
+
+
+def _rank_collapse(net):
+    """Tokens of a sequence that become one vector with depth (Dong et al. 2021)."""
+    limit = net.t.rank_collapse_cosine
+    seq = [(i, r) for i, r in enumerate(net.rows)
+           if r.stats["token_cosine"] >= 0 and not net.skipped(i) and _finite_row(r)]
+    if not seq or seq[0][1].stats["token_cosine"] > limit:
+        return []  # the tokens came in alike: nothing collapsed in the network
+    for i, row in seq:
+        if net.live[i] and row.stats["token_cosine"] > limit:
+            return [Finding(
+                "rank_collapse", "activation", row.layer.name, row.stats["token_cosine"], limit,
+                f"The tokens at '{row.path}' point the same way (mean cosine similarity "
+                f"{row.stats['token_cosine']:.3g} between two tokens of a sample, threshold "
+                f"{limit:g}): attention without skip connections averages them into one "
+                "vector with depth (rank collapse, Dong et al. 2021). Add skip connections "
+                "around each attention and feed-forward block.", row.path)]
+    return []
+
+
+def _entropy_collapse(net):
+    """Attention that puts all its weight on one key per query (Zhai et al. 2023)."""
+    limit = net.t.entropy_collapse_ratio
+    for i, row in enumerate(net.rows):
+        s = row.stats
+        if s["attention_max_entropy"] <= 0 or not _finite_row(row):
+            continue
+        ratio = s["attention_entropy"] / s["attention_max_entropy"]
+        if ratio < limit:
+            return [Finding(
+                "entropy_collapse", "attention", row.layer.name, ratio, limit,
+                f"The attention at '{row.path}' puts almost all its weight on one key per "
+                f"query: its entropy is {ratio:.3g} of the maximum (threshold {limit:g}; "
+                "entropy collapse, Zhai et al. 2023). Scale the query/key initialization "
+                "down, add QK normalization, or lower the learning rate.", row.path)]
+    return []
+
+
+RULES = (_nonfinite_activations, _forward_scale, _layer_gain, _dead, _saturated,
+         _nonfinite_gradient, _backward_scale, _gradient_floor, _rank_collapse,
+         _entropy_collapse)
+
+
+def find(result, thresholds, silent=()):
+    """The findings of one probe (a `ProbeResult`) under `thresholds`.
+
+    `silent` holds the paths of layers whose kernels start at zero on purpose
+    (`zero_started`): their outputs get no vanishing verdict.
+    """
+    net = Net(result, thresholds, silent)
+    return [finding for rule in RULES for finding in rule(net)]
+
+
+def zero_started(result):
+    """The kernels that are exactly zero but receive a gradient: started at zero on purpose.
+
+    A zero classifier (Fixup, timm's ViT head) or the last layer of a
+    SkipInit branch silences every signal behind it until the first update.
+    Returns their `WeightRow`s.
+    """
+    norms = {id(r.layer) for r in result.activations
+             if acts.is_normalization(r.layer, r.input_shape)}
+    return [w for w in result.weights if w.layer is not None and id(w.layer) not in norms
+            and w.stats["weight_norm"] == 0 and w.stats["grad_norm"] > 0
+            and len(_shape(w)) >= 2]
 
 
 def _owner_name(layer, weight_path):

@@ -22,12 +22,14 @@ such as the dead fraction is of the whole batch, which per-shard numbers
 could not give without more collectives; and with no collective, a probe
 costs no communication and cannot leave another worker waiting.
 """
+import typing
 import warnings
 
 import keras
 import numpy as np
 from keras import ops
 
+from .. import activations as acts
 from . import stats
 
 _SURROGATE_SEED = 1234
@@ -37,28 +39,63 @@ MAX_TRACES = 8
 _NOT_YET = object()
 
 
+class LayerRow(typing.NamedTuple):
+    """One recorded layer call of a probe.
+
+    Attributes:
+        path: The layer's unique path (a shared layer's later calls end in "(call k)").
+        layer: The layer.
+        stats: `stats.ACTIVATION_FIELDS` -> float. `input_*` describe the
+            layer's input (the `parent` row's output, or a model input).
+        parent: Index of the row whose output the layer read (its first
+            input), or None for a model input.
+        is_output: Whether the output is a model output.
+        input_shape: The static shape of its (first) input, or None.
+    """
+
+    path: str
+    layer: object
+    stats: dict
+    parent: typing.Optional[int] = None
+    is_output: bool = False
+    input_shape: typing.Optional[tuple] = None
+
+
+class WeightRow(typing.NamedTuple):
+    """One trainable weight of a probe: its path, the layer that owns it (or None), and
+    `stats.WEIGHT_FIELDS` -> float."""
+
+    path: str
+    layer: object
+    stats: dict
+
+
+class InGraphTables(typing.NamedTuple):
+    """What an `in_graph_hook` receives, inside the compiled probe: `activations` and
+    `weights` are tensors of shape (rows, len(stats.*_FIELDS)); `activation_paths` and
+    `weight_paths` name their rows; `all_finite` is a bool tensor, false when the numbers
+    assumed no NaN or Inf wrongly (the exact pass follows, and calls the hook again);
+    `kinds` gives each activation row's `stats.SEQUENCE`, `stats.ATTENTION` or None."""
+
+    activations: object
+    weights: object
+    activation_paths: list
+    weight_paths: list
+    all_finite: object
+    kinds: list = ()
+
+
 class ProbeResult:
     """The numbers of one probe, on the host.
 
     Attributes:
-        activations: list of `(path, layer, dict)` in the order the layers ran;
-            the dict maps each of `stats.ACTIVATION_FIELDS` to a float, and
-            `parent` to the index of the entry whose output the layer read
-            (None for a model input).
-        weights: list of `(path, layer, dict)` for every trainable weight (the
-            layer that owns it, or None);
-            the dict maps each of `stats.WEIGHT_FIELDS` to a float.
+        activations: `LayerRow`s in the order the layers ran.
+        weights: `WeightRow`s, one per trainable weight.
         loss: the loss the gradients are of.
     """
 
     def __init__(self, activations, weights, loss):
         self.activations, self.weights, self.loss = activations, weights, loss
-
-
-def _bounded_name(layer):
-    fn = getattr(layer, "activation", None)
-    name = getattr(fn, "__name__", "")
-    return name if name in stats.BOUNDED else None
 
 
 def _first_float(output):
@@ -80,22 +117,24 @@ class Probe:
         saturation_threshold: |value| mapped onto [-1, 1] above which a
             bounded activation counts as saturated. Default 0.97, Karpathy's
             rule of thumb for tanh (CS231n).
-        summary_writer: Optional `tf.summary` writer. Each call then also
-            writes the statistics named in `summary_fields` as TensorBoard
-            scalars at `step`, inside the same compiled call.
-        summary_fields: `(activation fields, weight fields)` to write, tagged
-            `activation/<layer path>/<field>` and `weight/<weight path>/<field>`.
+        in_graph_hook: Optional callable run inside the compiled call, after
+            the statistics: `hook(tables, step, first)`, where `tables` is an
+            `InGraphTables` (the activation and weight tables as tensors, the
+            row paths, and whether every number is finite), `step` the `step`
+            of the call as a tensor, and `first` a bool tensor, true on the
+            first call of each trace series. The monitor writes its TensorBoard
+            scalars there (`callbacks.in_graph_scalars`), at no extra call.
         tensors_of: Optional predicate `layer -> bool`: the layers whose raw
             outputs, and the weights (by owning layer) whose gradients, a call
             `with_tensors` returns. Default: all of them.
 
     Example:
     >>> result = Probe(model)(x_batch)
-    >>> [(path, s["std"]) for path, _, s in result.activations]
+    >>> [(row.path, row.stats["std"]) for row in result.activations]
     """
 
-    def __init__(self, model, loss=None, saturation_threshold=0.97, summary_writer=None,
-                 summary_fields=((), ()), tensors_of=None):
+    def __init__(self, model, loss=None, saturation_threshold=0.97, in_graph_hook=None,
+                 tensors_of=None):
         if not isinstance(model, keras.Model):
             raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
         if not model.built:
@@ -107,7 +146,7 @@ class Probe:
         self.model = model
         self.loss = loss
         self.saturation_threshold = float(saturation_threshold)
-        self.summary_writer, self.summary_fields = summary_writer, summary_fields
+        self.in_graph_hook = in_graph_hook
         self.tensors_of = tensors_of or (lambda layer: True)
         self._kept = None  # (activation rows, weights) with_tensors returns, set by the trace
         layers = list(model._flatten_layers(include_self=False, recursive=True))
@@ -116,6 +155,10 @@ class Probe:
         cells = {id(c) for layer in layers for c in _cells(getattr(layer, "cell", None))}
         self._layers = [layer for layer in layers if id(layer) not in cells
                         and not isinstance(layer, keras.layers.InputLayer)]
+        # The softmax sublayers of attention layers: their outputs are attention probabilities.
+        self._attention = {id(sub) for layer in layers if "attention" in type(layer).__name__.lower()
+                           for sub in layer._flatten_layers(include_self=False)
+                           if isinstance(sub, keras.layers.Softmax)}
         self._records = None  # filled while the probe function traces
         self._traced = None  # (path, layer, parent) of each recorded call, from the last trace
         self._traced_loss = _NOT_YET  # the loss the traces in `_concrete` compute
@@ -207,9 +250,6 @@ class Probe:
                     for i, out in enumerate(keras.tree.flatten(y_pred)):
                         direction = keras.random.normal(ops.shape(out), seed=_SURROGATE_SEED + i)
                         loss = loss + ops.mean(ops.cast(out, "float32") * direction)
-            # An Embedding's gradient comes as IndexedSlices: dense, for the statistics.
-            grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
-                     for g in tape.gradient(loss, trainable)]
             graph = tf.compat.v1.get_default_graph()
             traced, tensors, inputs_of, made_by = [], [], [], {}
             finals = {t.ref() for t in keras.tree.flatten(y_pred) if hasattr(t, "ref")}
@@ -225,41 +265,50 @@ class Probe:
                     inputs = None
                 parent = made_by.get(inputs.ref()) if inputs is not None else None
                 made_by[tensor.ref()] = len(traced)
-                traced.append((layer, parent, tensor.ref() in finals))
+                shape = tuple(inputs.shape) if inputs is not None else None
+                traced.append((layer, parent, tensor.ref() in finals, shape))
                 tensors.append(tensor)
                 # An input that is another layer's output has its statistics in that row.
                 inputs_of.append(inputs if parent is None else None)
             self._traced = _with_paths(traced, layer_paths(model))
-            act_args = [(t, _bounded_name(layer), self.saturation_threshold, x_in)
-                        for t, (layer, _, _), x_in in zip(tensors, traced, inputs_of)]
+            # One backward pass gives both: the weights' gradients and the gradient with
+            # respect to each layer output (the backward signal). An Embedding's gradient
+            # comes as IndexedSlices: dense, for the statistics.
+            grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+                     for g in tape.gradient(loss, trainable + tensors)]
+            grads, output_grads = grads[:len(trainable)], grads[len(trainable):]
+            bounded = [acts.bounded_name(layer) for layer, *_ in traced]
+            kinds = [self._kind(layer, t) for (layer, *_), t in zip(traced, tensors)]
 
             def table(rows, fields):  # rows stacked, or an empty (0, fields) table
                 return ops.stack(rows) if rows else ops.zeros((0, len(fields)))
 
             if exact:  # a second pass, only after a NaN or Inf: moments that skip them
-                rows = table([stats.activation_stats(*a) for a in act_args],
-                             stats.ACTIVATION_FIELDS)
+                rows = table([stats.activation_stats(*a) for a in zip(
+                    tensors, bounded, [self.saturation_threshold] * len(tensors), inputs_of,
+                    output_grads, kinds)], stats.ACTIVATION_FIELDS)
                 weight_rows = table([stats.weight_stats(w, g) for w, g in zip(trainable, grads)],
                                     stats.WEIGHT_FIELDS)
                 all_finite = ops.ones((), "bool")  # these numbers are the ones to keep
             else:
                 rows, act_checks = stats.finite_activation_table(
-                    tensors, [a[1] for a in act_args], self.saturation_threshold, inputs_of)
+                    tensors, bounded, self.saturation_threshold, inputs_of, output_grads, kinds)
                 weight_rows, weight_checks = stats.finite_weight_stats(trainable, grads)
                 checks = [act_checks, weight_checks, ops.reshape(loss, (-1,))]
                 all_finite = ops.all(ops.isfinite(ops.concatenate(
                     [ops.reshape(ops.cast(c, "float32"), (-1,)) for c in checks])))
-            if self.summary_writer is not None:
-                # Numbers that assumed no NaN or Inf are not written: the exact pass writes.
-                with tf.summary.record_if(all_finite):
-                    self._write_summaries(rows, weight_rows, summary_step, describe)
+            if self.in_graph_hook is not None:
+                self.in_graph_hook(InGraphTables(
+                    rows, weight_rows, [row[0] for row in self._traced],
+                    [v.path for v in model.trainable_variables], all_finite, kinds),
+                    summary_step, describe)
             # Everything in one flat tensor: one transfer to the host.
             numbers = ops.concatenate([ops.reshape(rows, (-1,)), ops.reshape(weight_rows, (-1,)),
                                        ops.reshape(ops.cast(loss, "float32"), (1,)),
                                        ops.reshape(ops.cast(all_finite, "float32"), (1,))])
             if with_tensors:  # raw values, for histograms: only when asked, they are large
                 owners = _weight_owners(model)
-                kept = [i for i, (_, layer, _, _) in enumerate(self._traced)
+                kept = [i for i, (_, layer, *_) in enumerate(self._traced)
                         if self.tensors_of(layer)]
                 kept_weights = [i for i, v in enumerate(model.trainable_variables)
                                 if self.tensors_of(owners.get(id(v)))]
@@ -271,53 +320,14 @@ class Probe:
 
         return tf.function(step, autograph=False)  # plain Python control flow: no conversion
 
-    def _write_summaries(self, rows, weight_rows, step, describe):
-        """Writes the `summary_fields` as TensorBoard scalars, all tags in one event.
-
-        Each value is what `tf.summary.scalar` writes (a float32 scalar tensor with
-        the scalars plugin's metadata), but the one Summary proto that holds them
-        all is serialized in the graph by `encode_proto` and written by one op:
-        one `tf.summary.scalar` per tag, each with its own condition and scope,
-        cost half a small MLP's probe. The metadata goes only into the events where
-        `describe` (a bool tensor) is true: TensorBoard reads a tag's metadata from
-        its first event, as TF1's `FileWriter` relied on when it wrote it once per
-        tag; repeating it took a fifth of this function's time inside `fit`.
-        """
-        import tensorflow as tf
-        from tensorboard.plugins.scalar.metadata import create_summary_metadata
-
-        act_fields, weight_fields = self.summary_fields
-        width, tags, at = len(stats.ACTIVATION_FIELDS), [], []
-        for i, (path, _, _, _) in enumerate(self._traced):
-            for field in act_fields:
-                tags.append(f"activation/{path}/{field}")
-                at.append(i * width + stats.ACTIVATION_FIELDS.index(field))
-        offset = len(self._traced) * width
-        for i, variable in enumerate(self.model.trainable_variables):
-            for field in weight_fields:
-                tags.append(f"weight/{variable.path}/{field}")
-                at.append(offset + i * len(stats.WEIGHT_FIELDS) + stats.WEIGHT_FIELDS.index(field))
-        if not tags:
-            return
-        n = len(tags)
-        values = tf.gather(tf.concat([tf.reshape(rows, (-1,)), tf.reshape(weight_rows, (-1,))],
-                                     0), at)
-        scalars = tf.io.encode_proto(  # TensorProto {dtype: DT_FLOAT, float_val: [v]}
-            sizes=tf.ones((n, 2), tf.int32), values=[
-                tf.fill((n, 1), tf.float32.as_datatype_enum), tf.reshape(values, (n, 1))],
-            field_names=["dtype", "float_val"], message_type="tensorflow.TensorProto")
-        metadata = create_summary_metadata(display_name=None, description=None)
-        with_metadata = tf.fill((n, 1), tf.cast(describe, tf.int32))  # 1: the field, 0: none
-        entries = tf.io.encode_proto(  # Summary.Value {tag, metadata, tensor}
-            sizes=tf.concat([tf.ones((n, 1), tf.int32), with_metadata, tf.ones((n, 1), tf.int32)],
-                            1), values=[
-                tf.constant(tags)[:, None],
-                tf.fill((n, 1), metadata.SerializeToString()), scalars[:, None]],
-            field_names=["tag", "metadata", "tensor"], message_type="tensorflow.Summary.Value")
-        summary = tf.io.encode_proto(sizes=[[n]], values=[entries[None, :]],
-                                     field_names=["value"], message_type="tensorflow.Summary")
-        with self.summary_writer.as_default(step=step):
-            tf.summary.experimental.write_raw_pb(summary[0])
+    def _kind(self, layer, tensor):
+        """Which extra statistics a layer output gets: attention probabilities (the softmax
+        of an attention layer), a sequence of tokens (batch, tokens, features), or none."""
+        if id(layer) in self._attention and len(tensor.shape) >= 3:
+            return stats.ATTENTION
+        if len(tensor.shape) == 3 and (tensor.shape[1] or 0) >= 2:
+            return stats.SEQUENCE
+        return None
 
     def _run(self, args, exact):
         """The compiled probe for these arguments (traced on first use), run: its outputs,
@@ -387,7 +397,7 @@ class Probe:
         `gradient_tensors`: `(path, device tensor)` pairs, in the order of
         `activations` and `weights`, for the layers `tensors_of` keeps (for
         histograms). `step` is the TensorBoard step of the
-        summaries, when the probe has a `summary_writer`.
+        `in_graph_hook`, when the probe has one.
         """
         import tensorflow as tf
 
@@ -407,23 +417,21 @@ class Probe:
         out, numbers, (traced, weight_names, kept), series = self._run(args, exact=False)
         if not numbers[-1]:  # a NaN or Inf made the cheap moments wrong: the exact pass
             out, numbers, (traced, weight_names, kept), series = self._run(args, exact=True)
-        if self.summary_writer is not None:  # the pass kept wrote its tags' metadata
+        if self.in_graph_hook is not None:  # the pass kept was this series' first, if any
             self._described.add(series)
         numbers = numbers[:-1]
         fields = stats.ACTIVATION_FIELDS
         act = numbers[:len(traced) * len(fields)].reshape(len(traced), len(fields))
         weights = numbers[len(traced) * len(fields):-1].reshape(-1, len(stats.WEIGHT_FIELDS))
         activations = []
-        for (path, layer, parent, is_output), row in zip(traced, act.tolist()):
+        for (path, layer, parent, is_output, shape), row in zip(traced, act.tolist()):
             s = dict(zip(fields, row))
             if parent is not None:  # the input is that layer's output: its numbers
-                source = activations[parent][2]
+                source = activations[parent].stats
                 s["input_std"], s["input_rms"] = source["std"], source["rms"]
                 s["input_nonfinite_count"] = source["nan_count"] + source["inf_count"]
-            s["parent"] = parent  # index of the record whose output this layer read, or None
-            s["is_output"] = is_output  # a model output, not only read by later layers
-            activations.append((path, layer, s))
-        weight_rows = [(path, owner, dict(zip(stats.WEIGHT_FIELDS, row)))
+            activations.append(LayerRow(path, layer, s, parent, is_output, shape))
+        weight_rows = [WeightRow(path, owner, dict(zip(stats.WEIGHT_FIELDS, row)))
                        for (path, owner), row in zip(weight_names, weights.tolist())]
         result = ProbeResult(activations, weight_rows, float(numbers[-1]))
         if with_tensors:
@@ -460,14 +468,13 @@ def _signature(data):
 
 
 def _with_paths(traced, path_of):
-    """`(layer, parent, is_output)` records -> `(path, layer, parent, is_output)`, numbering
-    repeated calls of a shared layer."""
+    """`(layer, ...)` records -> `(path, layer, ...)`, numbering repeated calls of a shared
+    layer."""
     out, seen = [], {}
-    for layer, parent, is_output in traced:
+    for layer, *rest in traced:
         path = path_of(layer)
         seen[path] = seen.get(path, 0) + 1
-        out.append((path + (f" (call {seen[path]})" if seen[path] > 1 else ""), layer, parent,
-                    is_output))
+        out.append((path + (f" (call {seen[path]})" if seen[path] > 1 else ""), layer, *rest))
     return out
 
 
@@ -479,7 +486,7 @@ def _warn_if_weights_unseen(model, traced, owners):
     activation statistics cover only the layers that were reached.
     """
     reached = set()
-    for _, layer, _, _ in traced:  # a reached layer covers its sublayers (an RNN's cell)
+    for _, layer, *_ in traced:  # a reached layer covers its sublayers (an RNN's cell)
         reached.update(id(sub) for sub in layer._flatten_layers(include_self=True))
     unseen = [v.path for v in model.trainable_variables if id(owners.get(id(v))) not in reached]
     if unseen:

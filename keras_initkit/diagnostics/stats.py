@@ -14,19 +14,23 @@ import math
 
 from keras import ops
 
+from ..activations import BOUNDED
+
+# `grad_rms` is the RMS of the loss gradient with respect to the layer's output: the signal
+# backpropagation carries. `token_cosine` (outputs of shape (batch, tokens, features)) is the
+# mean cosine similarity of two tokens of one sample; `attention_entropy` and
+# `attention_max_entropy` (attention probabilities, keys on the last axis) are the mean
+# entropy of a query's distribution and the mean of log(number of keys it can see), in nats.
+# Each is -1 where it does not apply.
 ACTIVATION_FIELDS = ("mean", "std", "rms", "min", "max", "zero_fraction", "dead_fraction",
                      "saturated_fraction", "nan_count", "inf_count", "input_nonfinite_count",
-                     "input_std", "input_rms")
+                     "input_std", "input_rms", "grad_rms", "token_cosine", "attention_entropy",
+                     "attention_max_entropy")
+# What extra statistics an output gets: the kinds `activation_stats` takes.
+SEQUENCE, ATTENTION = "sequence", "attention"
 WEIGHT_FIELDS = ("weight_norm", "weight_rms", "grad_norm", "grad_rms", "grad_max",
                  "grad_nan_count", "grad_inf_count", "grad_to_weight")
 
-# Bounded activations, mapped onto [-1, 1] so that one threshold serves them all.
-BOUNDED = {
-    "tanh": lambda y: y,
-    "softsign": lambda y: y,
-    "sigmoid": lambda y: 2.0 * y - 1.0,
-    "hard_sigmoid": lambda y: 2.0 * y - 1.0,
-}
 
 
 def _scale(peak):
@@ -46,8 +50,9 @@ def _finite(x):
         ops.sum(ops.cast(finite, "float32")), 1.0)
 
 
-def activation_stats(y, bounded=None, saturation_threshold=0.97, x=None):
-    """Statistics of one layer output `y` of shape (batch, ..., units), and of its input `x`.
+def activation_stats(y, bounded=None, saturation_threshold=0.97, x=None, g=None, kind=None):
+    """Statistics of one layer output `y` of shape (batch, ..., units), of its input `x` and
+    of the loss gradient `g` with respect to `y`.
 
     Moments skip NaN and Inf (counted separately). A unit is dead when it is
     exactly zero for every sample and position. For a bounded activation
@@ -55,7 +60,8 @@ def activation_stats(y, bounded=None, saturation_threshold=0.97, x=None):
     mapped onto [-1, 1] has magnitude above `saturation_threshold` (0.97 for
     tanh, Karpathy's rule; sigmoid's 2y - 1 above 0.97 is y outside [0.015, 0.985]).
     The NaN and Inf in the input `x` are counted too: ReLU maps NaN to 0, so a
-    NaN in the data may never reach an output.
+    NaN in the data may never reach an output. `kind` (`SEQUENCE` or
+    `ATTENTION`) adds the token cosine or the attention entropy.
     """
     y = ops.cast(y, "float32")
     clean, count = _finite(y)
@@ -78,13 +84,69 @@ def activation_stats(y, bounded=None, saturation_threshold=0.97, x=None):
                                       "float32"))
     else:
         saturated = ops.zeros((), "float32")
+    extra = _per_kind(ops.expand_dims(clean, 0), kind)
     return ops.stack([
         mean, std, rms, minimum, maximum, ops.mean(zero), dead,
         saturated, ops.sum(ops.cast(ops.isnan(y), "float32")),
         ops.sum(ops.cast(ops.isinf(y), "float32")),
         _nonfinite_count(x),
         *_std_and_rms(x),
+        _std_and_rms(g)[1] if g is not None else ops.zeros((), "float32"),
+        *(e[0] for e in extra),
     ])
+
+
+def _per_kind(y, kind):
+    """(token cosine, attention entropy, attention max entropy) of each member of a group
+    `y` of shape (group, batch, ...), each -1 where `kind` does not call for it."""
+    none = -ops.ones((y.shape[0],), "float32")
+    if kind == SEQUENCE:
+        return token_cosine(y), none, none
+    if kind == ATTENTION:
+        return (none, *attention_entropy(y))
+    return none, none, none
+
+
+def token_cosine(y):
+    """Mean cosine similarity of two distinct tokens of one sample, per group member.
+
+    `y` has shape (group, batch, tokens, features). With unit token vectors
+    u_i, sum_{i != j} u_i . u_j = |sum_i u_i|^2 - n, so the mean over pairs
+    costs one pass. A token of all zeros (padding) counts as orthogonal to
+    the others. Pure attention drives it to 1 with depth (Dong et al. 2021,
+    "Attention is not all you need: pure attention loses rank doubly
+    exponentially with depth").
+    """
+    n = int(y.shape[2])
+    if n < 2:
+        return -ops.ones((y.shape[0],), "float32")
+    peak = ops.max(ops.abs(y), axis=-1, keepdims=True)
+    scaled = y / _scale(peak)  # the cosine does not depend on a token's scale
+    norm = ops.sqrt(ops.sum(scaled * scaled, axis=-1, keepdims=True))
+    unit = scaled / ops.where(norm > 0, norm, ops.ones_like(norm))
+    total = ops.sum(unit, axis=2)  # (group, batch, features)
+    pairs = (ops.sum(total * total, axis=-1) - ops.sum(unit * unit, axis=(2, 3))) / (n * (n - 1))
+    return ops.mean(pairs, axis=1)
+
+
+def attention_entropy(p):
+    """Mean entropy of the attention distributions, and the mean of its maximum, in nats.
+
+    `p` has shape (group, batch, ..., queries, keys) and sums to 1 over keys.
+    A query's maximum is log of the number of keys it gives a probability
+    above 0 (a causal or padding mask leaves fewer); queries that see one key
+    only have no choice to make and are left out. Entropy collapse (Zhai et
+    al. 2023) is the first far below the second.
+    """
+    positive = p > 0
+    logp = ops.log(ops.where(positive, p, ops.ones_like(p)))
+    entropy = -ops.sum(ops.where(positive, p * logp, ops.zeros_like(p)), axis=-1)
+    seen = ops.sum(ops.cast(positive, "float32"), axis=-1)
+    choice = ops.cast(seen >= 2, "float32")
+    axes = tuple(range(1, len(entropy.shape)))
+    count = ops.maximum(ops.sum(choice, axis=axes), 1.0)
+    return (ops.sum(entropy * choice, axis=axes) / count,
+            ops.sum(ops.log(ops.maximum(seen, 1.0)) * choice, axis=axes) / count)
 
 
 # At least this many tensors of one shape, each of at most GROUP_MAX_SIZE entries, are
@@ -122,7 +184,8 @@ def _in_order(parts, groups):
     return ops.take(rows, [order.index(i) for i in range(len(order))], axis=0)
 
 
-def finite_activation_table(outputs, bounded, saturation_threshold=0.97, inputs=None):
+def finite_activation_table(outputs, bounded, saturation_threshold=0.97, inputs=None,
+                            grads=None, kinds=None):
     """`activation_stats` of every layer output at once, assuming no NaN or Inf.
 
     Args:
@@ -130,19 +193,25 @@ def finite_activation_table(outputs, bounded, saturation_threshold=0.97, inputs=
         bounded: For each output, the name of its bounded activation or None.
         saturation_threshold: As in `activation_stats`.
         inputs: For each output, its input tensor to describe too, or None.
+        grads: For each output, the loss gradient with respect to it, or None
+            (the loss does not reach it: 0).
+        kinds: For each output, `SEQUENCE`, `ATTENTION` or None.
 
     Returns:
         A `(len(outputs), len(ACTIVATION_FIELDS))` table, and a vector of checksums that
-        are all finite exactly when the outputs and inputs are. Many small outputs of one
-        shape are reduced together (`GROUP_MIN_COUNT`).
+        are all finite exactly when the outputs, inputs and gradients are. Many small
+        outputs of one shape are reduced together (`GROUP_MIN_COUNT`).
     """
-    inputs = inputs or [None] * len(outputs)
-    keys = [None if x is not None else (tuple(y.shape), name)
-            for y, name, x in zip(outputs, bounded, inputs)]
+    n = len(outputs)
+    inputs = inputs or [None] * n
+    grads = [ops.zeros_like(y) if g is None else g for y, g in zip(outputs, grads or [None] * n)]
+    kinds = kinds or [None] * n
+    keys = [None if x is not None else (tuple(y.shape), name, kind)
+            for y, name, x, kind in zip(outputs, bounded, inputs, kinds)]
     groups = _groups(outputs, keys)
     parts, checks = [], []
     for group in groups:
-        y = _stacked(outputs, group)
+        y, g = _stacked(outputs, group), _stacked(grads, group)
         axes = tuple(range(1, len(y.shape)))
         mean = ops.mean(y, axis=axes)  # NaN or Inf anywhere makes it non-finite: the checksum
         minimum, maximum = ops.min(y, axis=axes), ops.max(y, axis=axes)
@@ -150,6 +219,8 @@ def finite_activation_table(outputs, bounded, saturation_threshold=0.97, inputs=
         per = (-1,) + (1,) * len(axes)  # broadcasts one number per group member
         scaled = y / ops.reshape(scale, per)
         centred = scaled - ops.reshape(mean / scale, per)
+        g_max = ops.max(ops.abs(g), axis=axes)
+        g_scaled = g / ops.reshape(_scale(g_max), per)
         zero = ops.cast(ops.equal(y, 0.0), "float32")
         units = ops.reshape(zero, (len(group), -1, y.shape[-1] if len(y.shape) > 2 else 1))
         name = bounded[group[0]]
@@ -162,15 +233,17 @@ def finite_activation_table(outputs, bounded, saturation_threshold=0.97, inputs=
         x = inputs[group[0]]
         if x is None:
             input_std = input_rms = -ops.ones_like(mean)
-            checks.append(mean)
+            checks.append(mean + g_max)  # finite iff y and g are
         else:  # a group of one: the layer reads a model input
             input_std, input_rms = (ops.reshape(v, (1,)) for v in _std_and_rms(x))
-            checks.append(mean + ops.mean(ops.cast(x, "float32")))  # finite iff x is
+            checks.append(mean + g_max + ops.mean(ops.cast(x, "float32")))
         parts.append(ops.stack([
             mean, scale * ops.sqrt(ops.mean(centred * centred, axis=axes)),
             scale * ops.sqrt(ops.mean(scaled * scaled, axis=axes)), minimum, maximum,
             ops.mean(zero, axis=axes), ops.mean(ops.min(units, axis=1), axis=1), saturated,
             nothing, nothing, nothing, input_std, input_rms,
+            _scale(g_max) * ops.sqrt(ops.mean(g_scaled * g_scaled, axis=axes)),
+            *_per_kind(y, kinds[group[0]]),
         ], axis=1))
     if not parts:
         return ops.zeros((0, len(ACTIVATION_FIELDS))), ops.zeros((0,))

@@ -17,94 +17,17 @@ from keras import ops
 
 from .. import initializers as inits
 from ..diagnostics.probe import layer_path
+from ..activations import NORMALIZATIONS, following_activation, scheme_for
 from ..distribution import multi_worker
-from ..fans import GAIN_NAMES, compute_fans, gain, second_moment, unit_moment_gain
+from ..fans import compute_fans, second_moment
 from ..registry import get
 from .report import Rows
 
 L = keras.layers
 
-# Layers that pass the scale of their input on, so the activation after them decides the scheme.
-_SEE_THROUGH = (L.BatchNormalization, L.LayerNormalization, L.GroupNormalization, L.Dropout,
-                L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D, L.GaussianNoise,
-                L.Add, L.Reshape, L.Flatten, L.ZeroPadding1D, L.ZeroPadding2D)
-_ACTIVATION_LAYERS = (L.Activation, L.ReLU, L.LeakyReLU, L.PReLU, L.ELU, L.Softmax)
-_NORMALIZATIONS = (L.BatchNormalization, L.LayerNormalization, L.GroupNormalization)
 _CONV_TRANSPOSE = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
 _GATES = {L.LSTMCell: 4, L.GRUCell: 3, L.SimpleRNNCell: 1}
-_RELU_FAMILY = ("relu", "relu6", "leaky_relu", "prelu")
-_GLOROT_FAMILY = ("tanh", "sigmoid", "linear", "softmax", "hard_sigmoid", "softsign", "")
 BIASES = ("zeros", "keep")
-
-
-def activation_of(layer):
-    """`(name, params)` of the activation a layer applies itself ('' for none or linear)."""
-    if isinstance(layer, L.ReLU):
-        slope = float(getattr(layer, "negative_slope", 0.0) or 0.0)
-        return ("leaky_relu", {"negative_slope": slope}) if slope else ("relu", {})
-    if isinstance(layer, L.LeakyReLU):
-        return "leaky_relu", {"negative_slope": float(layer.negative_slope)}
-    if isinstance(layer, L.PReLU):  # its learned slope, at its current value
-        slope = float(np.mean(ops.convert_to_numpy(layer.alpha)))
-        return ("leaky_relu", {"negative_slope": slope}) if slope else ("relu", {})
-    if isinstance(layer, L.ELU):
-        return "elu", {"alpha": float(getattr(layer, "alpha", 1.0))}
-    if isinstance(layer, L.Softmax):
-        return "softmax", {}
-    fn = getattr(layer, "activation", None)
-    if fn is None:
-        return "", {}
-    name = getattr(fn, "__name__", "").lower()
-    if name == "linear":
-        return "", {}
-    if name == "leaky_relu":  # keras.activations.leaky_relu's default slope
-        return "leaky_relu", {"negative_slope": 0.2}
-    if name in GAIN_NAMES or name in _RELU_FAMILY or name in _GLOROT_FAMILY:
-        return name, {}
-    return fn, {}  # a user's callable, or a name only its callable knows
-
-
-def following_activation(layer):
-    """The activation applied to `layer`'s output: its own, or the first activation layer
-    after it, seen through normalization, dropout, reshapes and a residual Add."""
-    current, hops = layer, 0
-    while True:
-        name, params = activation_of(current)
-        if name or hops > 6:
-            return name, params
-        consumers = {id(node.operation): node.operation
-                     for node in getattr(current, "_outbound_nodes", [])}
-        if len(consumers) != 1:
-            return "", {}
-        current = next(iter(consumers.values()))
-        if not isinstance(current, _SEE_THROUGH + _ACTIVATION_LAYERS):
-            return "", {}
-        hops += 1
-
-
-def scheme_for(activation, params):
-    """`(description, scale, mode, distribution, gain)` that "auto" gives an activation."""
-    if activation in ("relu", "relu6"):
-        return "kit_he_normal", 2.0, "fan_in", "truncated_normal", math.sqrt(2.0)
-    if activation == "leaky_relu":
-        g = gain("leaky_relu", **params)
-        return (f"kit_he_normal (slope {params['negative_slope']:g})", g * g, "fan_in",
-                "truncated_normal", g)
-    if activation == "selu":
-        return "kit_lecun_normal", 1.0, "fan_in", "truncated_normal", 1.0
-    if activation == "tanh":  # torch's xavier_uniform_(w, gain=calculate_gain("tanh"))
-        g = gain("tanh")
-        return "kit_glorot_uniform (tanh gain 5/3)", g * g, "fan_avg", "uniform", g
-    if activation in _GLOROT_FAMILY:
-        return "kit_glorot_uniform", 1.0, "fan_avg", "uniform", 1.0
-    # Any other activation: fan-in scaling with the gain that keeps E[a^2] = 1 after every
-    # activation, from its moments (fans.unit_moment_gain), else torch's definition.
-    try:
-        g = unit_moment_gain(activation, **params) or gain(activation, **params)
-    except (TypeError, ValueError):
-        return "kit_glorot_uniform (gain unknown)", 1.0, "fan_avg", "uniform", 1.0
-    label = activation if isinstance(activation, str) else getattr(activation, "__name__", "fn")
-    return f"kit_variance_scaling ({label} gain {g:.3g})", g * g, "fan_in", "truncated_normal", g
 
 
 # Bounded activations, for the fixed point of their variance map (numpy, on the quadrature grid).
@@ -331,9 +254,9 @@ class _Draws:
 
 def _redraw(layer, chosen, chosen_label, bias_init, draw, orthogonal):
     """Re-draws a layer's own weights; yields `(variable, scheme, (fan_in, fan_out), gain)`."""
-    if isinstance(layer, _NORMALIZATIONS):
+    if isinstance(layer, NORMALIZATIONS):
         for variable in layer._trainable_variables + layer._non_trainable_variables:
-            value = 1.0 if re.search(r"(gamma|variance)$", variable.path) else 0.0
+            value = 1.0 if re.search(r"(gamma|variance|scale)$", variable.path) else 0.0
             variable.assign(ops.full(variable.shape, value, variable.dtype))
             yield variable, "ones" if value else "zeros", (0, 0), 1.0
         return

@@ -16,7 +16,7 @@ L = keras.layers
 
 
 def by_path(result):
-    return {path: s for path, _, s in result.activations}
+    return {row.path: row.stats for row in result.activations}
 
 
 def test_activation_stats_match_a_direct_computation():
@@ -139,7 +139,7 @@ def test_nested_multi_output_and_shared_layers():
     out2 = L.Dense(2, name="head2")(right)
     model = keras.Model([a, b], [out1, out2], name="outer")
     result = Probe(model)([batch(16, 8), batch(16, 8, seed=1)])
-    paths = [p for p, _, _ in result.activations]
+    paths = [row.path for row in result.activations]
     assert "shared" in paths[0] and "(call 2)" in paths[1]
     assert any(p.endswith("inner/inner_dense") for p in paths)
     assert any(p.endswith("head2") for p in paths)
@@ -154,7 +154,7 @@ def test_layers_without_weights_get_the_path_of_the_model_that_holds_them():
 
     model = keras.Sequential([keras.Input((8,)), block("block_1"), block("block_2"),
                               L.ReLU(name="top_relu")], name="net")
-    paths = [p for p, _, _ in Probe(model)(batch(16, 8)).activations]
+    paths = [row.path for row in Probe(model)(batch(16, 8)).activations]
     for name in ("block_1", "block_2"):
         assert [f"net/{name}/{layer}" for layer in ("dense", "relu", "drop")] == [
             p for p in paths if p.startswith(f"net/{name}/")]
@@ -176,7 +176,7 @@ def test_tensor_batches_take_the_flat_call_with_the_same_numbers():
     for _ in range(2):  # the second call reuses the flat list of the first
         result = probe(*on_device)
         assert result.loss == reference.loss
-        assert [s for _, _, s in result.activations] == [s for _, _, s in reference.activations]
+        assert [r.stats for r in result.activations] == [r.stats for r in reference.activations]
         assert [s for _, _, s in result.weights] == [s for _, _, s in reference.weights]
     flat = {id(entry[0]): entry[2] is not None for entry in probe._flat.values()}
     assert flat == {id(x): False, id(on_device[0]): True}  # arrays are not on the flat list
@@ -195,7 +195,7 @@ def test_a_subclassed_model_reports_its_inner_layers():
     model = Net()
     model(batch(4, 8))
     result = Probe(model)(batch(32, 8))
-    assert [type(layer).__name__ for _, layer, _ in result.activations] == ["Dense", "Dense"]
+    assert [type(row.layer).__name__ for row in result.activations] == ["Dense", "Dense"]
     assert len(result.weights) == 4
 
 
@@ -215,7 +215,7 @@ def test_raw_weights_of_a_subclassed_model_warn_once_and_keep_their_gradients():
         result = Probe(model)(batch(32, 8))
     assert sum("outside any layer call" in str(w.message) for w in caught) == 1
     assert model.w.path in str(caught[0].message)
-    assert [type(layer).__name__ for _, layer, _ in result.activations] == ["Dense"]
+    assert [type(row.layer).__name__ for row in result.activations] == ["Dense"]
     assert [p for p, _, _ in result.weights] == [v.path for v in model.trainable_variables]
     assert all(s["grad_norm"] > 0 for _, _, s in result.weights)
     with warnings.catch_warnings(record=True) as again:  # once: not per call, nor per probe
@@ -267,7 +267,7 @@ def test_recurrent_layers_are_probed_without_their_inner_cells():
                               L.LSTM(8, return_sequences=True), L.GRU(4), L.Dense(1)])
     x = np.random.default_rng(0).integers(0, 50, (16, 10)).astype("int32")
     result = Probe(model)(x)
-    kinds = [type(layer).__name__ for _, layer, _ in result.activations]
+    kinds = [type(row.layer).__name__ for row in result.activations]
     assert kinds == ["Embedding", "LSTM", "GRU", "Dense"]
     assert all(s["grad_norm"] > 0 for _, _, s in result.weights)
 
@@ -306,7 +306,7 @@ def test_moments_of_tiny_and_huge_signals_are_not_flushed_or_overflowed(stddev, 
     x = np.random.default_rng(0).normal(size=(64, 256)).astype("float32")
     result = Probe(model)(x)
     a = x.astype("float64")
-    for (_, _, s), layer in zip(result.activations, model.layers):
+    for (_, _, s, *_), layer in zip(result.activations, model.layers):
         a = np.maximum(a @ layer.kernel.numpy().astype("float64"), 0)
         np.testing.assert_allclose([s["std"], s["rms"]], [a.std(), np.sqrt((a * a).mean())],
                                    rtol=1e-3)
@@ -370,7 +370,7 @@ def test_a_deep_stack_of_like_layers_matches_a_direct_computation():
     x = batch(64, 16)
     result = Probe(model)(x)
     outputs = keras.Model(model.inputs, [layer.output for layer in model.layers])(x)
-    for (path, _, s), layer, out in zip(result.activations, model.layers, outputs):
+    for (path, _, s, *_), layer, out in zip(result.activations, model.layers, outputs):
         out = np.asarray(out, dtype=np.float64)
         assert path == layer.path
         np.testing.assert_allclose([s["mean"], s["std"], s["max"], s["zero_fraction"]],

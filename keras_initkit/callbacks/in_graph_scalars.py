@@ -1,0 +1,82 @@
+"""TensorBoard scalars written inside the probe's compiled call: the monitor's in-graph hook."""
+import tensorflow as tf
+
+from ..diagnostics import stats
+
+# What goes to TensorBoard per row kind: activation fields for every layer, the token cosine
+# for sequences, the attention entropy (under `attention/`) for attention probabilities.
+_PER_KIND = {stats.SEQUENCE: (("activation", "token_cosine", "token_cosine"),),
+             stats.ATTENTION: (("attention", "attention_entropy", "entropy"),)}
+
+
+class InGraphScalars:
+    """Writes chosen probe statistics as TensorBoard scalars, all tags in one event.
+
+    Each value is what `tf.summary.scalar` writes (a float32 scalar tensor with
+    the scalars plugin's metadata), but the one Summary proto that holds them
+    all is serialized in the graph by `encode_proto` and written by one op:
+    one `tf.summary.scalar` per tag, each with its own condition and scope,
+    cost half a small MLP's probe. The metadata goes only into the events where
+    `first` (a bool tensor) is true: TensorBoard reads a tag's metadata from
+    its first event, as TF1's `FileWriter` relied on when it wrote it once per
+    tag; repeating it took a fifth of the write's time inside `fit`.
+
+    Args:
+        writer: A `tf.summary` writer.
+        activation_fields: Fields of `stats.ACTIVATION_FIELDS` to write for
+            every layer, tagged `activation/<layer path>/<field>`.
+        weight_fields: Fields of `stats.WEIGHT_FIELDS`, tagged
+            `weight/<weight path>/<field>`.
+
+    Numbers that assumed no NaN or Inf wrongly are not written: the probe's
+    exact pass calls the hook again with the right ones.
+    """
+
+    def __init__(self, writer, activation_fields, weight_fields):
+        self.writer = writer
+        self.activation_fields, self.weight_fields = activation_fields, weight_fields
+
+    def tags(self, tables):
+        """`(tag, index in the flat activation + weight table)` of every scalar written."""
+        width, out = len(stats.ACTIVATION_FIELDS), []
+        kinds = list(tables.kinds) or [None] * len(tables.activation_paths)
+        for i, (path, kind) in enumerate(zip(tables.activation_paths, kinds)):
+            for field in self.activation_fields:
+                out.append((f"activation/{path}/{field}", i * width +
+                            stats.ACTIVATION_FIELDS.index(field)))
+            for prefix, field, name in _PER_KIND.get(kind, ()):
+                out.append((f"{prefix}/{path}/{name}", i * width +
+                            stats.ACTIVATION_FIELDS.index(field)))
+        offset = len(tables.activation_paths) * width
+        for i, path in enumerate(tables.weight_paths):
+            for field in self.weight_fields:
+                out.append((f"weight/{path}/{field}", offset + i * len(stats.WEIGHT_FIELDS)
+                            + stats.WEIGHT_FIELDS.index(field)))
+        return out
+
+    def __call__(self, tables, step, first):
+        from tensorboard.plugins.scalar.metadata import create_summary_metadata
+
+        tagged = self.tags(tables)
+        if not tagged:
+            return
+        n = len(tagged)
+        values = tf.gather(tf.concat([tf.reshape(tables.activations, (-1,)),
+                                      tf.reshape(tables.weights, (-1,))], 0),
+                           [at for _, at in tagged])
+        scalars = tf.io.encode_proto(  # TensorProto {dtype: DT_FLOAT, float_val: [v]}
+            sizes=tf.ones((n, 2), tf.int32), values=[
+                tf.fill((n, 1), tf.float32.as_datatype_enum), tf.reshape(values, (n, 1))],
+            field_names=["dtype", "float_val"], message_type="tensorflow.TensorProto")
+        metadata = create_summary_metadata(display_name=None, description=None)
+        with_metadata = tf.fill((n, 1), tf.cast(first, tf.int32))  # 1: the field, 0: none
+        entries = tf.io.encode_proto(  # Summary.Value {tag, metadata, tensor}
+            sizes=tf.concat([tf.ones((n, 1), tf.int32), with_metadata, tf.ones((n, 1), tf.int32)],
+                            1), values=[
+                tf.constant([tag for tag, _ in tagged])[:, None],
+                tf.fill((n, 1), metadata.SerializeToString()), scalars[:, None]],
+            field_names=["tag", "metadata", "tensor"], message_type="tensorflow.Summary.Value")
+        summary = tf.io.encode_proto(sizes=[[n]], values=[entries[None, :]],
+                                     field_names=["value"], message_type="tensorflow.Summary")
+        with tf.summary.record_if(tables.all_finite), self.writer.as_default(step=step):
+            tf.summary.experimental.write_raw_pb(summary[0])
