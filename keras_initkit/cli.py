@@ -1,7 +1,8 @@
 """`initkit list | compare | diagnose`, also `python -m keras_initkit ...`.
 
-Exit codes: 0 done (and, for `diagnose`, healthy); 1 `diagnose` found
-something; 2 bad input (a missing or corrupt file, data that does not fit,
+Exit codes: 0 done (and, for `diagnose`, no error: warnings alone pass
+unless `--strict`); 1 `diagnose` found an error (or, with `--strict`, any
+finding); 2 bad input (a missing or corrupt file, data that does not fit,
 an unknown scheme, an unwritable folder), reported in one line.
 """
 import argparse
@@ -64,11 +65,14 @@ def _parser():
         description="Runs keras_initkit.diagnose on one batch: the first --batch-size samples "
                     f"of --data, or, without data, {SYNTHETIC_BATCH} samples of N(0, 1) in the "
                     "model's input shape (seed 0). Prints the per-layer table and the findings, "
-                    "writes the plot, and exits 1 when there is a finding.")
+                    "writes the plot, and exits 1 when a finding is an error (the network "
+                    "will not train as it stands); warnings alone exit 0 unless --strict.")
     diag.add_argument("model", help="a saved model (.keras or .h5)")
     diag.add_argument("--data", help=".npz with x_train (or x) and optional y_train (or y)")
     diag.add_argument("--batch-size", type=int, default=256)
     diag.add_argument("--out", default="initkit_diagnose", help="folder for diagnosis.png")
+    diag.add_argument("--strict", action="store_true",
+                      help="exit 1 on warnings too (it trains, worse), not only on errors")
     diag.set_defaults(run=_diagnose)
     return parser
 
@@ -126,7 +130,7 @@ def _diagnose(args):
     path = os.path.join(args.out, "diagnosis.png")
     report.plot().savefig(path, dpi=110)
     print(f"\nwrote {path}")
-    return 0 if report.healthy else 1
+    return 1 if not report.healthy or (args.strict and report.findings) else 0
 
 
 def _diagnose_batch(path, size, shape):

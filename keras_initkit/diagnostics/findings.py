@@ -270,15 +270,18 @@ class Net:
 
         Walking down the live rows from each output: a row's reference is its
         live reader's, except where that reader is a normalization (which
-        sets the gradient at its input, whatever it is at its output) or the
-        row is a model output: there it is the row itself.
+        sets the gradient at its input, whatever it is at its output) or a
+        softmax, or the row is a model output: there it is the row itself.
         """
         refs = [None] * len(self.rows)
         for i in reversed(range(len(self.rows))):
             if not self.live[i]:
                 continue
             child = next((c for c in self.consumers[i] if self.live[c]), None)
-            if self.rows[i].is_output or child is None or self.norm[child]:
+            # A softmax over many classes shrinks the gradient by about 1 / classes near
+            # uniform probabilities: the signal into the logits is the reference there.
+            if self.rows[i].is_output or child is None or self.norm[child] or \
+                    acts.activation_name(self.rows[child].layer) == "softmax":
                 refs[i] = i
             else:
                 refs[i] = refs[child]
@@ -466,8 +469,13 @@ def _first_of(kind, rows, threshold, error_threshold, message):
 def _kernels(net):
     """The kernels (weights of rank >= 2 outside normalization layers), as WeightRows."""
     norms = {id(r.layer) for r, n in zip(net.rows, net.norm) if n}
-    return [w for w in net.weights if w.layer is not None and id(w.layer) not in norms
-            and len(_shape(w)) >= 2]
+    return [w for w in net.weights if id(w.layer) not in norms and _is_kernel(w)]
+
+
+def _is_kernel(weight_row):
+    """A weight of rank >= 2 that multiplies its input (an EinsumDense bias has rank 2 too)."""
+    return weight_row.layer is not None and len(_shape(weight_row)) >= 2 and \
+        not weight_row.path.rsplit("/", 1)[-1].endswith(("bias", "beta", "gamma"))
 
 
 def _shape(weight_row):
@@ -556,7 +564,9 @@ def _gradient_floor(net):
         s = w.stats
         if id(w.layer) not in live or _owner_path(w.path) in net.silent:
             continue
-        if s["weight_norm"] > 0 and s["grad_to_weight"] < net.t.gradient_floor:
+        # A gradient of exactly 0 is a weight the loss does not use (an untied output
+        # embedding of a backbone); a vanished signal shows in the backward rule.
+        if s["weight_norm"] > 0 and 0 < s["grad_to_weight"] < net.t.gradient_floor:
             return [Finding(
                 "vanishing", "gradient", _owner_name(w.layer, w.path), s["grad_to_weight"],
                 net.t.gradient_floor,
@@ -628,9 +638,8 @@ def zero_started(result):
     """
     norms = {id(r.layer) for r in result.activations
              if acts.is_normalization(r.layer, r.input_shape)}
-    return [w for w in result.weights if w.layer is not None and id(w.layer) not in norms
-            and w.stats["weight_norm"] == 0 and w.stats["grad_norm"] > 0
-            and len(_shape(w)) >= 2]
+    return [w for w in result.weights if id(w.layer) not in norms and _is_kernel(w)
+            and w.stats["weight_norm"] == 0 and w.stats["grad_norm"] > 0]
 
 
 def _owner_name(layer, weight_path):

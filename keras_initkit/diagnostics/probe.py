@@ -240,6 +240,9 @@ class Probe:
             non_trainable = [v.value for v in model.non_trainable_variables]
             with tf.GradientTape() as tape:
                 tape.watch(trainable)
+                # And the float inputs: layers before the first weight (padding, rescaling)
+                # then have a backward signal too.
+                tape.watch([t for t in tf.nest.flatten(x) if t.dtype.is_floating])
                 kwargs = {"training": True} if model._call_has_training_arg else {}
                 y_pred, _, extra_losses = model.stateless_call(
                     trainable, non_trainable, x, return_losses=True, **kwargs)

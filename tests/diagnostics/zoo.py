@@ -321,15 +321,19 @@ def residual_cnn(blocks=30, channels=16, size=16, init="he_normal", name="residu
 
 
 def transformer_block(x, dim=DIM, heads=HEADS, ff_dim=2 * DIM, init="glorot_uniform",
-                      name="block"):
+                      name="block", attention_dropout=0.0):
     """A pre-LN transformer block (GPT-2 style): x + MHA(LN(x)), then x + FFN(LN(x)).
 
     The residual adds are `keras.layers.Add()([skip, branch])`. `init` goes to every
     kernel (attention projections and both FFN layers).
+
+    Keras 3.15's MultiHeadAttention with dropout 0 computes attention with the fused
+    `ops.dot_product_attention` and never calls its `_softmax` sublayer; with
+    `attention_dropout > 0` it takes the explicit path through `_softmax`.
     """
     h = L.LayerNormalization(name=f"{name}_ln1")(x)
-    h = L.MultiHeadAttention(heads, dim // heads, kernel_initializer=init,
-                             name=f"{name}_mha")(h, h)
+    h = L.MultiHeadAttention(heads, dim // heads, dropout=attention_dropout,
+                             kernel_initializer=init, name=f"{name}_mha")(h, h)
     x = L.Add(name=f"{name}_add1")([x, h])
     h = L.LayerNormalization(name=f"{name}_ln2")(x)
     h = L.Dense(ff_dim, activation="gelu", kernel_initializer=init, name=f"{name}_ff1")(h)
@@ -338,21 +342,24 @@ def transformer_block(x, dim=DIM, heads=HEADS, ff_dim=2 * DIM, init="glorot_unif
 
 
 def small_transformer(blocks=4, init="glorot_uniform", seq=SEQ_LEN, dim=DIM, heads=HEADS,
-                      name="transformer"):
+                      name="transformer", attention_dropout=0.0):
     """Input (seq, dim) features -> Dense embedding -> `blocks` pre-LN blocks -> final LN."""
     inputs = keras.Input((seq, dim))
     x = L.Dense(dim, kernel_initializer=init, name="embed")(inputs)
     for i in range(blocks):
-        x = transformer_block(x, dim, heads, 2 * dim, init, name=f"block{i}")
+        x = transformer_block(x, dim, heads, 2 * dim, init, name=f"block{i}",
+                              attention_dropout=attention_dropout)
     x = L.LayerNormalization(name="final_ln")(x)
     return keras.Model(inputs, x, name=name)
 
 
-def attention_stack(depth=16, seq=SEQ_LEN, dim=DIM, heads=HEADS, name="attention_stack"):
+def attention_stack(depth=16, seq=SEQ_LEN, dim=DIM, heads=HEADS, name="attention_stack",
+                    attention_dropout=0.0):
     """`depth` MultiHeadAttention layers in sequence: no skips, no FFN, no normalization."""
     x = inputs = keras.Input((seq, dim))
     for i in range(depth):
-        x = L.MultiHeadAttention(heads, dim // heads, name=f"mha_{i}")(x, x)
+        x = L.MultiHeadAttention(heads, dim // heads, dropout=attention_dropout,
+                                 name=f"mha_{i}")(x, x)
     return keras.Model(inputs, x, name=name)
 
 
