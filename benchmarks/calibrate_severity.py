@@ -1,6 +1,6 @@
 """Calibrates the severity bands of the diagnostics with short training runs.
 
-    python benchmarks/calibrate_severity.py            # every table (about 15-20 min, 2 cores)
+    python benchmarks/calibrate_severity.py            # every table (about 20 min, 2 cores)
     python benchmarks/calibrate_severity.py --quick    # fewer rows, 6 epochs (a smoke test)
     python benchmarks/calibrate_severity.py --family vanishing,dead --epochs 10
 
@@ -43,12 +43,18 @@ Families (see --family):
   exploding  the same with c > 1, fwd last 1e1 ... 1e30 and one past float32's range.
   dead       depth-6 He/ReLU, the bias of layer 3 (or of every hidden layer, calibrated in
              turn) set to the negative constant that makes the dead fraction on the batch
-             0.2, 0.4, 0.6, 0.8, 0.95, 1.0.
+             0.2, 0.4, 0.6, 0.8, 0.95, 1.0; and "units": in every layer only that fraction
+             of the units gets a negative bias (beyond its maximum over the training set),
+             the rest keep 0: dead units without the sparser activity a constant bias brings.
+             "zero worst": fraction of all outputs that are 0 in the worst layer.
   saturated  depth-6 tanh, kernels N(0, (c / sqrt(fan_in))^2), c found by bisection so that the
              worst layer's saturated fraction is 0.1, 0.3, 0.5, 0.7, 0.9, 0.99.
   single     depth-6 He/ReLU with ONE (or two) layers at N(0, 1) (own gain about
              sqrt(fan_in / 2)); also at width 512.
+  adam_eps   two vanishing nets past the edge, with Adam's epsilon 1e-16 instead of 1e-7.
+  seeds      the rows on each side of each proposed threshold, at weight/shuffle seeds 1, 2.
 The c = 1 rows (He/ReLU depth 20 and 6, LeCun/tanh depth 6) are the healthy baselines.
+--rows runs only the rows whose name holds one of the given substrings.
 """
 import argparse
 import datetime
@@ -73,7 +79,7 @@ LR = 1e-3
 LEARNS = 0.5
 TARGET = 0.9
 SAT = 0.97
-FAMILIES = ("vanishing", "exploding", "dead", "saturated", "single")
+FAMILIES = ("vanishing", "exploding", "dead", "saturated", "single", "adam_eps", "seeds")
 
 
 # ----------------------------------------------------------------------------------- data
@@ -174,6 +180,7 @@ def measure(model, x, y):
         dead = [np.all(o == 0, axis=0) for o in outs]
         m["dead_worst"] = max(float(d.mean()) for d in dead)
         m["dead_net"] = float(np.mean(np.concatenate(dead)))
+        m["zero_worst"] = max(float(np.mean(o == 0)) for o in outs)
     else:
         m["sat_worst"] = max(float(np.mean(np.abs(o) > SAT)) for o in outs)
     return m
@@ -216,9 +223,9 @@ class _StopOnNaN(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def train(model, data, epochs, seed):
+def train(model, data, epochs, seed, epsilon=1e-7):
     x_tr, y_tr, x_va, y_va = data
-    model.compile(optimizer=keras.optimizers.Adam(LR),
+    model.compile(optimizer=keras.optimizers.Adam(LR, epsilon=epsilon),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     keras.utils.set_random_seed(seed)
@@ -235,8 +242,11 @@ def train(model, data, epochs, seed):
             "final_loss": losses[-1] if losses else math.nan}
 
 
-def run(name, kernels, biases, activation, data, args, extra=None):
-    """Measures one network at initialization, trains it, and returns its row."""
+def run(name, kernels, biases, activation, data, args, extra=None, epsilon=1e-7):
+    """Measures one network at initialization, trains it, and returns its row (None when
+    `--rows` leaves it out)."""
+    if args.rows and not any(part in name for part in args.rows):
+        return None
     x_tr, y_tr = data[0], data[1]
     xb, yb = x_tr[:PROBE], y_tr[:PROBE]
     model = build_mlp(kernels, biases, activation, seed=args.seed)
@@ -244,7 +254,7 @@ def run(name, kernels, biases, activation, data, args, extra=None):
     if activation == "relu":
         row["dead_train"] = dead_on(model, x_tr)
     row["kit"] = kit_kinds(model, xb, yb) if not args.no_kit else "n/a"
-    row.update(train(model, data, args.epochs, args.seed))
+    row.update(train(model, data, args.epochs, args.seed, epsilon))
     keras.backend.clear_session()
     if args.verbose:
         print(f"    {name}: final {row['final']:.3f}, ep>=0.9 {row['reach']}, "
@@ -254,26 +264,36 @@ def run(name, kernels, biases, activation, data, args, extra=None):
 
 # ----------------------------------------------------------------------------------- families
 
+def depth_config(target, seed, x):
+    """Depth-20 ReLU kernels Z * c * sqrt(2 / fan_in), c set so that fwd last = `target`."""
+    depth = 20
+    z = normal_draws(depth, seed)
+    zb = zero_biases(z)
+    base = numpy_forward(scaled(z, 1.0, 2.0, 2.0), zb, "relu", x)
+    r1 = rms(base[-1]) / rms(x)  # fwd last at c = 1; with zero biases it scales as c^depth
+    c = (target / r1) ** (1.0 / depth)
+    return scaled(z, c, 2.0, 2.0), zb, c
+
+
 def family_depth(kind, data, args):
     """Vanishing (c < 1) or exploding (c > 1) depth-20 He-scaled ReLU stacks."""
     depth = 20
-    z = normal_draws(depth, args.seed)
-    zb = zero_biases(z)
-    base = numpy_forward(scaled(z, 1.0, 2.0, 2.0), zb, "relu", data[0][:PROBE])
-    r1 = rms(base[-1]) / rms(data[0][:PROBE])  # fwd last at c = 1; it scales as c^depth
+    xb = data[0][:PROBE]
     if kind == "vanishing":
-        targets = [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-8, 1e-10, 1e-12, 1e-16, 1e-20, 1e-30]
+        targets = [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-10, 1e-12, 1e-16, 1e-20,
+                   1e-30]
         if args.quick:
             targets = [1e-2, 1e-6, 1e-12]
     else:
-        targets = [1e1, 1e2, 1e3, 1e4, 1e6, 1e8, 1e10, 1e12, 1e16, 1e20, 1e30, 1e40]
+        targets = [1e1, 3e1, 1e2, 3e2, 1e3, 1e4, 1e6, 1e8, 1e10, 1e12, 1e16, 1e20, 1e30, 1e40]
         if args.quick:
             targets = [1e2, 1e8, 1e40]
-    rows = [run("He (c=1)", scaled(z, 1.0, 2.0, 2.0), zb, "relu", data, args,
+    z = normal_draws(depth, args.seed)
+    rows = [run("He (c=1)", scaled(z, 1.0, 2.0, 2.0), zero_biases(z), "relu", data, args,
                 {"param": "c=1", "depth": depth})]
     for t in targets:
-        c = (t / r1) ** (1.0 / depth)
-        rows.append(run(f"target {t:.0e}", scaled(z, c, 2.0, 2.0), zb, "relu", data, args,
+        ks, bs, c = depth_config(t, args.seed, xb)
+        rows.append(run(f"target {t:.0e}", ks, bs, "relu", data, args,
                         {"param": f"c={c:.4g}", "depth": depth}))
     if kind == "vanishing":
         depths = [10, 50] if args.quick else [10, 20, 30, 50]
@@ -285,52 +305,74 @@ def family_depth(kind, data, args):
             gk = glorot_uniform(d, args.seed)
             rows.append(run(f"Glorot-uniform/ReLU depth {d}", gk, zero_biases(gk), "relu", data,
                             args, {"param": "Glorot-uniform", "depth": d}))
-    return rows
+    return [r for r in rows if r is not None]
 
 
-def dead_biases(kernels, x, targets_per_layer):
+def dead_biases(kernels, x, targets_per_layer, units=False):
     """Biases, calibrated layer by layer, killing the wanted fraction of each listed layer.
 
     `targets_per_layer` maps a hidden layer index to a dead fraction. A unit is dead when its
-    pre-activation is <= 0 for every sample of `x`: with the constant bias b, the units whose
-    batch maximum m_j of W x is <= -b. b is set between two sorted maxima (beyond the largest,
-    by 10%, for a fraction of 1).
+    pre-activation is <= 0 for every sample of `x`, i.e. when its bias is <= -m_j, m_j the
+    maximum of its W x over `x`. Constant (`units=False`): one bias for the whole layer, set
+    between two sorted maxima (beyond the largest, by 10%, for a fraction of 1); the units left
+    alive are then active on fewer samples too. `units=True`: only the first round(f * width)
+    units get a bias 10% beyond their own maximum, the others keep 0 (dead units, nothing else).
     """
     biases = zero_biases(kernels)
     h = x.astype("float64")
     for i, k in enumerate(kernels[:-1]):
         pre = h @ k
         if i in targets_per_layer:
-            m = np.sort(pre.max(axis=0))
+            m = pre.max(axis=0)
             n_dead = int(round(targets_per_layer[i] * len(m)))
-            if n_dead >= len(m):
-                b = -(m[-1] + 0.1 * abs(m[-1]) + 1e-6)
-            elif n_dead == 0:
-                b = 0.0
+            if units:
+                b = np.zeros(len(m))
+                b[:n_dead] = -(np.maximum(m[:n_dead], 0) * 1.1 + 1e-6)
+                biases[i] = b
             else:
-                b = -0.5 * (m[n_dead - 1] + m[n_dead])
-            biases[i] = np.full(k.shape[1], b)
+                m = np.sort(m)
+                if n_dead >= len(m):
+                    b = -(m[-1] + 0.1 * abs(m[-1]) + 1e-6)
+                elif n_dead == 0:
+                    b = 0.0
+                else:
+                    b = -0.5 * (m[n_dead - 1] + m[n_dead])
+                biases[i] = np.full(k.shape[1], b)
         h = np.maximum(pre + biases[i], 0)
     return biases
 
 
+DEAD_VARIANTS = {"layer 3": ([2], False), "every layer": (range(6), False),
+                 "units, every layer": (range(6), True)}
+
+
+def dead_config(f, where, seed, x):
+    kernels = scaled(normal_draws(6, seed), 1.0, 2.0, 2.0)
+    layers, units = DEAD_VARIANTS[where]
+    biases = dead_biases(kernels, x, {i: f for i in layers}, units=units)
+    if units:
+        return kernels, biases, f"{int(round(f * WIDTH))} units/layer at b<0"
+    bs = sorted({round(float(biases[i][0]), 3) for i in layers})
+    return kernels, biases, (f"b={bs[0]:.3g}" if len(bs) == 1 else f"b={bs[0]:.3g}..{bs[-1]:.3g}")
+
+
 def family_dead(data, args):
-    depth = 6
-    z = normal_draws(depth, args.seed)
-    kernels = scaled(z, 1.0, 2.0, 2.0)
-    xb = data[0][:PROBE]
+    """Depth-6 He/ReLU; dead units made by negative biases, in three ways (DEAD_VARIANTS).
+
+    The `units` variant is calibrated on the whole training set, so that its dead units stay
+    dead on every sample; the constant-bias variants on the probe batch.
+    """
+    kernels = scaled(normal_draws(6, args.seed), 1.0, 2.0, 2.0)
     targets = [0.4, 0.8, 1.0] if args.quick else [0.2, 0.4, 0.6, 0.8, 0.95, 1.0]
     rows = [run("He/ReLU depth 6, biases 0", kernels, zero_biases(kernels), "relu", data, args,
                 {"param": "b=0", "where": "-"})]
-    for where in ("layer 3", "every layer"):
+    for where in DEAD_VARIANTS:
+        x = data[0] if DEAD_VARIANTS[where][1] else data[0][:PROBE]
         for f in targets:
-            layers = {2: f} if where == "layer 3" else {i: f for i in range(depth)}
-            biases = dead_biases(kernels, xb, layers)
-            bs = sorted({round(float(b[0]), 3) for i, b in enumerate(biases[:-1]) if i in layers})
-            param = f"b={bs[0]:.3g}" if len(bs) == 1 else f"b={bs[0]:.3g}..{bs[-1]:.3g}"
-            rows.append(run(f"dead {f:g} ({where})", kernels, biases, "relu", data, args,
+            ks, bs, param = dead_config(f, where, args.seed, x)
+            rows.append(run(f"dead {f:g} ({where})", ks, bs, "relu", data, args,
                             {"param": param, "where": where, "target": f}))
-    return rows
+    return [r for r in rows if r is not None]
 
 
 def sat_worst(z, c, x):
@@ -339,23 +381,68 @@ def sat_worst(z, c, x):
     return max(float(np.mean(np.abs(o) > SAT)) for o in outs)
 
 
+def sat_config(target, seed, x):
+    """Depth-6 tanh kernels Z * c / sqrt(fan_in), c by bisection: worst saturated = target."""
+    z = normal_draws(6, seed)
+    lo, hi = math.log(0.5), math.log(5000.0)
+    for _ in range(40):  # bisection on log c; the saturated fraction grows with c
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if sat_worst(z, math.exp(mid), x) < target else (lo, mid)
+    c = math.exp(hi)
+    ks = scaled(z, c, 1.0, 1.0)
+    return ks, zero_biases(ks), c
+
+
 def family_saturated(data, args):
-    depth = 6
-    z = normal_draws(depth, args.seed)
+    z = normal_draws(6, args.seed)
     xb = data[0][:PROBE]
-    targets = [0.3, 0.7, 0.99] if args.quick else [0.1, 0.3, 0.5, 0.7, 0.9, 0.99]
+    targets = [0.3, 0.7, 0.99] if args.quick else [0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.99]
     rows = [run("LeCun/tanh depth 6 (c=1)", scaled(z, 1.0, 1.0, 1.0), zero_biases(z), "tanh",
                 data, args, {"param": "c=1", "target": "-"})]
     for t in targets:
-        lo, hi = math.log(0.5), math.log(5000.0)
-        for _ in range(40):  # bisection on log c; the saturated fraction grows with c
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if sat_worst(z, math.exp(mid), xb) < t else (lo, mid)
-        c = math.exp(hi)
-        ks = scaled(z, c, 1.0, 1.0)
-        rows.append(run(f"saturated {t:g}", ks, zero_biases(ks), "tanh", data, args,
+        ks, bs, c = sat_config(t, args.seed, xb)
+        rows.append(run(f"saturated {t:g}", ks, bs, "tanh", data, args,
                         {"param": f"c={c:.3g}", "target": t}))
-    return rows
+    return [r for r in rows if r is not None]
+
+
+def family_adam_eps(data, args):
+    """The vanishing nets past the edge again, with Adam's epsilon 1e-16 instead of 1e-7."""
+    xb = data[0][:PROBE]
+    rows = []
+    for t in ([1e-8] if args.quick else [1e-8, 1e-12]):
+        ks, bs, c = depth_config(t, args.seed, xb)
+        rows.append(run(f"target {t:.0e}, Adam epsilon 1e-16", ks, bs, "relu", data, args,
+                        {"param": f"c={c:.4g}", "depth": 20}, epsilon=1e-16))
+    return [r for r in rows if r is not None]
+
+
+def family_seeds(data, args):
+    """The rows on each side of each proposed threshold again, at other weight/shuffle seeds
+    (the data split stays the seed-0 one)."""
+    xb, xt = data[0][:PROBE], data[0]
+    configs = [("vanishing 1e-06", lambda s: depth_config(1e-6, s, xb), "relu"),
+               ("vanishing 1e-07", lambda s: depth_config(1e-7, s, xb), "relu"),
+               ("vanishing 1e-08", lambda s: depth_config(1e-8, s, xb), "relu"),
+               ("exploding 1e+02", lambda s: depth_config(1e2, s, xb), "relu"),
+               ("exploding 1e+03", lambda s: depth_config(1e3, s, xb), "relu"),
+               ("dead 0.8 (layer 3)", lambda s: dead_config(0.8, "layer 3", s, xb), "relu"),
+               ("dead 0.95 (layer 3)", lambda s: dead_config(0.95, "layer 3", s, xb), "relu"),
+               ("dead 0.95 (units, every layer)",
+                lambda s: dead_config(0.95, "units, every layer", s, xt), "relu"),
+               ("saturated 0.7", lambda s: sat_config(0.7, s, xb), "tanh"),
+               ("saturated 0.9", lambda s: sat_config(0.9, s, xb), "tanh")]
+    if args.quick:
+        configs = configs[:1]
+    seeds = [args.seed + 1] if args.quick else [args.seed + 1, args.seed + 2]
+    rows = []
+    for name, make, act in configs:
+        for seed in seeds:
+            ks, bs, p = make(seed)
+            sub = argparse.Namespace(**{**vars(args), "seed": seed})
+            rows.append(run(f"{name}, seed {seed}", ks, bs, act, data, sub,
+                            {"param": p if isinstance(p, str) else f"c={p:.4g}"}))
+    return [r for r in rows if r is not None]
 
 
 def family_single(data, args):
@@ -378,7 +465,7 @@ def family_single(data, args):
             g = max(gains[i] for i in bad) if bad else max(gains)
             rows.append(run(f"{label}, width {width}", ks, zero_biases(ks), "relu", data, args,
                             {"param": f"width {width}", "gain": g}))
-    return rows
+    return [r for r in rows if r is not None]
 
 
 # ----------------------------------------------------------------------------------- tables
@@ -437,10 +524,15 @@ def print_family(name, rows):
         cols = [("net", lambda r: r["name"]), ("bias", lambda r: r["param"])] + FWD + [
             ("dead worst", lambda r: fmt(r["dead_worst"])),
             ("dead net", lambda r: fmt(r["dead_net"])),
+            ("zero worst", lambda r: fmt(r["zero_worst"])),
             ("dead(train) worst", lambda r: fmt(r["dead_train"]))] + COMMON_END
     elif name == "saturated":
         cols = [("net", lambda r: r["name"]), ("param", lambda r: r["param"])] + FWD + [
             ("sat worst", lambda r: fmt(r["sat_worst"]))] + COMMON_END
+    elif name in ("adam_eps", "seeds"):
+        cols = [("net", lambda r: r["name"]), ("param", lambda r: r["param"])] + FWD + [
+            ("dead worst", lambda r: fmt(r["dead_worst"]) if "dead_worst" in r else "-"),
+            ("sat worst", lambda r: fmt(r["sat_worst"]) if "sat_worst" in r else "-")] + COMMON_END
     else:
         cols = [("net", lambda r: r["name"]), ("layer gain", lambda r: fmt(r["gain"]))] + FWD + [
             ("dead worst", lambda r: fmt(r["dead_worst"]))] + COMMON_END
@@ -457,12 +549,16 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="weights, split and shuffling seed")
     parser.add_argument("--family", default=",".join(FAMILIES),
                         help=f"comma-separated subset of {','.join(FAMILIES)}")
+    parser.add_argument("--rows", default="",
+                        help="comma-separated substrings: run only the rows whose name holds "
+                             "one (e.g. 'target 1e-07,saturated 0.8')")
     parser.add_argument("--no-kit", action="store_true",
                         help="skip the keras_initkit.diagnose column")
     parser.add_argument("--verbose", action="store_true", help="one line per run on stderr")
     args = parser.parse_args(argv)
     if args.epochs is None:
         args.epochs = 6 if args.quick else 20
+    args.rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     families = [f.strip() for f in args.family.split(",") if f.strip()]
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
@@ -487,8 +583,10 @@ def main(argv=None):
             rows = family_depth(name, data, args)
         else:
             rows = {"dead": family_dead, "saturated": family_saturated,
-                    "single": family_single}[name](data, args)
-        print_family(name, rows)
+                    "single": family_single, "adam_eps": family_adam_eps,
+                    "seeds": family_seeds}[name](data, args)
+        if rows:
+            print_family(name, rows)
     print(f"\nTotal {time.perf_counter() - start:.0f} s.")
 
 

@@ -138,7 +138,7 @@ def mlp(input_shape, outputs, depth=20, width=64, activation="relu"):
     except ValueError:
         raise ValueError(f"Unknown activation {activation!r}; give a Keras activation name "
                          "such as 'relu', 'tanh', 'selu' or 'gelu'.") from None
-    layers = [keras.Input(input_shape), keras.layers.Flatten()]
+    layers = [keras.Input(input_shape), keras.layers.Flatten(name="flatten")]
     layers += [keras.layers.Dense(width, activation=activation, name=f"dense_{i + 1}")
                for i in range(depth)]
     return keras.Sequential(layers + [keras.layers.Dense(outputs, name="head")], name="mlp")
@@ -353,9 +353,11 @@ def compare(schemes=DEFAULT_SCHEMES, *, data=None, model=None, depth=20, width=6
 
 
 def _row(name, report, history, target_accuracy, seconds):
-    at_init = "healthy" if report.healthy else "; ".join(
-        f"{f.kind} ({f.signal}) at {f.layer}" for f in report.findings[:3]) + (
-        f"; +{len(report.findings) - 3} more" if len(report.findings) > 3 else "")
+    # Errors first: they decide whether it trains; warnings say it trains, worse.
+    findings = sorted(report.findings, key=lambda f: f.severity != "error")
+    at_init = "healthy" if not findings else "; ".join(
+        f"{f.kind} ({f.signal}{'' if f.severity == 'error' else ', warning'}) at {f.layer}"
+        for f in findings[:3]) + (f"; +{len(findings) - 3} more" if len(findings) > 3 else "")
     last = {k: _finite(v[-1]) for k, v in history.items()}
     reached = [epoch + 1 for epoch, accuracy in enumerate(history.get("val_accuracy", []))
                if accuracy >= target_accuracy]
@@ -406,13 +408,13 @@ def learning_curves(result):
 
 
 def signal_at_init(result):
-    """Per-layer activation std and kernel gradient norm at initialization, every scheme."""
+    """Per-layer activation RMS and backward signal RMS at initialization, every scheme."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(11, 4.5), constrained_layout=True)
     panels = figure.subplots(1, 2)
-    for axis, key, label in zip(panels, ("std", "grad_norm"),
-                                ("activation std", "kernel gradient norm")):
+    for axis, key, label in zip(panels, ("rms", "grad_rms"),
+                                ("activation RMS", "backward signal RMS")):
         for i, (name, report) in enumerate(result.diagnoses.items()):
             points = [(depth, row[key]) for depth, row in enumerate(report.layers)
                       if row[key] is not None and math.isfinite(row[key]) and row[key] > 0]

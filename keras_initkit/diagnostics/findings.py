@@ -322,46 +322,62 @@ def _severity(value, warning, error, below):
     return "error" if value > error else "warning" if value > warning else None
 
 
+class _Trend:
+    """Where a ratio first crosses its warning threshold, and first crosses its error one."""
+
+    def __init__(self, kind, below, warning, error):
+        self.kind, self.below, self.warning, self.error = kind, below, warning, error
+        self.first = self.worst = None  # (index, ratio, reference)
+
+    def see(self, i, ratio, reference):
+        severity = _severity(ratio, self.warning, self.error, self.below)
+        if severity is not None and self.first is None:
+            self.first = (i, ratio, reference)
+        if severity == "error" and self.worst is None:
+            self.worst = (i, ratio, reference)
+
+    def verdict(self):
+        """`(severity, first, value, threshold, wording)` or None: the finding sits where the
+        trend first crosses; an error past it makes it an error, with the error's numbers."""
+        if self.first is None:
+            return None
+        if self.worst is None:
+            return "warning", self.first, self.first[1], self.warning, ""
+        i, ratio, _ = self.worst
+        further = "" if i == self.first[0] else f"; further on it reaches {ratio:.3g}"
+        return "error", self.first, ratio, self.error, further
+
+
 def _forward_scale(net):
     """Activations that vanish or explode relative to their reference, measured."""
     t, refs = net.t, net.forward_references()
-    worst = {}  # kind -> (severity rank, first index, ratio, reference)
+    trends = [_Trend("vanishing", True, t.vanishing_ratio, t.vanishing_error_ratio),
+              _Trend("exploding", False, t.exploding_ratio, t.exploding_error_ratio)]
     for i, row in enumerate(net.rows):
         ref = refs[i]
         if ref is None or net.skipped(i) or net.norm[i] or not _finite_row(row) or \
-                acts.activation_name(row.layer) == "softmax" or not ref[0] > 0:
+                acts.activation_name(row.layer) == "softmax" or not ref[0] > 0 or \
+                not net.scale_is_used(i):
             continue  # probabilities have no scale; past a NaN the scale means nothing
-        ratio = row.stats["rms"] / ref[0]
-        for kind, below, warning, error in (
-                ("vanishing", True, t.vanishing_ratio, t.vanishing_error_ratio),
-                ("exploding", False, t.exploding_ratio, t.exploding_error_ratio)):
-            severity = _severity(ratio, warning, error, below)
-            if severity is None or not net.scale_is_used(i):
-                continue
+        for trend in trends:
             # A branch scaled down on purpose (LayerScale, ReZero, a zero-started layer)
             # is no vanishing signal; a branch that blows up is an explosion all the same.
-            if kind == "vanishing" and (not net.live[i] or row.path in net.silent):
+            if trend.kind == "vanishing" and (not net.live[i] or row.path in net.silent):
                 continue
-            rank = 2 if severity == "error" else 1
-            if kind not in worst or rank > worst[kind][0]:
-                worst[kind] = (rank, i, ratio, ref)
+            trend.see(i, row.stats["rms"] / ref[0], ref)
     found = []
-    for kind, (rank, i, ratio, ref) in worst.items():
+    for trend in trends:
+        verdict = trend.verdict()
+        if verdict is None:
+            continue
+        severity, (i, first_ratio, ref), value, limit, further = verdict
         row = net.rows[i]
-        limit = _limit(net.t, kind, "activation", rank)
         found.append(Finding(
-            kind, "activation", row.layer.name, ratio, limit,
-            f"Activations {kind} with depth: at layer '{row.path}' their RMS is {ratio:.3g} "
-            f"times that of {ref[1]} (threshold {limit:g}). "
-            + _depth_remedy(kind, row.layer, ref[2]) + ".", row.path,
-            "error" if rank == 2 else "warning"))
+            trend.kind, "activation", row.layer.name, value, limit,
+            f"Activations {trend.kind} with depth: at layer '{row.path}' their RMS is "
+            f"{first_ratio:.3g} times that of {ref[1]}{further} (threshold {limit:g}). "
+            + _depth_remedy(trend.kind, row.layer, ref[2]) + ".", row.path, severity))
     return found
-
-
-def _limit(t, kind, signal, rank):
-    prefix = "gradient_" if signal == "gradient" else ""
-    suffix = "_error_ratio" if rank == 2 else "_ratio"
-    return getattr(t, f"{prefix}{kind}{suffix}")
 
 
 def _depth_remedy(kind, layer, through_merges):
@@ -498,36 +514,31 @@ def _nonfinite_gradient(net):
 def _backward_scale(net):
     """The backward signal vanishing or exploding relative to its reference, measured."""
     t, refs = net.t, net.backward_references()
-    worst = {}
+    trends = [_Trend("vanishing", True, t.gradient_vanishing_ratio,
+                     t.gradient_vanishing_error_ratio),
+              _Trend("exploding", False, t.gradient_exploding_ratio,
+                     t.gradient_exploding_error_ratio)]
     for i, row in enumerate(net.rows):
         ref = refs[i]
         if ref is None or ref == i or net.skipped(i) or not _finite_row(row) or \
-                row.path in net.silent:
+                row.path in net.silent or not net.rows[ref].stats["grad_rms"] > 0:
             continue
-        base = net.rows[ref].stats["grad_rms"]
-        if not base > 0:
-            continue
-        ratio = row.stats["grad_rms"] / base
-        for kind, below, warning, error in (
-                ("vanishing", True, t.gradient_vanishing_ratio, t.gradient_vanishing_error_ratio),
-                ("exploding", False, t.gradient_exploding_ratio,
-                 t.gradient_exploding_error_ratio)):
-            severity = _severity(ratio, warning, error, below)
-            if severity is None:
-                continue
-            rank = 2 if severity == "error" else 1
-            if kind not in worst or rank > worst[kind][0]:
-                worst[kind] = (rank, i, ratio, ref)
+        for trend in trends:
+            trend.see(i, row.stats["grad_rms"] / net.rows[ref].stats["grad_rms"], ref)
     found = []
-    for kind, (rank, i, ratio, ref) in worst.items():
-        row, limit = net.rows[i], _limit(t, kind, "gradient", rank)
+    for trend in trends:
+        verdict = trend.verdict()
+        if verdict is None:
+            continue
+        severity, (i, first_ratio, ref), value, limit, further = verdict
+        row = net.rows[i]
         advice = (" The first layers will not learn: " + _backward_remedy(net, i, "vanishing")
-                  if kind == "vanishing" else " " + _backward_remedy(net, i, "exploding"))
+                  if trend.kind == "vanishing" else " " + _backward_remedy(net, i, "exploding"))
         found.append(Finding(
-            kind, "gradient", row.layer.name, ratio, limit,
+            trend.kind, "gradient", row.layer.name, value, limit,
             f"The backward signal (the loss gradient with respect to the layer's output) at "
-            f"'{row.path}' is {ratio:.3g} times the one at '{net.rows[ref].path}' (threshold "
-            f"{limit:g}).{advice}", row.path, "error" if rank == 2 else "warning"))
+            f"'{row.path}' is {first_ratio:.3g} times the one at '{net.rows[ref].path}'"
+            f"{further} (threshold {limit:g}).{advice}", row.path, severity))
     return found
 
 

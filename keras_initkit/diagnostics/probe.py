@@ -282,6 +282,7 @@ class Probe:
             grads, output_grads = grads[:len(trainable)], grads[len(trainable):]
             bounded = [acts.bounded_name(layer) for layer, *_ in traced]
             kinds = [self._kind(layer, t) for (layer, *_), t in zip(traced, tensors)]
+            probs = self._attention_probabilities(traced, tensors, kinds)
 
             def table(rows, fields):  # rows stacked, or an empty (0, fields) table
                 return ops.stack(rows) if rows else ops.zeros((0, len(fields)))
@@ -289,13 +290,14 @@ class Probe:
             if exact:  # a second pass, only after a NaN or Inf: moments that skip them
                 rows = table([stats.activation_stats(*a) for a in zip(
                     tensors, bounded, [self.saturation_threshold] * len(tensors), inputs_of,
-                    output_grads, kinds)], stats.ACTIVATION_FIELDS)
+                    output_grads, kinds, probs)], stats.ACTIVATION_FIELDS)
                 weight_rows = table([stats.weight_stats(w, g) for w, g in zip(trainable, grads)],
                                     stats.WEIGHT_FIELDS)
                 all_finite = ops.ones((), "bool")  # these numbers are the ones to keep
             else:
                 rows, act_checks = stats.finite_activation_table(
-                    tensors, bounded, self.saturation_threshold, inputs_of, output_grads, kinds)
+                    tensors, bounded, self.saturation_threshold, inputs_of, output_grads, kinds,
+                    probs)
                 weight_rows, weight_checks = stats.finite_weight_stats(trainable, grads)
                 checks = [act_checks, weight_checks, ops.reshape(loss, (-1,))]
                 all_finite = ops.all(ops.isfinite(ops.concatenate(
@@ -325,12 +327,47 @@ class Probe:
 
     def _kind(self, layer, tensor):
         """Which extra statistics a layer output gets: attention probabilities (the softmax
-        of an attention layer), a sequence of tokens (batch, tokens, features), or none."""
-        if id(layer) in self._attention and len(tensor.shape) >= 3:
+        of an attention layer, or a MultiHeadAttention), a sequence of tokens (batch,
+        tokens, features), or none."""
+        if (id(layer) in self._attention and len(tensor.shape) >= 3) or \
+                isinstance(layer, keras.layers.MultiHeadAttention):
             return stats.ATTENTION
         if len(tensor.shape) == 3 and (tensor.shape[1] or 0) >= 2:
             return stats.SEQUENCE
         return None
+
+    def _attention_probabilities(self, traced, tensors, kinds):
+        """Per row, the attention probabilities its ATTENTION statistics are of, or None.
+
+        A softmax row is its own. Keras' MultiHeadAttention forms them through
+        its softmax sublayer only on its explicit path (dropout, or scores
+        asked for); its fused path (`ops.dot_product_attention`) never does.
+        Its row then gets softmax(q k^T / sqrt(key_dim)) from the query and key
+        projections it recorded, without its mask: the spread of the logits,
+        which is what collapses.
+        """
+        probs = [None] * len(traced)
+        softmax_called = {id(layer) for layer, *_ in traced if isinstance(layer,
+                                                                           keras.layers.Softmax)}
+        for i, (layer, *_) in enumerate(traced):
+            if kinds[i] != stats.ATTENTION:
+                continue
+            if not isinstance(layer, keras.layers.MultiHeadAttention):
+                probs[i] = tensors[i]
+                continue
+            if id(getattr(layer, "_softmax", None)) in softmax_called:
+                kinds[i] = None  # its softmax row holds them
+                continue
+            later = [(row[0], t) for row, t in zip(traced[i + 1:], tensors[i + 1:])]
+            q = next((t for sub, t in later if sub is layer._query_dense), None)
+            k = next((t for sub, t in later if sub is layer._key_dense), None)
+            if q is None or k is None or len(q.shape) != 4 or len(k.shape) != 4:
+                kinds[i] = None
+                continue
+            scores = ops.einsum("bqnh,bknh->bnqk", ops.cast(q, "float32"),
+                                ops.cast(k, "float32")) / float(q.shape[-1]) ** 0.5
+            probs[i] = ops.softmax(scores, axis=-1)
+        return probs
 
     def _run(self, args, exact):
         """The compiled probe for these arguments (traced on first use), run: its outputs,

@@ -50,7 +50,8 @@ def _finite(x):
         ops.sum(ops.cast(finite, "float32")), 1.0)
 
 
-def activation_stats(y, bounded=None, saturation_threshold=0.97, x=None, g=None, kind=None):
+def activation_stats(y, bounded=None, saturation_threshold=0.97, x=None, g=None, kind=None,
+                     probs=None):
     """Statistics of one layer output `y` of shape (batch, ..., units), of its input `x` and
     of the loss gradient `g` with respect to `y`.
 
@@ -61,7 +62,7 @@ def activation_stats(y, bounded=None, saturation_threshold=0.97, x=None, g=None,
     tanh, Karpathy's rule; sigmoid's 2y - 1 above 0.97 is y outside [0.015, 0.985]).
     The NaN and Inf in the input `x` are counted too: ReLU maps NaN to 0, so a
     NaN in the data may never reach an output. `kind` (`SEQUENCE` or
-    `ATTENTION`) adds the token cosine or the attention entropy.
+    `ATTENTION`) adds the token cosine or the attention entropy (of `probs`).
     """
     y = ops.cast(y, "float32")
     clean, count = _finite(y)
@@ -84,7 +85,8 @@ def activation_stats(y, bounded=None, saturation_threshold=0.97, x=None, g=None,
                                       "float32"))
     else:
         saturated = ops.zeros((), "float32")
-    extra = _per_kind(ops.expand_dims(clean, 0), kind)
+    extra = _per_kind(ops.expand_dims(clean, 0), kind,
+                      None if probs is None else ops.expand_dims(ops.cast(probs, "float32"), 0))
     return ops.stack([
         mean, std, rms, minimum, maximum, ops.mean(zero), dead,
         saturated, ops.sum(ops.cast(ops.isnan(y), "float32")),
@@ -96,14 +98,17 @@ def activation_stats(y, bounded=None, saturation_threshold=0.97, x=None, g=None,
     ])
 
 
-def _per_kind(y, kind):
+def _per_kind(y, kind, probs=None):
     """(token cosine, attention entropy, attention max entropy) of each member of a group
-    `y` of shape (group, batch, ...), each -1 where `kind` does not call for it."""
+    `y` of shape (group, batch, ...), each -1 where `kind` does not call for it; the
+    entropies are of `probs` (group, batch, ..., keys)."""
     none = -ops.ones((y.shape[0],), "float32")
     if kind == SEQUENCE:
         return token_cosine(y), none, none
-    if kind == ATTENTION:
-        return (none, *attention_entropy(y))
+    if kind == ATTENTION and probs is not None:
+        # A MultiHeadAttention's own output is a sequence of tokens too.
+        sequence = len(y.shape) == 4 and int(y.shape[2]) >= 2
+        return (token_cosine(y) if sequence else none, *attention_entropy(probs))
     return none, none, none
 
 
@@ -185,7 +190,7 @@ def _in_order(parts, groups):
 
 
 def finite_activation_table(outputs, bounded, saturation_threshold=0.97, inputs=None,
-                            grads=None, kinds=None):
+                            grads=None, kinds=None, probs=None):
     """`activation_stats` of every layer output at once, assuming no NaN or Inf.
 
     Args:
@@ -196,6 +201,7 @@ def finite_activation_table(outputs, bounded, saturation_threshold=0.97, inputs=
         grads: For each output, the loss gradient with respect to it, or None
             (the loss does not reach it: 0).
         kinds: For each output, `SEQUENCE`, `ATTENTION` or None.
+        probs: For each `ATTENTION` output, the attention probabilities.
 
     Returns:
         A `(len(outputs), len(ACTIVATION_FIELDS))` table, and a vector of checksums that
@@ -206,7 +212,9 @@ def finite_activation_table(outputs, bounded, saturation_threshold=0.97, inputs=
     inputs = inputs or [None] * n
     grads = [ops.zeros_like(y) if g is None else g for y, g in zip(outputs, grads or [None] * n)]
     kinds = kinds or [None] * n
-    keys = [None if x is not None else (tuple(y.shape), name, kind)
+    probs = probs or [None] * n
+    # Attention rows go alone: their probabilities are tensors of their own.
+    keys = [None if x is not None or kind == ATTENTION else (tuple(y.shape), name, kind)
             for y, name, x, kind in zip(outputs, bounded, inputs, kinds)]
     groups = _groups(outputs, keys)
     parts, checks = [], []
@@ -243,7 +251,8 @@ def finite_activation_table(outputs, bounded, saturation_threshold=0.97, inputs=
             ops.mean(zero, axis=axes), ops.mean(ops.min(units, axis=1), axis=1), saturated,
             nothing, nothing, nothing, input_std, input_rms,
             _scale(g_max) * ops.sqrt(ops.mean(g_scaled * g_scaled, axis=axes)),
-            *_per_kind(y, kinds[group[0]]),
+            *_per_kind(y, kinds[group[0]], None if probs[group[0]] is None else
+                       ops.expand_dims(ops.cast(probs[group[0]], "float32"), 0)),
         ], axis=1))
     if not parts:
         return ops.zeros((0, len(ACTIVATION_FIELDS))), ops.zeros((0,))

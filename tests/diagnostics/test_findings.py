@@ -28,7 +28,8 @@ def test_glorot_relu_stack_vanishes_and_names_the_layer_and_remedy():
     assert 8 <= depth <= 16  # ReLU halves the variance per layer: 1e-2 is crossed near 13
     assert vanishing[0].value < vanishing[0].threshold == 1e-2
     assert "kit_he" in vanishing[0].message and vanishing[0].layer in vanishing[0].message
-    assert not report.healthy
+    # It trains, slower (He et al. 2015; docs/severity_calibration.md): a warning.
+    assert vanishing[0].severity == "warning" and report.healthy
 
 
 def test_a_narrow_he_stack_is_not_told_to_use_he():
@@ -53,6 +54,9 @@ def test_small_normal_relu_stack_vanishes_and_is_told_to_use_he():
                                                                           "activation"))
     assert [row["layer"] for row in report.layers].index(vanishing.layer) <= 2
     assert "use kit_he" in vanishing.message
+    # By layer 5 the signal is 1e-5 of the input's: it does not train, an error.
+    assert vanishing.severity == "error" and vanishing.value < vanishing.threshold == 1e-5
+    assert not report.healthy
 
 
 def test_small_normal_tanh_stack_vanishes_in_activations_and_gradients():
@@ -178,10 +182,12 @@ def test_bad_thresholds(kwargs, error, word):
 
 
 def test_report_table_dict_and_plot():
-    report = keras_initkit.diagnose(mlp("kit_glorot_normal", depth=20), batch())
+    report = keras_initkit.diagnose(mlp(keras.initializers.RandomNormal(0, 0.01), depth=20),
+                                    batch())
     data = report.to_dict()
     json.dumps(data, allow_nan=False)
     assert data["healthy"] is False and len(data["layers"]) == 20
+    assert "error" in {f["severity"] for f in data["findings"]}
     assert data["findings"][0]["kind"] == report.findings[0].kind
     assert data["thresholds"] == Thresholds().__dict__
     table = report.table()

@@ -98,8 +98,9 @@ def test_findings_warn_once_per_kind_and_layer(tmp_path):
 
 @pytest.mark.parametrize("mode", ["stop", "raise", "callable"])
 def test_on_finding_modes(tmp_path, mode):
+    # N(0, 0.02) under ReLU keeps 0.02 * sqrt(64) = 0.16 of the RMS a layer: an error.
     x = batch(64)
-    model = mlp("kit_glorot_normal", depth=20)
+    model = mlp(keras.initializers.RandomNormal(stddev=0.02), depth=20)
     model.compile(keras.optimizers.SGD(1e-4), "mse")
     seen = []
     monitor = SignalMonitor(tmp_path, probe_data=x, every_n_steps=1,
@@ -116,6 +117,20 @@ def test_on_finding_modes(tmp_path, mode):
         assert len(history.history["loss"]) == 1  # stopped at the end of the first epoch
     else:
         assert seen and all(f.kind in ("vanishing", "dead") for f in seen)
+
+
+def test_a_warning_is_warned_of_but_does_not_stop_or_raise(tmp_path):
+    # Glorot under 20 ReLU layers shrinks the signal about 100-fold: it trains, slower.
+    x = batch(64)
+    model = mlp("kit_glorot_normal", depth=20)
+    model.compile(keras.optimizers.SGD(1e-4), "mse")
+    for mode in ("stop", "raise"):
+        monitor = SignalMonitor(tmp_path / mode, probe_data=x, every_n_steps=1, on_finding=mode)
+        with pytest.warns(UserWarning, match="warning: Activations vanishing"):
+            history = model.fit(x, x, batch_size=16, epochs=2, verbose=0, callbacks=[monitor])
+        assert len(history.history["loss"]) == 2
+        found = [f for _, f in monitor.history["findings"]]
+        assert found and all(f.severity == "warning" for f in found)
 
 
 def test_an_unwritable_log_dir_fails_at_train_begin(tmp_path):
@@ -293,7 +308,7 @@ def test_histograms_only_for_the_chosen_layers(tmp_path, layers):
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[monitor])
     tags = set(EventAccumulator(str(tmp_path), size_guidance={"tensors": 0}).Reload()
                .Tags()["tensors"])
-    histograms = {t for t in tags if not t.endswith(("/mean", "/std", "/dead_fraction",
+    histograms = {t for t in tags if not t.endswith(("/mean", "/std", "/grad_rms", "/dead_fraction",
                                                      "/saturated_fraction", "/nan_count",
                                                      "/weight_norm", "/grad_norm",
                                                      "/grad_to_weight")) and t != "findings"}

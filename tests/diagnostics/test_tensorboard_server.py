@@ -126,7 +126,8 @@ def test_tensorboard_serves_the_per_layer_signals_of_the_history(tensorboard):
 
     tags = tensorboard.get("/data/plugin/scalars/tags")[RUN]
     expected = {f"activation/{path}/{stat}" for path in layers
-                for stat in ("mean", "std", "dead_fraction", "saturated_fraction", "nan_count")}
+                for stat in ("mean", "std", "grad_rms", "dead_fraction", "saturated_fraction",
+                             "nan_count")}
     expected |= {f"weight/{path}/{stat}" for path in weights
                  for stat in ("weight_norm", "grad_norm", "grad_to_weight")}
     assert set(tags) == expected
