@@ -138,20 +138,21 @@ def attention_entropy(p):
     """Mean entropy of the attention distributions, and the mean of its maximum, in nats.
 
     `p` has shape (group, batch, ..., queries, keys) and sums to 1 over keys.
-    A query's maximum is log of the number of keys it gives a probability
-    above 0 (a causal or padding mask leaves fewer); queries that see one key
-    only have no choice to make and are left out. Entropy collapse (Zhai et
-    al. 2023) is the first far below the second.
+    A query's maximum is the log of the number of keys it gives a probability
+    above 0 (a causal or padding mask leaves fewer). A query with one such key
+    has either a mask that leaves one (the first query of a causal mask) or
+    attention collapsed past float32's range onto one key; both count with
+    the log of all keys, so that a collapse reads 0 of its maximum. Entropy
+    collapse (Zhai et al. 2023) is the first far below the second.
     """
     positive = p > 0
     logp = ops.log(ops.where(positive, p, ops.ones_like(p)))
     entropy = -ops.sum(ops.where(positive, p * logp, ops.zeros_like(p)), axis=-1)
     seen = ops.sum(ops.cast(positive, "float32"), axis=-1)
-    choice = ops.cast(seen >= 2, "float32")
+    keys = ops.cast(ops.shape(p)[-1], "float32")
+    maximum = ops.log(ops.where(seen >= 2, seen, ops.ones_like(seen) * keys))
     axes = tuple(range(1, len(entropy.shape)))
-    count = ops.maximum(ops.sum(choice, axis=axes), 1.0)
-    return (ops.sum(entropy * choice, axis=axes) / count,
-            ops.sum(ops.log(ops.maximum(seen, 1.0)) * choice, axis=axes) / count)
+    return ops.mean(entropy, axis=axes), ops.mean(maximum, axis=axes)
 
 
 # At least this many tensors of one shape, each of at most GROUP_MAX_SIZE entries, are
