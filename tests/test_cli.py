@@ -102,6 +102,29 @@ def test_diagnose_exits_nonzero_on_an_unhealthy_model_and_zero_on_a_healthy_one(
     assert code == 0 and "healthy" in out
 
 
+def test_diagnose_passes_warnings_unless_strict(capsys, tmp_path):
+    # Glorot under 20 ReLU layers shrinks the signal past 1e-2 of the input's: it trains,
+    # slower (a warning), so the gate passes; --strict fails it.
+    keras.utils.set_random_seed(0)
+    path = tmp_path / "glorot.keras"
+    keras.Sequential([keras.Input((64,))] + [
+        L.Dense(64, activation="relu", kernel_initializer="glorot_normal") for _ in range(20)]
+        + [L.Dense(10)]).save(path)
+    code, out, _ = run(capsys, "diagnose", str(path), "--out", str(tmp_path / "d"))
+    assert code == 0 and "warning" in out and "vanishing" in out
+    code, _, _ = run(capsys, "diagnose", str(path), "--strict", "--out", str(tmp_path / "d"))
+    assert code == 1
+
+
+@pytest.mark.slow
+def test_diagnose_passes_a_saved_stock_resnet50_without_data(capsys, tmp_path):
+    keras.utils.set_random_seed(0)
+    path = tmp_path / "resnet50.keras"
+    keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3)).save(path)
+    code, out, _ = run(capsys, "diagnose", str(path), "--out", str(tmp_path / "d"))
+    assert code == 0 and "error" not in out.split("\nhealthy")[-1], out[-2000:]
+
+
 def bad_inputs(tmp_path):
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"not a zip file")
