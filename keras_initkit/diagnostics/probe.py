@@ -191,8 +191,10 @@ class Probe:
             return float(weights[i])
 
         def get(data, i):
-            if isinstance(data, dict):
+            if isinstance(data, dict) and i < len(names) and names[i] in data:
                 return data[names[i]]
+            # A dict keyed otherwise (keras-hub's {"sequence_output", "pooled_output"}):
+            # targets and outputs with the same keys flatten in the same (sorted) order.
             return keras.tree.flatten(data)[i]
 
         if isinstance(loss, dict):  # by output name
