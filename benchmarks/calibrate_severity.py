@@ -1,6 +1,6 @@
 """Calibrates the severity bands of the diagnostics with short training runs.
 
-    python benchmarks/calibrate_severity.py            # every table (about 20 min, 2 cores)
+    python benchmarks/calibrate_severity.py            # every table (about 17 min on 2 CPU cores)
     python benchmarks/calibrate_severity.py --quick    # fewer rows, 6 epochs (a smoke test)
     python benchmarks/calibrate_severity.py --family vanishing,dead --epochs 10
 
@@ -46,7 +46,8 @@ Families (see --family):
              0.2, 0.4, 0.6, 0.8, 0.95, 1.0; and "units": in every layer only that fraction
              of the units gets a negative bias (beyond its maximum over the training set),
              the rest keep 0: dead units without the sparser activity a constant bias brings.
-             "zero worst": fraction of all outputs that are 0 in the worst layer.
+             "active worst": fraction of all (sample, unit) outputs > 0 in the least active
+             layer (about 0.5 in a healthy ReLU layer).
   saturated  depth-6 tanh, kernels N(0, (c / sqrt(fan_in))^2), c found by bisection so that the
              worst layer's saturated fraction is 0.1, 0.3, 0.5, 0.7, 0.9, 0.99.
   single     depth-6 He/ReLU with ONE (or two) layers at N(0, 1) (own gain about
@@ -180,7 +181,7 @@ def measure(model, x, y):
         dead = [np.all(o == 0, axis=0) for o in outs]
         m["dead_worst"] = max(float(d.mean()) for d in dead)
         m["dead_net"] = float(np.mean(np.concatenate(dead)))
-        m["zero_worst"] = max(float(np.mean(o == 0)) for o in outs)
+        m["active_worst"] = min(float(np.mean(o > 0)) for o in outs)
     else:
         m["sat_worst"] = max(float(np.mean(np.abs(o) > SAT)) for o in outs)
     return m
@@ -524,7 +525,7 @@ def print_family(name, rows):
         cols = [("net", lambda r: r["name"]), ("bias", lambda r: r["param"])] + FWD + [
             ("dead worst", lambda r: fmt(r["dead_worst"])),
             ("dead net", lambda r: fmt(r["dead_net"])),
-            ("zero worst", lambda r: fmt(r["zero_worst"])),
+            ("active worst", lambda r: fmt(r["active_worst"])),
             ("dead(train) worst", lambda r: fmt(r["dead_train"]))] + COMMON_END
     elif name == "saturated":
         cols = [("net", lambda r: r["name"]), ("param", lambda r: r["param"])] + FWD + [
