@@ -404,6 +404,7 @@ class Probe:
                 del self._concrete[old]
                 self._flat.pop(old, None)
             _warn_if_weights_unseen(self.model, self._traced, owners)
+            _warn_if_attention_unseen(self.model, self._traced, self._attention)
         function, recorded = self._concrete[key]
         out = self._call(key, function, args + (describe, exact))
         numbers = np.asarray(out[0] if args[3] else out)  # the one transfer
@@ -537,6 +538,32 @@ def _warn_if_weights_unseen(model, traced, owners):
                   f"probe can see ({shown}): their gradients are reported, but activation "
                   "statistics are limited to the layers it reached. Wrap raw ops in "
                   "keras.layers to see their outputs.")
+
+
+def _warn_if_attention_unseen(model, traced, attention_softmax):
+    """Warns once when an attention layer's probabilities cannot be reached.
+
+    They are read from a `Softmax` sublayer of an attention layer, or, for a
+    `MultiHeadAttention`, computed from its query and key projections. Any
+    other layer named for attention that forms them with raw ops gets no
+    `entropy_collapse` verdict.
+    """
+    called = {id(layer) for _, layer, *_ in traced}
+    unseen = []
+    for _, layer, *_ in traced:
+        if "attention" not in type(layer).__name__.lower() or isinstance(
+                layer, (keras.layers.MultiHeadAttention, keras.layers.Softmax)):
+            continue
+        subs = {id(sub) for sub in layer._flatten_layers(include_self=False)}
+        inner_attention = any("attention" in type(sub).__name__.lower()
+                              for sub in layer._flatten_layers(include_self=False))
+        if not (subs & attention_softmax & called) and not inner_attention:
+            unseen.append(layer.name)
+    if unseen:
+        names = ", ".join(sorted(set(unseen))[:4])
+        warn_once(f"Model {model.name!r}: the attention probabilities of {names} are formed "
+                  "with raw ops, not a keras.layers.Softmax sublayer, so the probe cannot "
+                  "read them: no entropy_collapse verdict for them.")
 
 
 def _cells(cell):

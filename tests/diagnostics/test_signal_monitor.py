@@ -52,8 +52,8 @@ def test_tensorboard_holds_the_history_values(tmp_path):
     assert monitor.history["step"] == [0, 4, 8, 12, 16]
     # Every scalar of every layer and weight, at every step, is the history's value.
     compared = 0
-    for group, fields in (("activation", ("mean", "std", "dead_fraction", "saturated_fraction",
-                                          "nan_count")),
+    for group, fields in (("activation", ("mean", "std", "grad_rms", "dead_fraction",
+                                          "saturated_fraction", "nan_count")),
                           ("weight", ("weight_norm", "grad_norm", "grad_to_weight"))):
         for name, series in monitor.history[group + "s"].items():
             assert all(len(v) == 5 for v in series.values())  # one entry per probe, no more
@@ -64,7 +64,7 @@ def test_tensorboard_holds_the_history_values(tmp_path):
                           for e in logged]
                 np.testing.assert_allclose(values, series[field], rtol=1e-6, err_msg=name)
                 compared += 1
-    assert compared == 5 * len(monitor.history["activations"]) + 3 * len(
+    assert compared == 6 * len(monitor.history["activations"]) + 3 * len(
         monitor.history["weights"])
     path = next(iter(monitor.history["activations"]))
     weight = model.trainable_variables[0].path
@@ -80,6 +80,41 @@ def test_tensorboard_holds_the_history_values(tmp_path):
                     described.setdefault(value.tag, []).append(value.HasField("metadata"))
     assert set(described) == scalars
     assert all(flags == [True] + [False] * 4 for flags in described.values())
+
+
+def test_a_transformer_logs_token_cosine_and_attention_entropy(tmp_path):
+    # A stock pre-LN block: scalars of the tokens' cosine and of the attention's entropy, the
+    # history's values; then the same block with its query and key kernels scaled up 20x
+    # collapses its attention and stops training.
+    import zoo
+
+    x = zoo.normal_batch(zoo.small_transformer(1), 0)
+    y = np.zeros_like(x)
+    for scale, healthy in ((1.0, True), (20.0, False)):
+        keras.utils.set_random_seed(0)
+        model = zoo.scale_query_key(zoo.small_transformer(1, name=f"tf{int(scale)}"), scale)
+        model.compile("adam", "mse")
+        monitor = SignalMonitor(tmp_path / str(scale), probe_data=x, every_n_steps=2,
+                                on_finding="stop")
+        history = model.fit(x, y, batch_size=4, epochs=3, verbose=0, callbacks=[monitor])
+        events = EventAccumulator(str(tmp_path / str(scale)),
+                                  size_guidance={"tensors": 0}).Reload()
+        tags = set(events.Tags()["tensors"])
+        paths = list(monitor.history["activations"])
+        mha = next(p for p in paths if p.endswith("block0_mha"))
+        ff = next(p for p in paths if p.endswith("block0_ff2"))
+        for tag, path, field in ((f"attention/{mha}/entropy", mha, "attention_entropy"),
+                                 (f"activation/{ff}/token_cosine", ff, "token_cosine")):
+            assert tag in tags
+            logged = [float(np.asarray(__import__("tensorflow").make_ndarray(e.tensor_proto)))
+                      for e in events.Tensors(tag)]
+            np.testing.assert_allclose(logged, monitor.history["activations"][path][field],
+                                       rtol=1e-6)
+        entropy = monitor.history["activations"][mha]
+        ratio = entropy["attention_entropy"][0] / entropy["attention_max_entropy"][0]
+        collapsed = [f for _, f in monitor.history["findings"] if f.kind == "entropy_collapse"]
+        assert (ratio > 0.5 and not collapsed) if healthy else (ratio < 0.2 and collapsed)
+        assert len(history.history["loss"]) == (3 if healthy else 1)
 
 
 def test_findings_warn_once_per_kind_and_layer(tmp_path):
