@@ -5,7 +5,6 @@ layer, side-effect free), applies the rules of `findings`, and returns a
 `DiagnosisReport`.
 """
 import dataclasses
-import weakref
 
 import keras
 
@@ -19,7 +18,9 @@ __all__ = ["diagnose", "judge", "DiagnosisReport", "Finding", "Thresholds", "Pro
            "ADAM_STEP"]
 
 
-_probes = weakref.WeakKeyDictionary()  # model -> Probe: a second diagnose() reuses the trace
+# The probes of a model, kept on the model itself so that they go with it: a dictionary
+# keyed by the model would keep it alive through the probe's own reference to it.
+_CACHE = "_keras_initkit_probes"
 
 
 def diagnose(model, x, y=None, *, loss=None, **thresholds):
@@ -76,8 +77,12 @@ def cached_probe(model, loss=None, saturation_threshold=0.97):
     """A `Probe` of `model` without an in-graph hook, kept with the model for reuse."""
     # The probe keeps `loss` alive, so its id is not reused while the probe is cached.
     key = (loss if isinstance(loss, (str, type(None))) else id(loss), saturation_threshold)
-    probe = _probes.get(model, {}).get(key) if isinstance(model, keras.Model) else None
-    if probe is None:
-        probe = Probe(model, loss=loss, saturation_threshold=saturation_threshold)
-        _probes.setdefault(model, {})[key] = probe
-    return probe
+    if not isinstance(model, keras.Model):
+        return Probe(model, loss=loss, saturation_threshold=saturation_threshold)  # it refuses
+    probes = vars(model).get(_CACHE)
+    if probes is None:
+        probes = {}
+        object.__setattr__(model, _CACHE, probes)  # not a tracked attribute: no weights in it
+    if key not in probes:
+        probes[key] = Probe(model, loss=loss, saturation_threshold=saturation_threshold)
+    return probes[key]

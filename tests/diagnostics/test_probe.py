@@ -380,3 +380,17 @@ def test_a_deep_stack_of_like_layers_matches_a_direct_computation():
     for (path, _, s), w in zip(result.weights, model.trainable_variables):
         assert path == w.path
         assert s["weight_norm"] == pytest.approx(float(np.linalg.norm(w.numpy())), rel=1e-5)
+
+
+def test_a_diagnosed_model_is_freed_with_its_cached_probe():
+    # diagnose() keeps its probe (and traces) for the next call; they must go with the model,
+    # or a zoo of models diagnosed in one process keeps every one of them (it grew past 18 GB).
+    import gc
+    import weakref
+
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    keras_initkit.diagnose(model, np.ones((4, 8), "float32"))
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
