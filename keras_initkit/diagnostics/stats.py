@@ -228,8 +228,9 @@ def finite_activation_table(outputs, bounded, saturation_threshold=0.97, inputs=
         per = (-1,) + (1,) * len(axes)  # broadcasts one number per group member
         scaled = y / ops.reshape(scale, per)
         centred = scaled - ops.reshape(mean / scale, per)
-        g_max = ops.max(ops.abs(g), axis=axes)
-        g_scaled = g / ops.reshape(_scale(g_max), per)
+        # Unscaled: squares of gradients below 1e-19 flush to 0, which reads as vanished,
+        # as it is; one that overflows is not finite, and the exact pass takes over.
+        g_rms = ops.sqrt(ops.mean(g * g, axis=axes))
         zero = ops.cast(ops.equal(y, 0.0), "float32")
         units = ops.reshape(zero, (len(group), -1, y.shape[-1] if len(y.shape) > 2 else 1))
         name = bounded[group[0]]
@@ -242,16 +243,16 @@ def finite_activation_table(outputs, bounded, saturation_threshold=0.97, inputs=
         x = inputs[group[0]]
         if x is None:
             input_std = input_rms = -ops.ones_like(mean)
-            checks.append(mean + g_max)  # finite iff y and g are
+            checks.append(mean + g_rms)  # finite iff y and g are
         else:  # a group of one: the layer reads a model input
             input_std, input_rms = (ops.reshape(v, (1,)) for v in _std_and_rms(x))
-            checks.append(mean + g_max + ops.mean(ops.cast(x, "float32")))
+            checks.append(mean + g_rms + ops.mean(ops.cast(x, "float32")))
         parts.append(ops.stack([
             mean, scale * ops.sqrt(ops.mean(centred * centred, axis=axes)),
             scale * ops.sqrt(ops.mean(scaled * scaled, axis=axes)), minimum, maximum,
             ops.mean(zero, axis=axes), ops.mean(ops.min(units, axis=1), axis=1), saturated,
             nothing, nothing, nothing, input_std, input_rms,
-            _scale(g_max) * ops.sqrt(ops.mean(g_scaled * g_scaled, axis=axes)),
+            g_rms,
             *_per_kind(y, kinds[group[0]], None if probs[group[0]] is None else
                        ops.expand_dims(ops.cast(probs[group[0]], "float32"), 0)),
         ], axis=1))
