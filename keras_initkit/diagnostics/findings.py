@@ -375,6 +375,19 @@ def _forward_scale(net):
             if trend.kind == "vanishing" and (not net.live[i] or row.path in net.silent):
                 continue
             trend.see(i, row.stats["rms"] / ref[0], ref)
+
+    def message(kind, i, ratio, ref, further, limit):
+        row = net.rows[i]
+        return (f"Activations {kind} with depth: at layer '{row.path}' their RMS is "
+                f"{ratio:.3g} times that of {ref[1]}{further} (threshold {limit:g}). "
+                + _depth_remedy(kind, row.layer, ref[2]) + ".")
+
+    return _trend_findings(net, trends, "activation", message)
+
+
+def _trend_findings(net, trends, signal, message):
+    """A finding per trend that crossed, worded by `message(kind, row index, first ratio,
+    reference, further, threshold)`."""
     found = []
     for trend in trends:
         verdict = trend.verdict()
@@ -382,11 +395,9 @@ def _forward_scale(net):
             continue
         severity, (i, first_ratio, ref), value, limit, further = verdict
         row = net.rows[i]
-        found.append(Finding(
-            trend.kind, "activation", row.layer.name, value, limit,
-            f"Activations {trend.kind} with depth: at layer '{row.path}' their RMS is "
-            f"{first_ratio:.3g} times that of {ref[1]}{further} (threshold {limit:g}). "
-            + _depth_remedy(trend.kind, row.layer, ref[2]) + ".", row.path, severity))
+        found.append(Finding(trend.kind, signal, row.layer.name, value, limit,
+                             message(trend.kind, i, first_ratio, ref, further, limit),
+                             row.path, severity))
     return found
 
 
@@ -536,21 +547,16 @@ def _backward_scale(net):
             continue
         for trend in trends:
             trend.see(i, row.stats["grad_rms"] / net.rows[ref].stats["grad_rms"], ref)
-    found = []
-    for trend in trends:
-        verdict = trend.verdict()
-        if verdict is None:
-            continue
-        severity, (i, first_ratio, ref), value, limit, further = verdict
+
+    def message(kind, i, ratio, ref, further, limit):
         row = net.rows[i]
         advice = (" The first layers will not learn: " + _backward_remedy(net, i, "vanishing")
-                  if trend.kind == "vanishing" else " " + _backward_remedy(net, i, "exploding"))
-        found.append(Finding(
-            trend.kind, "gradient", row.layer.name, value, limit,
-            f"The backward signal (the loss gradient with respect to the layer's output) at "
-            f"'{row.path}' is {first_ratio:.3g} times the one at '{net.rows[ref].path}'"
-            f"{further} (threshold {limit:g}).{advice}", row.path, severity))
-    return found
+                  if kind == "vanishing" else " " + _backward_remedy(net, i, "exploding"))
+        return (f"The backward signal (the loss gradient with respect to the layer's output) "
+                f"at '{row.path}' is {ratio:.3g} times the one at '{net.rows[ref].path}'"
+                f"{further} (threshold {limit:g}).{advice}")
+
+    return _trend_findings(net, trends, "gradient", message)
 
 
 def _backward_remedy(net, i, kind):
