@@ -170,7 +170,8 @@ class Thresholds:
         for name in ("dead_fraction", "saturated_fraction", "saturation_threshold",
                      "rank_collapse_cosine", "entropy_collapse_ratio"):
             if getattr(self, name) >= 1:
-                raise ValueError(f"`{name}` must be in (0, 1); received {name}={getattr(self, name)}.")
+                raise ValueError(f"`{name}` must be in (0, 1); received "
+                                 f"{name}={getattr(self, name)}.")
         if self.dead_error_fraction > 1 or self.saturated_error_fraction > 1:
             raise ValueError("`dead_error_fraction` and `saturated_error_fraction` must be in "
                              f"(0, 1]; received {self.dead_error_fraction} and "
@@ -227,7 +228,7 @@ class Net:
         return isinstance(self.rows[i].layer, keras.Model)
 
     def composite(self, i):
-        """A layer whose sublayers are rows of their own (a keras-hub block, a MultiHeadAttention)."""
+        """A layer whose sublayers are rows of their own (a keras-hub block, an attention)."""
         layer = self.rows[i].layer
         return any(True for _ in layer._flatten_layers(include_self=False))
 

@@ -156,7 +156,8 @@ class Probe:
         self._layers = [layer for layer in layers if id(layer) not in cells
                         and not isinstance(layer, keras.layers.InputLayer)]
         # The softmax sublayers of attention layers: their outputs are attention probabilities.
-        self._attention = {id(sub) for layer in layers if "attention" in type(layer).__name__.lower()
+        self._attention = {id(sub) for layer in layers
+                           if "attention" in type(layer).__name__.lower()
                            for sub in layer._flatten_layers(include_self=False)
                            if isinstance(sub, keras.layers.Softmax)}
         self._records = None  # filled while the probe function traces
@@ -166,9 +167,9 @@ class Probe:
         # and later calls skip tf.function's argument matching and the wrapping of layer calls.
         self._concrete = {}
         self._last_signature = None  # (x, y, their signatures) of the last call
-        self._described = set()  # the traces whose tags' metadata has been written
+        self._described = set()  # the trace series whose hook has had its first call
         self._flat = {}  # key of _concrete -> (x, y, the batch's tensors in the flat call)
-        self._describe = None  # {False: tensor False, True: tensor True}, made on first call
+        self._describe = None  # {False: tensor False, True: tensor True}: the hook's `first`
 
     def _loss_fn(self):
         """`(y, y_pred) -> scalar`: `loss=`, else the compiled loss and its `loss_weights`."""
@@ -233,7 +234,7 @@ class Probe:
 
         model = self.model
 
-        def step(x, y, has_y, with_tensors, summary_step, describe, exact):
+        def step(x, y, has_y, with_tensors, hook_step, first, exact):
             _outside_strategy_scope()
             self._records = []
             # The variables are read inside: captured by handle, they cost a call nothing
@@ -308,7 +309,7 @@ class Probe:
                 self.in_graph_hook(InGraphTables(
                     rows, weight_rows, [row[0] for row in self._traced],
                     [v.path for v in model.trainable_variables], all_finite, kinds),
-                    summary_step, describe)
+                    hook_step, first)
             # Everything in one flat tensor: one transfer to the host.
             numbers = ops.concatenate([ops.reshape(rows, (-1,)), ops.reshape(weight_rows, (-1,)),
                                        ops.reshape(ops.cast(loss, "float32"), (1,)),
@@ -379,7 +380,7 @@ class Probe:
         key = (self._last_signature[2], args[3], exact,
                tuple(id(v) for v in self.model.trainable_variables),
                tuple(id(v) for v in self.model.non_trainable_variables))
-        series = key[:2] + key[3:]  # the trace's TensorBoard tags: the same for both passes
+        series = key[:2] + key[3:]  # the trace's rows (a hook's series): the same for both passes
         describe = self._describe[series not in self._described]
         if key not in self._concrete:
             originals = self._wrap_calls()
@@ -439,7 +440,7 @@ class Probe:
         With `with_tensors`, the result also holds `activation_tensors` and
         `gradient_tensors`: `(path, device tensor)` pairs, in the order of
         `activations` and `weights`, for the layers `tensors_of` keeps (for
-        histograms). `step` is the TensorBoard step of the
+        histograms). `step` is the step handed to the
         `in_graph_hook`, when the probe has one.
         """
         import tensorflow as tf
