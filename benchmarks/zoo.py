@@ -1,7 +1,7 @@
-"""What `keras_initkit.diagnose` says about a zoo of real and known-bad models, and how long it takes.
+"""What `keras_initkit.diagnose` says about a zoo of real and known-bad models, and its cost.
 
     python benchmarks/zoo.py [--quick] [--only NAME_REGEX] [--family applications|keras_hub|failure]
-                             [--no-labels]
+                             [--no-labels] [--isolate | --in-process] [--timeout S]
 
 The zoo is `tests/diagnostics/zoo.py`: every `keras.applications` constructor
 (`weights=None`, 10 classes, at its smallest input size), small keras-hub backbones with
@@ -19,6 +19,12 @@ has no vanishing, exploding or nonfinite finding (of severity "error", where fin
 a severity); a known-bad model matches when a finding of its expected kind is among them.
 A member that fails to build or diagnose prints its error and the run goes on.
 `--quick` skips the members marked `slow` (over about 3 s to build and diagnose here).
+Each member runs in its own Python process (`--isolate`, the default without `--quick`),
+so a member that crashes the interpreter or runs out of memory becomes an error row:
+resident memory grows with every model diagnosed in one process (about 130 MB per ResNet50
+here, with the model itself freed), and an in-process run of all 40 applications was killed
+partway. `--quick` runs in one process (`--in-process`), which saves the ~4 s start-up of
+TensorFlow per member.
 
 At the end: a markdown table for benchmarks/README.md, the machine, the date and versions.
 """
@@ -28,7 +34,8 @@ import gc
 import importlib.util
 import os
 import platform
-import re
+import json
+import subprocess
 import sys
 import time
 import traceback
@@ -54,6 +61,14 @@ def load_zoo():
     return module
 
 
+def _rss_mb():
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return float("nan")
+
+
 def short(finding):
     severity = getattr(finding, "severity", "") or ""
     return (f"{finding.kind}/{finding.signal}@{finding.layer}"
@@ -71,7 +86,7 @@ def _error(e):
     return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}"
 
 
-def run_member(member, with_labels=True, seed=0):
+def run_member(member, with_labels=True, seed=0, echo=True):
     """Rows (dicts) for one member: one per mode, or one error row."""
     keras.backend.clear_session()
     gc.collect()
@@ -84,13 +99,18 @@ def run_member(member, with_labels=True, seed=0):
         x = member.batch(model, seed)
     except Exception as e:  # noqa: BLE001  (one member's failure must not end the run)
         traceback.print_exc(limit=2)
-        return [dict(base, mode="build", error=_error(e), build_s=None)]
+        row = dict(base, mode="build", error=_error(e), build_s=None)
+        if echo:
+            print_row(row)
+        return [row]
     modes = [("surrogate", None, None)]
     if with_labels and member.labels is not None:
         try:
             modes.append(("labels", member.labels(model, seed), member.loss))
         except Exception as e:  # noqa: BLE001
             rows.append(dict(base, mode="labels", error=_error(e), build_s=build_s))
+            if echo:
+                print_row(rows[-1])
     for mode, y, loss in modes:
         row = dict(base, mode=mode, build_s=build_s)
         try:
@@ -102,13 +122,46 @@ def run_member(member, with_labels=True, seed=0):
                 times.append(time.perf_counter() - start)
             row.update(healthy=report.healthy, findings=[short(f) for f in report.findings],
                        match=matches(member.expect, report.findings), first_s=times[0],
-                       second_s=times[1], layers=len(report.layers))
+                       second_s=times[1], layers=len(report.layers), rss_mb=_rss_mb())
         except Exception as e:  # noqa: BLE001
             traceback.print_exc(limit=3)
             row.update(error=_error(e))
         rows.append(row)
-        print_row(row)
+        if echo:
+            print_row(row)
     del model
+    return rows
+
+
+ROW_TAG = "ZOO-ROW "
+
+
+def run_isolated(member, with_labels, timeout):
+    """`run_member` in a child process: its rows come back as JSON lines on its stdout."""
+    command = [sys.executable, os.path.abspath(__file__), "--member", member.name]
+    if not with_labels:
+        command.append("--no-labels")
+    base = {"model": member.name, "family": member.family, "expect": member.expect,
+            "build_s": None}
+    rows = []
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        row = dict(base, mode="isolated", error=f"timed out after {timeout} s")
+        print_row(row)
+        return [row]
+    for line in done.stdout.splitlines():
+        if line.startswith(ROW_TAG):
+            rows.append(json.loads(line[len(ROW_TAG):]))
+            print_row(rows[-1])
+        elif line.strip():
+            print("   ", line, flush=True)
+    if done.returncode != 0:
+        tail = [line for line in done.stderr.splitlines() if line.strip()][-3:]
+        print("\n".join("    " + line for line in tail), flush=True)
+        row = dict(base, mode="isolated", error=f"child process exited with {done.returncode}")
+        print_row(row)
+        rows.append(row)
     return rows
 
 
@@ -120,6 +173,7 @@ def print_row(row):
     print(f"{row['model']:<24} {row['mode']:<9} healthy={row['healthy']!s:<5} "
           f"expect={row['expect'] or '-':<16} {ok:<8} build {row['build_s']:5.1f}s  "
           f"diagnose {row['first_s']:5.1f}s / {row['second_s']:5.2f}s  "
+          f"rss {row['rss_mb']:6.0f}MB  "
           f"{', '.join(row['findings']) or '-'}", flush=True)
 
 
@@ -138,6 +192,17 @@ def markdown(rows):
                      f"{'yes' if r['healthy'] else 'no'} | {'yes' if r['match'] else '**no**'} | "
                      f"{findings} | {build} | {r['first_s']:.1f} | {r['second_s']:.2f} |")
     return "\n".join(lines)
+
+
+def processor():
+    name = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f
+                         if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return name or platform.machine()
 
 
 def versions():
@@ -161,15 +226,32 @@ def main():
     parser.add_argument("--family", choices=("applications", "keras_hub", "failure"),
                         default=None)
     parser.add_argument("--no-labels", action="store_true", help="surrogate loss only")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--isolate", action="store_true", default=None,
+                      help="each member in its own process (default without --quick)")
+    mode.add_argument("--in-process", dest="isolate", action="store_false",
+                      help="all members in this process (default with --quick)")
+    parser.add_argument("--timeout", type=float, default=1800,
+                        help="seconds per member with --isolate")
+    parser.add_argument("--member", default=None, help=argparse.SUPPRESS)  # --isolate's child
     args = parser.parse_args()
     zoo = load_zoo()
+    if args.member:
+        for row in run_member(zoo.by_name(args.member), with_labels=not args.no_labels,
+                              echo=False):
+            print(ROW_TAG + json.dumps(row), flush=True)
+        return 0
     members = zoo.members(quick=args.quick, only=args.only, family=args.family)
-    print(f"{len(members)} members; keras {keras.__version__}, {os.cpu_count()} CPUs\n",
-          flush=True)
+    isolate = (not args.quick) if args.isolate is None else args.isolate
+    print(f"{len(members)} members{', one process each' if isolate else ''}; "
+          f"keras {keras.__version__}, {os.cpu_count()} CPUs\n", flush=True)
     start = time.perf_counter()
     rows = []
     for member in members:
-        rows += run_member(member, with_labels=not args.no_labels)
+        if isolate:
+            rows += run_isolated(member, not args.no_labels, args.timeout)
+        else:
+            rows += run_member(member, with_labels=not args.no_labels)
     total = time.perf_counter() - start
 
     judged = [r for r in rows if "error" not in r]
@@ -182,7 +264,7 @@ def main():
     if wrong:
         print("Mismatches: " + ", ".join(f"{r['model']} ({r['mode']})" for r in wrong))
     v = versions()
-    print(f"\nMachine: {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
+    print(f"\nMachine: {os.cpu_count()} CPU cores, {processor()} ({platform.machine()}), "
           f"{platform.system()} {platform.release()}. Date: {datetime.date.today().isoformat()}. "
           + ", ".join(f"{k} {val}" for k, val in v.items()) + ".")
     return 0

@@ -197,6 +197,11 @@ class Thresholds:
                                  f"{warning}={w}.")
 
 
+# A normalization layer's output RMS is about its gain, 1 at initialization; below this it
+# did not set the scale (its input was below its epsilon), and the trend goes on through it.
+NORMALIZED_RMS = 0.1
+
+
 class Net:
     """A probe's rows with what the rules share.
 
@@ -246,13 +251,17 @@ class Net:
         """Per row: (reference RMS, its description, whether a merge lies on the way), or None.
 
         The reference is the output of the last layer on the row's chain of
-        first inputs that sets the scale (a normalization, an embedding,
-        rescaling), else the model input the chain starts from.
+        first inputs that sets the scale (a normalization whose output RMS is at
+        least `NORMALIZED_RMS`, an embedding, rescaling), else the model input
+        the chain starts from.
         """
         refs = []
         for i, row in enumerate(self.rows):
             s = row.stats
-            if self.norm[i] or isinstance(row.layer, acts.SCALE_SETTERS):
+            # A normalization whose input variance was below its epsilon passes a small input
+            # on, scaled but not normalized (NASNet's 0.009): the scale is not its.
+            normalized = self.norm[i] and s["rms"] >= NORMALIZED_RMS
+            if normalized or isinstance(row.layer, acts.SCALE_SETTERS):
                 refs.append((s["rms"], f"'{row.path}'", False))
             elif row.parent is None:
                 refs.append((s["input_rms"], "the input", False) if s["input_rms"] > 0 else None)
@@ -277,7 +286,8 @@ class Net:
                    for c in readers)
 
     def backward_references(self):
-        """Per row: the index of the row whose backward signal is its reference, or None.
+        """Per row: (index of the row whose backward signal is its reference, whether a merge
+        lies on the way), or None.
 
         Walking down the live rows from each output: a row's reference is its
         live reader's, except where that reader is a normalization (which
@@ -293,9 +303,11 @@ class Net:
             # uniform probabilities: the signal into the logits is the reference there.
             if self.rows[i].is_output or child is None or self.norm[child] or \
                     acts.activation_name(self.rows[child].layer) == "softmax":
-                refs[i] = i
+                refs[i] = (i, False)
             else:
-                refs[i] = refs[child]
+                merges = isinstance(self.rows[child].layer, acts.MERGES) or \
+                    self.composite(child)  # a block with a raw x + f(x) inside
+                refs[i] = (refs[child][0], refs[child][1] or merges)
         return refs
 
 
@@ -542,11 +554,18 @@ def _backward_scale(net):
               _Trend("exploding", False, t.gradient_exploding_ratio,
                      t.gradient_exploding_error_ratio)]
     for i, row in enumerate(net.rows):
-        ref = refs[i]
-        if ref is None or ref == i or net.skipped(i) or not _finite_row(row) or \
+        if refs[i] is None:
+            continue
+        ref, merged = refs[i]
+        if ref == i or net.skipped(i) or not _finite_row(row) or \
                 row.path in net.silent or not net.rows[ref].stats["grad_rms"] > 0:
             continue
         for trend in trends:
+            # Through residual merges the backward signal adds up block over block, by design
+            # (ResNet152's grows 130x over its 36 blocks of stage 4, and it trains); an
+            # unnormalized residual network that explodes does so forward, and is told there.
+            if trend.kind == "exploding" and merged:
+                continue
             trend.see(i, row.stats["grad_rms"] / net.rows[ref].stats["grad_rms"], ref)
 
     def message(kind, i, ratio, ref, further, limit):
