@@ -284,7 +284,9 @@ class Probe:
                      for g in tape.gradient(loss, trainable + tensors)]
             grads, output_grads = grads[:len(trainable)], grads[len(trainable):]
             bounded = [acts.bounded_name(layer) for layer, *_ in traced]
-            kinds = [self._kind(layer, t) for (layer, *_), t in zip(traced, tensors)]
+            live = _live(traced)
+            kinds = [self._kind(layer, t, alive)
+                     for (layer, *_), t, alive in zip(traced, tensors, live)]
             probs = self._attention_probabilities(traced, tensors, kinds)
 
             def table(rows, fields):  # rows stacked, or an empty (0, fields) table
@@ -328,14 +330,15 @@ class Probe:
 
         return tf.function(step, autograph=False)  # plain Python control flow: no conversion
 
-    def _kind(self, layer, tensor):
+    def _kind(self, layer, tensor, live):
         """Which extra statistics a layer output gets: attention probabilities (the softmax
         of an attention layer, or a MultiHeadAttention), a sequence of tokens (batch,
-        tokens, features), or none."""
+        tokens, features) on the way to an output (where rank collapse is judged), or
+        none."""
         if (id(layer) in self._attention and len(tensor.shape) >= 3) or \
                 isinstance(layer, keras.layers.MultiHeadAttention):
             return stats.ATTENTION
-        if len(tensor.shape) == 3 and (tensor.shape[1] or 0) >= 2:
+        if live and len(tensor.shape) == 3 and (tensor.shape[1] or 0) >= 2:
             return stats.SEQUENCE
         return None
 
@@ -509,6 +512,19 @@ def _signature(data):
     return repr(keras.tree.map_structure(
         lambda t: (tuple(getattr(t, "shape", ())), str(getattr(t, "dtype", type(t).__name__))),
         data))
+
+
+def _live(traced):
+    """Per record `(layer, parent, is_output, ...)`: does its output reach a model output
+    through first inputs (all, when no output was recorded)? The findings' `Net.live`."""
+    live = [bool(is_output) for _, _, is_output, *_ in traced]
+    if not any(live):
+        return [True] * len(traced)
+    for i in reversed(range(len(traced))):
+        parent = traced[i][1]
+        if live[i] and parent is not None:
+            live[parent] = True
+    return live
 
 
 def _with_paths(traced, path_of):

@@ -214,9 +214,11 @@ def finite_activation_table(outputs, bounded, saturation_threshold=0.97, inputs=
     grads = [ops.zeros_like(y) if g is None else g for y, g in zip(outputs, grads or [None] * n)]
     kinds = kinds or [None] * n
     probs = probs or [None] * n
-    # Attention rows go alone: their probabilities are tensors of their own.
-    keys = [None if x is not None or kind == ATTENTION else (tuple(y.shape), name, kind)
-            for y, name, x, kind in zip(outputs, bounded, inputs, kinds)]
+    # Attention rows whose probabilities are tensors of their own (a MultiHeadAttention's)
+    # go alone; softmax rows, their own probabilities, stack like any other.
+    keys = [None if x is not None or (kind == ATTENTION and p is not y)
+            else (tuple(y.shape), name, kind)
+            for y, name, x, kind, p in zip(outputs, bounded, inputs, kinds, probs)]
     groups = _groups(outputs, keys)
     parts, checks = [], []
     for group in groups:
@@ -253,12 +255,22 @@ def finite_activation_table(outputs, bounded, saturation_threshold=0.97, inputs=
             ops.mean(zero, axis=axes), ops.mean(ops.min(units, axis=1), axis=1), saturated,
             nothing, nothing, nothing, input_std, input_rms,
             g_rms,
-            *_per_kind(y, kinds[group[0]], None if probs[group[0]] is None else
-                       ops.expand_dims(ops.cast(probs[group[0]], "float32"), 0)),
+            *_per_kind(y, kinds[group[0]], _group_probs(probs, outputs, group, y)),
         ], axis=1))
     if not parts:
         return ops.zeros((0, len(ACTIVATION_FIELDS))), ops.zeros((0,))
     return _in_order(parts, groups), ops.concatenate(checks)
+
+
+def _group_probs(probs, outputs, group, y):
+    """A group's attention probabilities: `y` itself for softmax rows, else the one
+    member's own tensor (with a group axis), or None."""
+    first = probs[group[0]]
+    if first is None:
+        return None
+    if first is outputs[group[0]]:
+        return y
+    return ops.expand_dims(ops.cast(first, "float32"), 0)
 
 
 def finite_weight_stats(weights, grads):

@@ -102,7 +102,7 @@ def test_a_transformer_logs_token_cosine_and_attention_entropy(tmp_path):
         tags = set(events.Tags()["tensors"])
         paths = list(monitor.history["activations"])
         mha = next(p for p in paths if p.endswith("block0_mha"))
-        ff = next(p for p in paths if p.endswith("block0_ff2"))
+        ff = next(p for p in paths if p.endswith("block0_add2"))  # the stream, on the way out
         for tag, path, field in ((f"attention/{mha}/entropy", mha, "attention_entropy"),
                                  (f"activation/{ff}/token_cosine", ff, "token_cosine")):
             assert tag in tags
