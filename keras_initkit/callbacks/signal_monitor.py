@@ -241,7 +241,7 @@ class SignalMonitor(keras.callbacks.Callback):
             series = self.history["activations"].setdefault(path, {k: [] for k in s})
             for key, value in s.items():
                 series[key].append(value)
-        for path, _, s in result.weights:
+        for path, _, s, *_ in result.weights:
             series = self.history["weights"].setdefault(path, {k: [] for k in s})
             for key, value in s.items():
                 series[key].append(value)

@@ -222,6 +222,7 @@ class Net:
         self.rows, self.weights, self.t = result.activations, result.weights, thresholds
         self.silent = set(silent)
         self.norm = [acts.is_normalization(r.layer, r.input_shape) for r in self.rows]
+        self._composite, self._found = [None] * len(self.rows), {}
         self.consumers = [[] for _ in self.rows]
         for i, row in enumerate(self.rows):
             if row.parent is not None:
@@ -234,8 +235,16 @@ class Net:
 
     def composite(self, i):
         """A layer whose sublayers are rows of their own (a keras-hub block, an attention)."""
-        layer = self.rows[i].layer
-        return any(True for _ in layer._flatten_layers(include_self=False))
+        if self._composite[i] is None:
+            layer = self.rows[i].layer
+            self._composite[i] = any(True for _ in layer._flatten_layers(include_self=False))
+        return self._composite[i]
+
+    def once(self, rule):
+        """`rule(self)`, computed once per probe (one rule may read another's findings)."""
+        if rule not in self._found:
+            self._found[rule] = rule(self)
+        return self._found[rule]
 
     def _live(self):
         live = [bool(r.is_output) for r in self.rows]
@@ -438,7 +447,7 @@ def _depth_remedy(kind, layer, through_merges):
 
 def _layer_gain(net):
     """The first layer that alone multiplies its input's RMS by more than `layer_gain`."""
-    if any(f.kind == "exploding" for f in _forward_scale(net)):
+    if any(f.kind == "exploding" for f in net.once(_forward_scale)):
         return []  # the depth trend already says it, with the layer where it crossed
     for i, row in enumerate(net.rows):
         s, layer = row.stats, row.layer
@@ -530,9 +539,7 @@ def _is_kernel(weight_row):
 
 
 def _shape(weight_row):
-    variable = next((v for v in weight_row.layer.trainable_weights
-                     if v.path == weight_row.path), None)
-    return tuple(variable.shape) if variable is not None else ()
+    return tuple(weight_row.shape)
 
 
 def _nonfinite_gradient(net):
@@ -605,7 +612,7 @@ def _larger_than_he(weight_row):
 def _gradient_floor(net):
     """The shallowest kernel on the way to an output whose gradient float32 cannot apply
     (where the backward signal's trend has not said it already)."""
-    if any(f.kind == "vanishing" for f in _backward_scale(net)):
+    if any(f.kind == "vanishing" for f in net.once(_backward_scale)):
         return []
     live = {id(r.layer) for r, alive in zip(net.rows, net.live) if alive}
     for w in _kernels(net):
@@ -674,7 +681,7 @@ def find(result, thresholds, silent=()):
     (`zero_started`): their outputs get no vanishing verdict.
     """
     net = Net(result, thresholds, silent)
-    return [finding for rule in RULES for finding in rule(net)]
+    return [finding for rule in RULES for finding in net.once(rule)]
 
 
 def zero_started(result):

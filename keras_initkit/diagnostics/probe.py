@@ -62,12 +62,13 @@ class LayerRow(typing.NamedTuple):
 
 
 class WeightRow(typing.NamedTuple):
-    """One trainable weight of a probe: its path, the layer that owns it (or None), and
-    `stats.WEIGHT_FIELDS` -> float."""
+    """One trainable weight of a probe: its path, the layer that owns it (or None),
+    `stats.WEIGHT_FIELDS` -> float, and its shape."""
 
     path: str
     layer: object
     stats: dict
+    shape: tuple = ()
 
 
 class InGraphTables(typing.NamedTuple):
@@ -399,7 +400,8 @@ class Probe:
                         layer.call = original
                 self._records = None
             owners = _weight_owners(self.model)  # fixed with the trace: not per call
-            weight_names = [(v.path, owners.get(id(v))) for v in self.model.trainable_variables]
+            weight_names = [(v.path, owners.get(id(v)), tuple(v.shape))
+                            for v in self.model.trainable_variables]
             self._concrete[key] = (function, (self._traced, weight_names,
                                               self._kept if args[3] else None))
             # Freezing layer after layer (gradual unfreezing) makes a trace per step of it:
@@ -478,8 +480,8 @@ class Probe:
                 s["input_std"], s["input_rms"] = source["std"], source["rms"]
                 s["input_nonfinite_count"] = source["nan_count"] + source["inf_count"]
             activations.append(LayerRow(path, layer, s, parent, is_output, shape))
-        weight_rows = [WeightRow(path, owner, dict(zip(stats.WEIGHT_FIELDS, row)))
-                       for (path, owner), row in zip(weight_names, weights.tolist())]
+        weight_rows = [WeightRow(path, owner, dict(zip(stats.WEIGHT_FIELDS, row)), shape)
+                       for (path, owner, shape), row in zip(weight_names, weights.tolist())]
         result = ProbeResult(activations, weight_rows, float(numbers[-1]))
         if with_tensors:
             result.activation_tensors = [(traced[i][0], t) for i, t in zip(kept[0], out[1])]

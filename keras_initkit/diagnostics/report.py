@@ -39,7 +39,7 @@ class DiagnosisReport:
         self.loss = result.loss
         self.thresholds = thresholds
         kernel_grad = {}
-        for weight_path, layer, s in result.weights:
+        for weight_path, layer, s, *_ in result.weights:
             if layer is not None and not weight_path.endswith(("bias", "gamma", "beta")):
                 kernel_grad.setdefault(id(layer), s["grad_norm"])
         self.layers = [{"layer": layer.name, "path": path, "type": type(layer).__name__,
@@ -47,7 +47,7 @@ class DiagnosisReport:
                         "grad_norm": kernel_grad.get(id(layer))}
                        for path, layer, s, *_ in result.activations]
         self.weights = [{"weight": path, "layer": layer.name if layer is not None else None, **s}
-                        for path, layer, s in result.weights]
+                        for path, layer, s, *_ in result.weights]
 
     def table(self):
         """A plain-text table, one row per layer, with the kinds of finding at each."""

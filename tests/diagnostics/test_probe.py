@@ -44,7 +44,7 @@ def test_gradients_match_a_direct_computation_with_y():
         loss = tf.reduce_mean(keras.losses.mean_squared_error(y, model(x, training=True)))
     grads = tape.gradient(loss, model.trainable_variables)
     assert result.loss == pytest.approx(float(loss), rel=1e-5)
-    for (path, _, s), g, w in zip(result.weights, grads, model.trainable_variables):
+    for (path, _, s, _), g, w in zip(result.weights, grads, model.trainable_variables):
         assert path == w.path
         assert s["grad_norm"] == pytest.approx(float(tf.norm(g)), rel=1e-4)
         assert s["weight_norm"] == pytest.approx(float(tf.norm(w)), rel=1e-5)
@@ -144,7 +144,7 @@ def test_nested_multi_output_and_shared_layers():
     assert any(p.endswith("inner/inner_dense") for p in paths)
     assert any(p.endswith("head2") for p in paths)
     assert len(result.weights) == len(model.trainable_variables)
-    assert all(s["grad_norm"] > 0 for _, _, s in result.weights)
+    assert all(s["grad_norm"] > 0 for _, _, s, _ in result.weights)
 
 
 def test_layers_without_weights_get_the_path_of_the_model_that_holds_them():
@@ -177,7 +177,7 @@ def test_tensor_batches_take_the_flat_call_with_the_same_numbers():
         result = probe(*on_device)
         assert result.loss == reference.loss
         assert [r.stats for r in result.activations] == [r.stats for r in reference.activations]
-        assert [s for _, _, s in result.weights] == [s for _, _, s in reference.weights]
+        assert [s for _, _, s, _ in result.weights] == [s for _, _, s, _ in reference.weights]
     flat = {id(entry[0]): entry[2] is not None for entry in probe._flat.values()}
     assert flat == {id(x): False, id(on_device[0]): True}  # arrays are not on the flat list
 
@@ -216,8 +216,8 @@ def test_raw_weights_of_a_subclassed_model_warn_once_and_keep_their_gradients():
     assert sum("outside any layer call" in str(w.message) for w in caught) == 1
     assert model.w.path in str(caught[0].message)
     assert [type(row.layer).__name__ for row in result.activations] == ["Dense"]
-    assert [p for p, _, _ in result.weights] == [v.path for v in model.trainable_variables]
-    assert all(s["grad_norm"] > 0 for _, _, s in result.weights)
+    assert [row.path for row in result.weights] == [v.path for v in model.trainable_variables]
+    assert all(s["grad_norm"] > 0 for _, _, s, _ in result.weights)
     with warnings.catch_warnings(record=True) as again:  # once: not per call, nor per probe
         warnings.simplefilter("always")
         Probe(model)(batch(32, 8))
@@ -269,7 +269,7 @@ def test_recurrent_layers_are_probed_without_their_inner_cells():
     result = Probe(model)(x)
     kinds = [type(row.layer).__name__ for row in result.activations]
     assert kinds == ["Embedding", "LSTM", "GRU", "Dense"]
-    assert all(s["grad_norm"] > 0 for _, _, s in result.weights)
+    assert all(s["grad_norm"] > 0 for _, _, s, _ in result.weights)
 
 
 def test_std_of_a_large_mean_output_is_exact():
@@ -311,7 +311,7 @@ def test_moments_of_tiny_and_huge_signals_are_not_flushed_or_overflowed(stddev, 
         np.testing.assert_allclose([s["std"], s["rms"]], [a.std(), np.sqrt((a * a).mean())],
                                    rtol=1e-3)
     assert abs(np.log10(a.std())) > 20  # the squares really leave float32's range
-    grads = [s["grad_norm"] for _, _, s in result.weights]
+    grads = [s["grad_norm"] for _, _, s, _ in result.weights]
     assert all(np.isfinite(grads)) and min(grads) > 0
 
 
@@ -327,7 +327,7 @@ def test_one_probe_follows_new_weights_and_a_frozen_layer():
     assert doubled == pytest.approx(2.0 * first.weights[0][2]["weight_norm"], rel=1e-5)
     model.layers[0].trainable = False
     frozen = probe(x)
-    assert [path for path, _, _ in frozen.weights] == [v.path for v in
+    assert [row.path for row in frozen.weights] == [v.path for v in
                                                        model.trainable_variables]
     assert len(frozen.weights) == len(first.weights) - 2
     assert_weights_are_their_own(frozen, model)
@@ -337,8 +337,8 @@ def test_one_probe_follows_new_weights_and_a_frozen_layer():
 
 def assert_weights_are_their_own(result, model):
     """Each weight row holds the numbers of the variable it names."""
-    assert [path for path, _, _ in result.weights] == [v.path for v in model.trainable_variables]
-    for (_, _, s), v in zip(result.weights, model.trainable_variables):
+    assert [row.path for row in result.weights] == [v.path for v in model.trainable_variables]
+    for (_, _, s, _), v in zip(result.weights, model.trainable_variables):
         assert s["weight_norm"] == pytest.approx(float(np.linalg.norm(v.numpy())), rel=1e-5)
 
 
@@ -377,7 +377,7 @@ def test_a_deep_stack_of_like_layers_matches_a_direct_computation():
                                    [out.mean(), out.std(), out.max(), (out == 0).mean()],
                                    rtol=1e-4, atol=1e-7)
         assert s["dead_fraction"] == pytest.approx((out == 0).all(axis=0).mean())
-    for (path, _, s), w in zip(result.weights, model.trainable_variables):
+    for (path, _, s, _), w in zip(result.weights, model.trainable_variables):
         assert path == w.path
         assert s["weight_norm"] == pytest.approx(float(np.linalg.norm(w.numpy())), rel=1e-5)
 
