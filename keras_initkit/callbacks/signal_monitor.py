@@ -227,12 +227,9 @@ class SignalMonitor(keras.callbacks.Callback):
     def _judge(self, result):
         """`(findings, note)` of a probe's result: `judge`'s one-step view where kernels
         start at zero on purpose, taken by a probe that writes nothing to TensorBoard."""
-        from ..diagnostics.findings import find, zero_started
-
-        if not zero_started(result):
-            return find(result, self.thresholds), ""
         quiet = cached_probe(self.model, self.loss, self.thresholds.saturation_threshold)
-        _, findings, note = judge(quiet, *self._batch, self.thresholds)
+        _, findings, note = judge(self._probe, *self._batch, self.thresholds,
+                                  stepped_probe=quiet, result=result)
         return findings, note
 
     def _record(self, result, findings):

@@ -11,6 +11,7 @@ import math
 import keras
 
 from .. import activations as acts
+from .probe import live_rows
 
 KINDS = ("vanishing", "exploding", "dead", "saturated", "nonfinite", "rank_collapse",
          "entropy_collapse")
@@ -227,7 +228,7 @@ class Net:
         for i, row in enumerate(self.rows):
             if row.parent is not None:
                 self.consumers[row.parent].append(i)
-        self.live = self._live()
+        self.live = live_rows([r.parent for r in self.rows], [r.is_output for r in self.rows])
 
     def skipped(self, i):
         """A nested model's row repeats its last layer's output: no rule reads it."""
@@ -246,15 +247,6 @@ class Net:
             self._found[rule] = rule(self)
         return self._found[rule]
 
-    def _live(self):
-        live = [bool(r.is_output) for r in self.rows]
-        if not any(live):  # the model casts or rebuilds its outputs: every row counts
-            return [True] * len(self.rows)
-        for i in reversed(range(len(self.rows))):
-            parent = self.rows[i].parent
-            if live[i] and parent is not None:
-                live[parent] = True
-        return live
 
     def forward_references(self):
         """Per row: (reference RMS, its description, whether a merge lies on the way), or None.

@@ -8,7 +8,7 @@ from .findings import find, zero_started
 ADAM_STEP = 1e-3
 
 
-def judge(probe, x, y, thresholds, stepped_probe=None):
+def judge(probe, x, y, thresholds, stepped_probe=None, result=None):
     """Probes one batch and applies the rules; returns `(result, findings, note)`.
 
     When kernels start at exactly zero and receive a gradient (`zero_started`:
@@ -25,11 +25,12 @@ def judge(probe, x, y, thresholds, stepped_probe=None):
         thresholds: A `Thresholds`.
         stepped_probe: The probe for the second look (the monitor passes one that
             writes nothing to TensorBoard).
+        result: `probe(x, y)`, when the caller has it already.
 
     Returns:
         The `ProbeResult` judged, the list of `Finding`, and the note.
     """
-    result = probe(x, y)
+    result = probe(x, y) if result is None else result
     zero = zero_started(result)
     if not zero:
         return result, find(result, thresholds), ""

@@ -517,15 +517,21 @@ def _signature(data):
 
 
 def _live(traced):
-    """Per record `(layer, parent, is_output, ...)`: does its output reach a model output
-    through first inputs (all, when no output was recorded)? The findings' `Net.live`."""
-    live = [bool(is_output) for _, _, is_output, *_ in traced]
+    """Per record `(layer, parent, is_output, ...)`: `live_rows` of the trace."""
+    return live_rows([parent for _, parent, *_ in traced],
+                     [is_output for _, _, is_output, *_ in traced])
+
+
+def live_rows(parents, outputs):
+    """Per row: does its output reach a model output through first inputs (`parents` holds
+    each row's parent index or None, `outputs` whether it is a model output)? When no
+    output was recorded (the model casts or rebuilds its outputs), every row counts."""
+    live = [bool(is_output) for is_output in outputs]
     if not any(live):
-        return [True] * len(traced)
-    for i in reversed(range(len(traced))):
-        parent = traced[i][1]
-        if live[i] and parent is not None:
-            live[parent] = True
+        return [True] * len(live)
+    for i in reversed(range(len(live))):
+        if live[i] and parents[i] is not None:
+            live[parents[i]] = True
     return live
 
 

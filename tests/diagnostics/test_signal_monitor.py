@@ -379,3 +379,16 @@ def test_freeze_then_unfreeze_between_fits_logs_each_weight_as_itself(tmp_path):
         logged = monitor.history["weights"][variable.path]["weight_norm"][-1]
         assert logged == pytest.approx(float(np.linalg.norm(variable.numpy())), rel=1e-5), \
             variable.path
+
+
+def test_a_zero_classifier_is_judged_after_one_step_by_the_monitor_too(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((16,))] + [
+        L.Dense(32, activation="relu", kernel_initializer="kit_he") for _ in range(4)] + [
+        L.Dense(4, kernel_initializer="zeros", name="classifier")])
+    model.compile("adam", "mse")
+    x = batch(32, 16)
+    monitor = SignalMonitor(tmp_path, probe_data=x, every_n_steps=100, on_finding="raise")
+    with pytest.warns(UserWarning, match="start at zero on purpose"):
+        model.fit(x, np.zeros((32, 4), "float32"), epochs=1, verbose=0, callbacks=[monitor])
+    assert monitor.history["step"][0] == 0 and not monitor.history["findings"]
