@@ -1,6 +1,7 @@
 """What a probe costs now, against the probe of an earlier commit, in one run.
 
-    python benchmarks/bench_probe_cost.py [--baseline REF] [--rounds 7] [--calls 30] [--quick]
+    python benchmarks/bench_probe_cost.py [--baseline REF] [--rounds 7] [--calls 30]
+                                          [--only mlp,resnet64,resnet224,gpt2]
 
 The statistics a probe computes grew (the backward signal of every layer, the token
 cosine of sequences, the attention entropy): this measures what that costs. The
@@ -40,7 +41,7 @@ import keras, numpy as np
 import keras_initkit
 from keras_initkit.diagnostics import Probe
 L = keras.layers
-calls, quick = int(sys.argv[1]), sys.argv[2] == "1"
+calls, only = int(sys.argv[1]), sys.argv[2].split(",")
 rng = np.random.default_rng(0)
 
 def timed(fn):
@@ -53,19 +54,21 @@ def timed(fn):
     return statistics.median(times)
 
 out = {}
-keras.utils.set_random_seed(0)
-mlp = keras.Sequential([keras.Input((64,))] + [L.Dense(256, activation="relu")
-                                                for _ in range(4)] + [L.Dense(10)])
-x = rng.standard_normal((32, 64)).astype("float32")
-probe = Probe(mlp)
-out["mlp probe"] = timed(lambda: probe(x))
-keras.utils.set_random_seed(0)
-sizes = [(64, 32)] if quick else [(64, 32), (224, 8)]
-for size, n in sizes:
+if "mlp" in only:
+    keras.utils.set_random_seed(0)
+    mlp = keras.Sequential([keras.Input((64,))] + [L.Dense(256, activation="relu")
+                                                    for _ in range(4)] + [L.Dense(10)])
+    x = rng.standard_normal((32, 64)).astype("float32")
+    probe = Probe(mlp)
+    out["mlp probe"] = timed(lambda: probe(x))
+for size, n in [(64, 32), (224, 8)]:
+    if f"resnet{size}" not in only:
+        continue
+    keras.utils.set_random_seed(0)
     model = keras.applications.ResNet50(weights=None, input_shape=(size, size, 3))
     x = rng.standard_normal((n, size, size, 3)).astype("float32")
     out[f"resnet50 diagnose {size}"] = timed(lambda: keras_initkit.diagnose(model, x))
-if not quick:
+if "gpt2" in only:
     import keras_hub
     keras.utils.set_random_seed(0)
     gpt2 = keras_hub.models.GPT2Backbone(vocabulary_size=1000, num_layers=4, num_heads=4,
@@ -78,9 +81,9 @@ print("RESULT " + json.dumps(out))
 '''
 
 
-def run(tree, calls, quick):
+def run(tree, calls, only):
     env = dict(os.environ, PYTHONPATH=tree, TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([sys.executable, "-c", WORKER, str(calls), "1" if quick else "0"],
+    done = subprocess.run([sys.executable, "-c", WORKER, str(calls), only],
                           cwd=tree, env=env, capture_output=True, text=True, check=True)
     line = next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))
     return json.loads(line[len("RESULT "):])
@@ -91,7 +94,8 @@ def main():
     parser.add_argument("--baseline", default="73b99f2")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=30)
-    parser.add_argument("--quick", action="store_true", help="MLP and ResNet50 at 64 px only")
+    parser.add_argument("--only", default="mlp,resnet64,resnet224,gpt2",
+                        help="comma-separated: mlp, resnet64, resnet224, gpt2")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         base = os.path.join(folder, "baseline")
@@ -103,7 +107,7 @@ def main():
                 order = [("baseline", base), ("now", ROOT)]
                 if r % 2:
                     order.reverse()
-                got = {name: run(tree, args.calls, args.quick) for name, tree in order}
+                got = {name: run(tree, args.calls, args.only) for name, tree in order}
                 rows.append(got)
                 print(f"round {r + 1}: " + "  ".join(
                     f"{key}: {got['baseline'].get(key, float('nan')) * 1e3:.2f} -> "

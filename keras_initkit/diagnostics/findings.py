@@ -203,6 +203,86 @@ class Thresholds:
 NORMALIZED_RMS = 0.1
 
 
+class Layout:
+    """What the rules read of a probe's layers that does not change from probe to probe.
+
+    Built once per trace of a probe (`ProbeResult.shared` keeps it), so that a monitor
+    probing every few steps pays the rules' Python on the numbers alone.
+
+    Attributes:
+        skipped: Per row, whether no rule reads it (a nested model's row repeats its
+            last layer's output).
+        norm: Per row, whether its layer is a normalization.
+        activation: Per row, the name of the activation its layer applies, or None.
+        composite: Per row, whether its layer has sublayers of its own (a keras-hub
+            block, an attention layer).
+        consumers: Per row, the rows that read its output as first input.
+        live: Per row, whether its output reaches a model output through recorded
+            first inputs (a residual branch that ends in a merge's second input or a
+            raw `x + f(x)` does not).
+        scale_used: Per row, whether a layer that is no normalization reads its output
+            as is (`Net.scale_is_used`).
+        backward: Per row, `Net.backward_references`.
+        kernels: Indices of the weights that are kernels (rank >= 2, multiplying
+            their input, outside normalization layers).
+    """
+
+    def __init__(self, rows, weights):
+        n = len(rows)
+        self.skipped = [isinstance(r.layer, keras.Model) for r in rows]
+        self.norm = [acts.is_normalization(r.layer, r.input_shape) for r in rows]
+        self.activation = [acts.activation_name(r.layer) for r in rows]
+        self.composite = [any(True for _ in r.layer._flatten_layers(include_self=False))
+                          for r in rows]
+        self.consumers = [[] for _ in range(n)]
+        for i, row in enumerate(rows):
+            if row.parent is not None:
+                self.consumers[row.parent].append(i)
+        self.live = live_rows([r.parent for r in rows], [r.is_output for r in rows])
+        self.scale_used = [self._scale_used(rows, i) for i in range(n)]
+        self.backward = self._backward(rows)
+        norms = {id(r.layer) for r, normal in zip(rows, self.norm) if normal}
+        self.kernels = [j for j, w in enumerate(weights)
+                        if id(w.layer) not in norms and _is_kernel(w)]
+
+    def _scale_used(self, rows, i):
+        # A residual stream that every block reads through a normalization (pre-LN
+        # transformers) may grow with depth: nothing sees its scale. A block made of
+        # sublayers counts through them; readers not recorded (a merge's second input,
+        # a raw op) count as reading it.
+        if not self.consumers[i] or rows[i].is_output:
+            return True
+        return any(not self.norm[c] and not isinstance(rows[c].layer, acts.MERGES)
+                   for c in self.consumers[i] if not self.composite[c])
+
+    def _backward(self, rows):
+        refs = [None] * len(rows)
+        for i in reversed(range(len(rows))):
+            if not self.live[i]:
+                continue
+            child = next((c for c in self.consumers[i] if self.live[c]), None)
+            # A softmax over many classes shrinks the gradient by about 1 / classes near
+            # uniform probabilities: the signal into the logits is the reference there.
+            if rows[i].is_output or child is None or self.norm[child] or \
+                    self.activation[child] == "softmax":
+                refs[i] = (i, False)
+            else:
+                merges = isinstance(rows[child].layer, acts.MERGES) or \
+                    self.composite[child]  # a block with a raw x + f(x) inside
+                refs[i] = (refs[child][0], refs[child][1] or merges)
+        return refs
+
+
+def layout_of(result):
+    """The `Layout` of a `ProbeResult`, built once per trace of its probe."""
+    shared = getattr(result, "shared", None)
+    if shared is None:
+        return Layout(result.activations, result.weights)
+    if "layout" not in shared:
+        shared["layout"] = Layout(result.activations, result.weights)
+    return shared["layout"]
+
+
 class Net:
     """A probe's rows with what the rules share.
 
@@ -212,41 +292,30 @@ class Net:
         t: The `Thresholds`.
         silent: Paths of layers whose kernel starts at zero on purpose (see
             `zero_started`): no vanishing verdict on their outputs.
-        norm: Per row, whether its layer is a normalization.
-        live: Per row, whether its output reaches a model output through
-            recorded first inputs (a residual branch that ends in a merge's
-            second input or a raw `x + f(x)` does not).
-        consumers: Per row, the rows that read its output as first input.
+        layout: The `Layout`: what depends on the layers alone. Its `norm`,
+            `live` and `consumers` read as the Net's own.
     """
 
     def __init__(self, result, thresholds, silent=()):
         self.rows, self.weights, self.t = result.activations, result.weights, thresholds
         self.silent = set(silent)
-        self.norm = [acts.is_normalization(r.layer, r.input_shape) for r in self.rows]
-        self._composite, self._found = [None] * len(self.rows), {}
-        self.consumers = [[] for _ in self.rows]
-        for i, row in enumerate(self.rows):
-            if row.parent is not None:
-                self.consumers[row.parent].append(i)
-        self.live = live_rows([r.parent for r in self.rows], [r.is_output for r in self.rows])
+        self.layout = layout = layout_of(result)
+        self.norm, self.live, self.consumers = layout.norm, layout.live, layout.consumers
+        self._found = {}
 
     def skipped(self, i):
         """A nested model's row repeats its last layer's output: no rule reads it."""
-        return isinstance(self.rows[i].layer, keras.Model)
+        return self.layout.skipped[i]
 
     def composite(self, i):
         """A layer whose sublayers are rows of their own (a keras-hub block, an attention)."""
-        if self._composite[i] is None:
-            layer = self.rows[i].layer
-            self._composite[i] = any(True for _ in layer._flatten_layers(include_self=False))
-        return self._composite[i]
+        return self.layout.composite[i]
 
     def once(self, rule):
         """`rule(self)`, computed once per probe (one rule may read another's findings)."""
         if rule not in self._found:
             self._found[rule] = rule(self)
         return self._found[rule]
-
 
     def forward_references(self):
         """Per row: (reference RMS, its description, whether a merge lies on the way), or None.
@@ -280,11 +349,7 @@ class Net:
         block made of sublayers counts through them. A row whose readers were
         not recorded (a merge's second input, a raw op) counts as read.
         """
-        readers = [c for c in self.consumers[i] if not self.composite(c)]
-        if not self.consumers[i] or self.rows[i].is_output:
-            return True
-        return any(not self.norm[c] and not isinstance(self.rows[c].layer, acts.MERGES)
-                   for c in readers)
+        return self.layout.scale_used[i]
 
     def backward_references(self):
         """Per row: (index of the row whose backward signal is its reference, whether a merge
@@ -295,21 +360,7 @@ class Net:
         sets the gradient at its input, whatever it is at its output) or a
         softmax, or the row is a model output: there it is the row itself.
         """
-        refs = [None] * len(self.rows)
-        for i in reversed(range(len(self.rows))):
-            if not self.live[i]:
-                continue
-            child = next((c for c in self.consumers[i] if self.live[c]), None)
-            # A softmax over many classes shrinks the gradient by about 1 / classes near
-            # uniform probabilities: the signal into the logits is the reference there.
-            if self.rows[i].is_output or child is None or self.norm[child] or \
-                    acts.activation_name(self.rows[child].layer) == "softmax":
-                refs[i] = (i, False)
-            else:
-                merges = isinstance(self.rows[child].layer, acts.MERGES) or \
-                    self.composite(child)  # a block with a raw x + f(x) inside
-                refs[i] = (refs[child][0], refs[child][1] or merges)
-        return refs
+        return self.layout.backward
 
 
 def _nonfinite_activations(net):
@@ -380,7 +431,7 @@ def _forward_scale(net):
     for i, row in enumerate(net.rows):
         ref = refs[i]
         if ref is None or net.skipped(i) or net.norm[i] or not _finite_row(row) or \
-                acts.activation_name(row.layer) == "softmax" or not ref[0] > 0 or \
+                net.layout.activation[i] == "softmax" or not ref[0] > 0 or \
                 not net.scale_is_used(i):
             continue  # probabilities have no scale; past a NaN the scale means nothing
         for trend in trends:
@@ -445,11 +496,11 @@ def _layer_gain(net):
         s, layer = row.stats, row.layer
         if net.skipped(i) or net.norm[i] or net.composite(i) or s["input_rms"] <= 0 or \
                 isinstance(layer, acts.MERGES + acts.SCALE_SETTERS) or not _finite_row(row) \
-                or acts.activation_name(layer) == "softmax":
+                or net.layout.activation[i] == "softmax":
             continue  # probabilities have no scale to compare with their input's
         gain = s["rms"] / s["input_rms"]
         if gain > net.t.layer_gain and math.isfinite(gain):
-            name = acts.activation_name(layer)
+            name = net.layout.activation[i]
             init = getattr(layer, "kernel_initializer", None)
             has = f" ({type(init).__name__})" if init is not None else ""
             return [Finding(
@@ -463,7 +514,7 @@ def _layer_gain(net):
 def _dead(net):
     t = net.t
     rows = [(r.path, r.layer, r.stats["dead_fraction"]) for i, r in enumerate(net.rows)
-            if not net.skipped(i) and acts.activation_name(r.layer) in ("relu", "relu6")]
+            if not net.skipped(i) and net.layout.activation[i] in ("relu", "relu6")]
     return _first_of("dead", rows, t.dead_fraction, t.dead_error_fraction,
                      lambda path, layer, value: (
                          f"{100 * value:.0f}% of the units of '{path}' are zero for every "
@@ -483,7 +534,7 @@ def _dead_remedy(layer):
 def _saturated(net):
     t = net.t
     rows = [(r.path, r.layer, r.stats["saturated_fraction"]) for i, r in enumerate(net.rows)
-            if not net.skipped(i) and acts.bounded_name(r.layer)]
+            if not net.skipped(i) and net.layout.activation[i] in acts.BOUNDED]
 
     def message(path, layer, value):
         name = acts.activation_name(layer)
@@ -520,8 +571,7 @@ def _first_of(kind, rows, threshold, error_threshold, message):
 
 def _kernels(net):
     """The kernels (weights of rank >= 2 outside normalization layers), as WeightRows."""
-    norms = {id(r.layer) for r, n in zip(net.rows, net.norm) if n}
-    return [w for w in net.weights if id(w.layer) not in norms and _is_kernel(w)]
+    return [net.weights[j] for j in net.layout.kernels]
 
 
 def _is_kernel(weight_row):
@@ -683,10 +733,9 @@ def zero_started(result):
     SkipInit branch silences every signal behind it until the first update.
     Returns their `WeightRow`s.
     """
-    norms = {id(r.layer) for r in result.activations
-             if acts.is_normalization(r.layer, r.input_shape)}
-    return [w for w in result.weights if id(w.layer) not in norms and _is_kernel(w)
-            and w.stats["weight_norm"] == 0 and w.stats["grad_norm"] > 0]
+    weights = result.weights
+    return [weights[j] for j in layout_of(result).kernels
+            if weights[j].stats["weight_norm"] == 0 and weights[j].stats["grad_norm"] > 0]
 
 
 def _owner_name(layer, weight_path):

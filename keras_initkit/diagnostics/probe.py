@@ -93,10 +93,13 @@ class ProbeResult:
         activations: `LayerRow`s in the order the layers ran.
         weights: `WeightRow`s, one per trainable weight.
         loss: the loss the gradients are of.
+        shared: A dict that every result of the same trace of its probe shares, for
+            what depends on the layers alone (the findings keep their layout in it).
     """
 
-    def __init__(self, activations, weights, loss):
+    def __init__(self, activations, weights, loss, shared=None):
         self.activations, self.weights, self.loss = activations, weights, loss
+        self.shared = {} if shared is None else shared
 
 
 def _first_float(output):
@@ -403,7 +406,7 @@ class Probe:
             weight_names = [(v.path, owners.get(id(v)), tuple(v.shape))
                             for v in self.model.trainable_variables]
             self._concrete[key] = (function, (self._traced, weight_names,
-                                              self._kept if args[3] else None))
+                                              self._kept if args[3] else None, {}))
             # Freezing layer after layer (gradual unfreezing) makes a trace per step of it:
             # keep the latest few, so that memory stays flat.
             for old in list(self._concrete)[:-MAX_TRACES]:
@@ -421,20 +424,27 @@ class Probe:
 
         TensorFlow binds the arguments to the function's signature anew on each
         call (70 us of a small MLP's 0.8 ms probe). Its tensors are those of the
-        batch, the step and `describe`: listed once per batch, and checked
-        against the function's inputs, else the call goes the usual way.
+        batch (NumPy arrays converted), the step and `describe`: listed once per
+        batch, and checked against the function's inputs, else the call goes the
+        usual way.
         """
         import tensorflow as tf
 
         x, y, tensors = args[0], args[1], [args[4], args[5]]
         flat = self._flat.get(key)
         if flat is None or flat[0] is not x or flat[1] is not y:
-            batch = [t for t in tf.nest.flatten((x, y)) if isinstance(t, tf.Tensor)]
+            leaves = [t for t in tf.nest.flatten((x, y)) if isinstance(t, (tf.Tensor, np.ndarray))]
+            batch = [tf.convert_to_tensor(t) for t in leaves]
             expected = function.inputs[:len(function.inputs) - len(function.captured_inputs)]
             usable = hasattr(function, "_call_flat") and len(batch) + 2 == len(expected) and all(
                 t.dtype == e.dtype and e.shape.is_compatible_with(t.shape)
                 for t, e in zip(batch + tensors, expected))
-            flat = self._flat[key] = (x, y, batch if usable else None)
+            # NumPy arrays are converted anew on each call: they may change in place.
+            fixed = all(isinstance(t, tf.Tensor) for t in leaves)
+            flat = self._flat[key] = (x, y, batch if usable else None, fixed)
+        elif flat[2] is not None and not flat[3]:
+            flat = (x, y, [tf.convert_to_tensor(t) for t in tf.nest.flatten((x, y))
+                           if isinstance(t, (tf.Tensor, np.ndarray))], False)
         if flat[2] is None:
             return function(*args)
         return function._call_flat(flat[2] + tensors, function.captured_inputs)
@@ -463,9 +473,9 @@ class Probe:
             self._describe = {flag: tf.constant(flag) for flag in (False, True)}
         args = (x, y if y is not None else 0.0, y is not None, with_tensors,
                 tf.constant(step, tf.int64))
-        out, numbers, (traced, weight_names, kept), series = self._run(args, exact=False)
+        out, numbers, (traced, weight_names, kept, shared), series = self._run(args, exact=False)
         if not numbers[-1]:  # a NaN or Inf made the cheap moments wrong: the exact pass
-            out, numbers, (traced, weight_names, kept), series = self._run(args, exact=True)
+            out, numbers, (traced, weight_names, kept, shared), series = self._run(args, exact=True)
         if self.in_graph_hook is not None:  # the pass kept was this series' first, if any
             self._described.add(series)
         numbers = numbers[:-1]
@@ -482,7 +492,7 @@ class Probe:
             activations.append(LayerRow(path, layer, s, parent, is_output, shape))
         weight_rows = [WeightRow(path, owner, dict(zip(stats.WEIGHT_FIELDS, row)), shape)
                        for (path, owner, shape), row in zip(weight_names, weights.tolist())]
-        result = ProbeResult(activations, weight_rows, float(numbers[-1]))
+        result = ProbeResult(activations, weight_rows, float(numbers[-1]), shared)
         if with_tensors:
             result.activation_tensors = [(traced[i][0], t) for i, t in zip(kept[0], out[1])]
             result.gradient_tensors = [(weight_names[i][0], t) for i, t in zip(kept[1], out[2])]

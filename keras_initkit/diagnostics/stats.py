@@ -12,6 +12,7 @@ exact ones only otherwise (a probe of a small MLP runs mostly on per-op cost).
 """
 import math
 
+import keras
 from keras import ops
 
 from ..activations import BOUNDED
@@ -41,6 +42,21 @@ def _scale(peak):
     the signal of a vanishing stack at depth 20 would read exactly 0.
     """
     return ops.where(peak > 0, peak, ops.ones_like(peak))
+
+
+def _mean_square(x, axes):
+    """mean(x * x) over `axes`, per member of the leading group axis.
+
+    A group of one on TensorFlow takes `tf.nn.l2_loss`: one fused pass, with
+    no squared copy of a large tensor (a ResNet50 layer at 224 px), about
+    twice as fast on a CPU.
+    """
+    if x.shape[0] == 1 and keras.backend.backend() == "tensorflow" and \
+            all(d is not None for d in x.shape):
+        import tensorflow as tf
+
+        return ops.reshape(2.0 * tf.nn.l2_loss(x) / float(math.prod(x.shape)), (1,))
+    return ops.mean(x * x, axis=axes)
 
 
 def _finite(x):
@@ -228,11 +244,11 @@ def finite_activation_table(outputs, bounded, saturation_threshold=0.97, inputs=
         minimum, maximum = ops.min(y, axis=axes), ops.max(y, axis=axes)
         scale = _scale(ops.maximum(ops.abs(minimum), ops.abs(maximum)))
         per = (-1,) + (1,) * len(axes)  # broadcasts one number per group member
-        scaled = y / ops.reshape(scale, per)
-        centred = scaled - ops.reshape(mean / scale, per)
+        centred = (y - ops.reshape(mean, per)) / ops.reshape(scale, per)
+        variance = _mean_square(centred, axes)  # of y / scale
         # Unscaled: squares of gradients below 1e-19 flush to 0, which reads as vanished,
         # as it is; one that overflows is not finite, and the exact pass takes over.
-        g_rms = ops.sqrt(ops.mean(g * g, axis=axes))
+        g_rms = ops.sqrt(_mean_square(g, axes))
         zero = ops.cast(ops.equal(y, 0.0), "float32")
         units = ops.reshape(zero, (len(group), -1, y.shape[-1] if len(y.shape) > 2 else 1))
         name = bounded[group[0]]
@@ -250,8 +266,9 @@ def finite_activation_table(outputs, bounded, saturation_threshold=0.97, inputs=
             input_std, input_rms = (ops.reshape(v, (1,)) for v in _std_and_rms(x))
             checks.append(mean + g_rms + ops.mean(ops.cast(x, "float32")))
         parts.append(ops.stack([
-            mean, scale * ops.sqrt(ops.mean(centred * centred, axis=axes)),
-            scale * ops.sqrt(ops.mean(scaled * scaled, axis=axes)), minimum, maximum,
+            # RMS^2 = variance + mean^2: one pass over the tensor fewer than squaring it again.
+            mean, scale * ops.sqrt(variance),
+            scale * ops.sqrt(variance + ops.square(mean / scale)), minimum, maximum,
             ops.mean(zero, axis=axes), ops.mean(ops.min(units, axis=1), axis=1), saturated,
             nothing, nothing, nothing, input_std, input_rms,
             g_rms,

@@ -10,6 +10,7 @@ import tensorflow as tf
 import keras_initkit
 from keras_initkit.diagnostics import Probe
 from keras_initkit.diagnostics.probe import MAX_TRACES
+from keras_initkit.diagnostics.findings import layout_of
 from nets import batch, mlp
 
 L = keras.layers
@@ -171,15 +172,17 @@ def test_tensor_batches_take_the_flat_call_with_the_same_numbers():
     x = {"z": batch(16, 8), "y": batch(16, 8, seed=1)}
     y = {"p": batch(16, 4, seed=2), "q": batch(16, 4, seed=3) * 10}
     probe = Probe(model)
-    reference = probe(x, y)  # arrays: TensorFlow's own call binds them
+    reference = Probe(model)(x, y)
     on_device = tf.nest.map_structure(tf.convert_to_tensor, (x, y))
-    for _ in range(2):  # the second call reuses the flat list of the first
-        result = probe(*on_device)
+    for batch_ in [(x, y)] * 2 + [on_device] * 2:  # second calls reuse the first's flat list
+        result = probe(*batch_)
         assert result.loss == reference.loss
         assert [r.stats for r in result.activations] == [r.stats for r in reference.activations]
         assert [s for _, _, s, _ in result.weights] == [s for _, _, s, _ in reference.weights]
     flat = {id(entry[0]): entry[2] is not None for entry in probe._flat.values()}
-    assert flat == {id(x): False, id(on_device[0]): True}  # arrays are not on the flat list
+    assert flat == {id(x): True, id(on_device[0]): True}
+    x["z"] *= 2.0  # an array changed in place is read again, not taken from the last call
+    assert probe(x, y).loss != reference.loss
 
 
 def test_a_subclassed_model_reports_its_inner_layers():
@@ -394,3 +397,16 @@ def test_a_diagnosed_model_is_freed_with_its_cached_probe():
     del model
     gc.collect()
     assert alive() is None
+
+
+def test_results_of_one_trace_share_one_layout():
+    # The rules' view of the layers is built once per trace, not once per probe.
+    model = keras.Sequential([keras.Input((8,)), L.Dense(8, activation="relu"), L.Dense(4)])
+    probe, x = Probe(model), batch(16, 8)
+    first, second = probe(x), probe(x)
+    assert first.shared is second.shared and layout_of(first) is layout_of(second)
+    model.layers[0].trainable = False  # a new trace, with one kernel fewer
+    third = probe(x)
+    assert third.shared is not first.shared
+    assert [third.weights[j].path for j in layout_of(third).kernels] == [
+        first.weights[j].path for j in layout_of(first).kernels][1:]
