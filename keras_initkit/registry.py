@@ -41,6 +41,7 @@ BUILTIN_ALIASES = {
     "kit_convolution_aware": inits.ConvolutionAware,
     "kit_icnr": inits.ICNR,
     "kit_sparse": inits.Sparse,
+    "kit_zero_init": inits.ZerO,
     "kit_pretrained": inits.Pretrained,
 }
 

@@ -40,6 +40,8 @@ def build(npz_path):
     y = L.Conv2D(12, 3, padding="same", kernel_initializer=a("kit_icnr", scale=2))(image)
     y = L.Conv2DTranspose(6, 3, padding="same", kernel_initializer=a("kit_convolution_aware"))(y)
     y = L.DepthwiseConv2D(3, padding="same", depthwise_initializer=a("kit_he_uniform"))(y)
+    y = L.Conv2D(6, 3, padding="same", groups=3,
+                 kernel_initializer=a("kit_delta_orthogonal", groups=3))(y)
     y = L.SeparableConv2D(8, 3, padding="same", depthwise_initializer=a("kit_kaiming_uniform"),
                           pointwise_initializer=a("kit_sparse", sparsity=0.5, stddev=0.1))(y)
     img = L.GlobalAveragePooling2D()(y)
@@ -50,6 +52,7 @@ def build(npz_path):
     vol = L.GlobalAveragePooling3D()(z)
 
     h = L.Concatenate()([seq, img, vol])
+    h = L.Dense(40, kernel_initializer=a("kit_zero_init"))(h)
     for name in ["kit_he", "kit_he_normal", "kit_kaiming_normal", "kit_glorot_uniform",
                  "kit_glorot_normal", "kit_xavier", "kit_xavier_normal", "kit_lecun_normal",
                  "kit_random_normal", "kit_variance_scaling"]:

@@ -4,7 +4,7 @@ from .constant import Constant, Ones, Zeros
 from .orthogonal import Orthogonal
 from .pretrained import Pretrained
 from .random import RandomNormal, RandomUniform, TruncatedNormal
-from .structured import ICNR, ConvolutionAware, DeltaOrthogonal, Identity, Sparse
+from .structured import ICNR, ConvolutionAware, DeltaOrthogonal, Identity, Sparse, ZerO
 from .variance_scaling import (
     GlorotNormal,
     GlorotUniform,
@@ -19,5 +19,5 @@ __all__ = [
     "KitInitializer", "Constant", "Ones", "Zeros", "RandomNormal", "RandomUniform",
     "TruncatedNormal", "VarianceScaling", "GlorotUniform", "GlorotNormal", "HeNormal",
     "HeUniform", "LecunNormal", "LecunUniform", "Orthogonal", "Identity", "DeltaOrthogonal",
-    "ConvolutionAware", "ICNR", "Sparse", "Pretrained",
+    "ConvolutionAware", "ICNR", "Sparse", "ZerO", "Pretrained",
 ]

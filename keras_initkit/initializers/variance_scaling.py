@@ -1,7 +1,7 @@
 """Variance-scaling schemes: Glorot/Xavier, He/Kaiming, LeCun and the general form.
 
-Each draws weights of variance `scale / n`, where `n` is `fan_in`, `fan_out`
-or their mean, as Keras counts fans (`keras_initkit.fans.compute_fans`). The
+Each draws weights of variance `scale / n`, where `n` is `fan_in`, `fan_out`,
+their mean, or their geometric mean (JAX's `fan_geo_avg`), as Keras counts fans (`keras_initkit.fans.compute_fans`). The
 variance sampled is the variance promised, for every distribution:
 
 - `normal`: N(0, scale / n), untruncated (torch's `kaiming_normal_`).
@@ -21,7 +21,7 @@ from ..fans import check_axes, compute_fans, gain
 from .base import KitInitializer, check_choice, check_number, check_spread
 from .random import sample_normal, sample_truncated_normal, sample_uniform
 
-MODES = ("fan_in", "fan_out", "fan_avg")
+MODES = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
 DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
 
 
@@ -29,13 +29,16 @@ DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
 class VarianceScaling(KitInitializer, keras.initializers.VarianceScaling):
     """Weights of variance `scale * gain(activation)^2 / n`.
 
-    `n` is `fan_in`, `fan_out` or `(fan_in + fan_out) / 2` by `mode`. This is
-    the general form of Glorot & Bengio 2010, He et al. 2015 and LeCun et al.
-    1998; see the module docstring for each distribution and its correction.
+    `n` is `fan_in`, `fan_out`, `(fan_in + fan_out) / 2` or
+    `sqrt(fan_in * fan_out)` by `mode`. This is the general form of Glorot &
+    Bengio 2010, He et al. 2015 and LeCun et al. 1998; `"fan_geo_avg"` is
+    `jax.nn.initializers.variance_scaling`'s mode of the same name (the
+    geometric mean keeps the variance between the two fans' for any aspect
+    ratio). See the module docstring for each distribution and its correction.
 
     Args:
         scale: Positive multiplier of the variance.
-        mode: `"fan_in"`, `"fan_out"` or `"fan_avg"`.
+        mode: `"fan_in"`, `"fan_out"`, `"fan_avg"` or `"fan_geo_avg"`.
         distribution: `"normal"`, `"truncated_normal"` or `"uniform"`
             (Keras' `"untruncated_normal"` is accepted and stored as `"normal"`).
         activation: Optional activation name; its `keras_initkit.gain` squared
@@ -56,7 +59,8 @@ class VarianceScaling(KitInitializer, keras.initializers.VarianceScaling):
     >>> keras.layers.Dense(64, kernel_initializer=init)
     """
 
-    formula = "var = scale * gain(activation)^2 / fan (fan_in | fan_out | fan_avg)"
+    formula = ("var = scale * gain(activation)^2 / fan "
+               "(fan_in | fan_out | fan_avg | sqrt(fan_in * fan_out))")
 
     def __init__(self, scale=1.0, mode="fan_in", distribution="truncated_normal",
                  activation=None, activation_params=None, input_axes=None,
@@ -98,7 +102,8 @@ class VarianceScaling(KitInitializer, keras.initializers.VarianceScaling):
     def variance(self, shape):
         """The variance each entry is drawn with, for a given shape."""
         fan_in, fan_out = compute_fans(shape, self.input_axes, self.output_axes)
-        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2,
+               "fan_geo_avg": math.sqrt(fan_in * fan_out)}
         return self.scale * self._gain**2 / max(1.0, fan[self.mode])
 
     def generate(self, shape, dtype):

@@ -21,6 +21,7 @@ from ..activations import NORMALIZATIONS, following_activation, scheme_for
 from ..distribution import multi_worker
 from ..fans import compute_fans, second_moment
 from ..registry import get
+from .recipes import RECIPES, apply_recipe
 from .report import Rows
 
 L = keras.layers
@@ -83,7 +84,7 @@ def kernel_axes(layer, name, shape):
 
 
 def reinitialize(model, scheme="auto", *, layers=None, seed=None, biases="zeros",
-                 orthogonal=True):
+                 orthogonal=True, x=None):
     """Re-draws the weights of a built model in place, layer by layer.
 
     With `scheme="auto"` each kernel gets the scheme of the activation applied
@@ -127,10 +128,19 @@ def reinitialize(model, scheme="auto", *, layers=None, seed=None, biases="zeros"
     equation, and each LSTM or GRU gate block is drawn on its own. Weights of
     other layers (a PReLU's slope, custom layers) are kept and listed as such.
 
+    A whole-model recipe (`"gpt2"`, `"bert"`, `"vit"`, `"fixup"`,
+    `"skipinit"`, `"t_fixup"`, `"deepnorm"`) draws each weight by the role it
+    plays: residual branches (an `Add` layer, or `x + f(x)` inside a
+    keras-hub block), attention projections, embeddings and the readout are
+    found in the model's traced graph (`keras_initkit.model_init.residual`);
+    `keras_initkit.model_init.recipes` documents each rule, its paper and the
+    reference it was checked against, and `audit(model, recipe)` measures a
+    model against it.
+
     Args:
         model: A built `keras.Model`: Sequential, Functional, nested or subclassed.
-        scheme: `"auto"`, an initializer alias such as `"kit_he"`, or an
-            initializer instance, used for every kernel.
+        scheme: `"auto"`, a recipe name, an initializer alias such as
+            `"kit_he"`, or an initializer instance, used for every kernel.
         layers: Optional list of layer names or paths (or layers) to re-draw;
             the others are left as they are.
         seed: None, or a non-negative integer for a reproducible result.
@@ -138,10 +148,14 @@ def reinitialize(model, scheme="auto", *, layers=None, seed=None, biases="zeros"
         orthogonal: With `"auto"`, draw plain-layout kernels as scaled
             orthogonal matrices (default) instead of the schemes' own i.i.d.
             distributions.
+        x: With a recipe and a subclassed model (no symbolic inputs), a
+            sample input to trace the model with.
 
     Returns:
         A `Rows` summary, one row per weight: `layer`, `weight`, `scheme`,
-        `fan_in`, `fan_out`, `gain`; `.table()` prints it.
+        `fan_in`, `fan_out`, `gain`; with a recipe `layer`, `weight`,
+        `scheme`, `role` (`residual_out`, `embedding`, `readout`, ...) and
+        `std`; `.table()` prints it.
 
     Raises:
         TypeError: `model` is not a Keras model, or `scheme` is not an initializer.
@@ -165,6 +179,15 @@ def reinitialize(model, scheme="auto", *, layers=None, seed=None, biases="zeros"
             "Pass the same integer seed= on every worker.", stacklevel=2)
     if not isinstance(orthogonal, bool):
         raise TypeError(f"`orthogonal` must be True or False; received orthogonal={orthogonal!r}.")
+    if isinstance(scheme, str) and scheme in RECIPES:
+        if layers is not None or not (isinstance(biases, str) and biases == "zeros"):
+            raise ValueError(
+                f"A recipe draws every weight of the model, biases at zero: `layers` and "
+                f"`biases` apply to per-layer schemes; received scheme={scheme!r} with "
+                f"layers={layers!r}, biases={biases!r}.")
+        rows = Rows(("layer", "weight", "scheme", "role", "std"))
+        apply_recipe(model, scheme, _Draws(seed), rows, x=x)
+        return rows
     auto = isinstance(scheme, str) and scheme == "auto"
     chosen = None if auto else _initializer("scheme", scheme)
     label = scheme if isinstance(scheme, str) else type(scheme).__name__
@@ -252,6 +275,32 @@ class _Draws:
         return init
 
 
+def auto_initializer(layer, name, shape, orthogonal=False, activation=None):
+    """`(initializer, label, gain)` that "auto" draws a kernel `name` of `layer` with; with
+    `orthogonal=False` the initializer is a `VarianceScaling` (its `variance(shape)` is the
+    variance of each entry)."""
+    axes = kernel_axes(layer, name, shape)
+    # A separable layer's depthwise step is linear; its activation follows the pointwise step.
+    separable = isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D))
+    if separable and name == "depthwise_kernel":
+        act = ("", {})
+    else:
+        act = activation or following_activation(layer)
+    label, scale, mode, distribution, g = scheme_for(*act)
+    if reads_model_input(layer) and act[0] in _BOUNDED:
+        first = first_layer_scale(act[0], scale)
+        label += f", first layer scale {first:.3g}"
+        scale, g = first, math.sqrt(first)
+    init = inits.VarianceScaling(scale=scale, mode=mode, distribution=distribution,
+                                 input_axes=axes and axes[0], output_axes=axes and axes[1])
+    if orthogonal and axes is None:
+        # Mean square of an orthonormal (rows, cols) matrix: 1 / max(rows, cols).
+        size = max(math.prod(shape[:-1]), shape[-1])
+        init = inits.Orthogonal(gain=math.sqrt(init.variance(shape) * size))
+        label += ", orthogonal draw"
+    return init, label, g
+
+
 def _redraw(layer, chosen, chosen_label, bias_init, draw, orthogonal):
     """Re-draws a layer's own weights; yields `(variable, scheme, (fan_in, fan_out), gain)`."""
     if isinstance(layer, NORMALIZATIONS):
@@ -262,7 +311,6 @@ def _redraw(layer, chosen, chosen_label, bias_init, draw, orthogonal):
         return
     gates = next((n for cls, n in _GATES.items() if isinstance(layer, cls)), None)
     activation = following_activation(layer)
-    separable = isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D))
     for variable in layer._trainable_variables + layer._non_trainable_variables:
         name = variable.path.rsplit("/", 1)[-1]
         shape = tuple(variable.shape)
@@ -301,22 +349,7 @@ def _redraw(layer, chosen, chosen_label, bias_init, draw, orthogonal):
             if chosen is not None:
                 init, label, g = chosen, chosen_label, 1.0
             else:
-                # A separable layer's depthwise step is linear; its activation follows the
-                # pointwise step.
-                act = ("", {}) if separable and name == "depthwise_kernel" else activation
-                label, scale, mode, distribution, g = scheme_for(*act)
-                if reads_model_input(layer) and act[0] in _BOUNDED:
-                    first = first_layer_scale(act[0], scale)
-                    label += f", first layer scale {first:.3g}"
-                    scale, g = first, math.sqrt(first)
-                init = inits.VarianceScaling(scale=scale, mode=mode, distribution=distribution,
-                                             input_axes=axes and axes[0],
-                                             output_axes=axes and axes[1])
-                if orthogonal and axes is None:
-                    # Mean square of an orthonormal (rows, cols) matrix: 1 / max(rows, cols).
-                    size = max(math.prod(shape[:-1]), shape[-1])
-                    init = inits.Orthogonal(gain=math.sqrt(init.variance(shape) * size))
-                    label += ", orthogonal draw"
+                init, label, g = auto_initializer(layer, name, shape, orthogonal, activation)
             variable.assign(draw.fresh(init)(shape, dtype=variable.dtype))
             yield variable, label, fans, g
         # Anything else (a PReLU slope, a custom layer's state) is kept as it is.

@@ -4,6 +4,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import scipy.linalg
 import scipy.stats
 from stats import assert_mean, assert_variance, to_numpy
 
@@ -18,7 +19,8 @@ TRUNC = 0.87962566103423978
 
 def fan(shape, mode):
     fan_in, fan_out = compute_fans(shape)
-    return {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+    return {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2,
+            "fan_geo_avg": math.sqrt(fan_in * fan_out)}[mode]
 
 
 NAMED = [  # class, variance numerator, mode, law
@@ -58,7 +60,7 @@ def test_named_schemes_sample_the_promised_variance(cls, scale, mode, kind, shap
 
 
 @pytest.mark.parametrize("distribution", ["normal", "truncated_normal", "uniform"])
-@pytest.mark.parametrize("mode", ["fan_in", "fan_out", "fan_avg"])
+@pytest.mark.parametrize("mode", ["fan_in", "fan_out", "fan_avg", "fan_geo_avg"])
 def test_variance_scaling_every_mode_and_distribution(mode, distribution):
     init = I.VarianceScaling(scale=3.0, mode=mode, distribution=distribution, seed=2)
     std = math.sqrt(3.0 / fan(CONV, mode))
@@ -178,6 +180,52 @@ def test_delta_orthogonal_has_an_orthogonal_centre_and_zeros_elsewhere():
     np.testing.assert_allclose(centre @ centre.T, 2.25 * np.eye(16), atol=1e-5)
     k[1, 1] = 0
     assert not k.any()
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_grouped_identity_is_torch_dirac_and_passes_a_grouped_conv_through(groups):
+    torch = pytest.importorskip("torch")
+    shape = (3, 3, 8 // groups, 8)  # Keras' grouped kernel: (*k, in / groups, out)
+    reference = torch.zeros(8, 8 // groups, 3, 3)
+    torch.nn.init.dirac_(reference, groups=groups)
+    k = to_numpy(I.Identity(groups=groups)(shape))
+    np.testing.assert_array_equal(k, reference.permute(2, 3, 1, 0).numpy())
+    x = np.random.default_rng(0).normal(size=(2, 7, 7, 8)).astype("float32")
+    conv = keras.layers.Conv2D(8, 3, padding="same", groups=groups,
+                               kernel_initializer=I.Identity(groups=groups))
+    np.testing.assert_allclose(to_numpy(conv(x)), x, atol=1e-6)
+
+
+def test_grouped_delta_orthogonal_is_orthogonal_in_each_group():
+    k = to_numpy(I.DeltaOrthogonal(gain=2.0, groups=4, seed=1)((3, 3, 8, 16)))
+    centre = k[1, 1]
+    for g in range(4):
+        block = centre[:, 4 * g:4 * (g + 1)]
+        np.testing.assert_allclose(block.T @ block, 4.0 * np.eye(4), atol=1e-5)
+    assert not np.allclose(centre[:, :4], centre[:, 4:8])  # each group draws its own
+    with pytest.raises(ValueError, match="groups=3.*divisible"):
+        I.DeltaOrthogonal(groups=3)((3, 3, 8, 16))
+    with pytest.raises(ValueError, match="groups"):
+        I.Identity(groups=0)
+
+
+@pytest.mark.parametrize("rows,cols", [(16, 16), (32, 8), (8, 32), (5, 12), (3, 3)])
+def test_zero_init_is_the_papers_algorithm(rows, cols):
+    w = to_numpy(I.ZerO()((rows, cols)))
+    if cols <= rows:
+        np.testing.assert_array_equal(w, np.eye(rows, cols))
+    else:  # Zhao et al. 2022, Algorithm 1, in the paper's (out, in) layout, transposed
+        m = math.ceil(math.log2(cols))
+        paper = np.eye(cols, 2**m) @ scipy.linalg.hadamard(2**m) @ np.eye(2**m, rows)
+        np.testing.assert_allclose(w, (2.0 ** (-(m - 1) / 2) * paper).T, rtol=1e-6)
+        if cols == 2**m:  # whole Hadamard rows are orthogonal: W W^T = c^2 2^m I = 2 I
+            np.testing.assert_allclose(w @ w.T, 2.0 * np.eye(rows), rtol=1e-5)
+    conv = to_numpy(I.ZerO(hadamard_scale="orthonormal")((3, 3, rows, cols)))
+    centre = conv[1, 1].copy()
+    conv[1, 1] = 0
+    assert not conv.any()
+    scale = 1.0 if cols <= rows else 2.0 ** -0.5  # the notebook's 2^(-m/2)
+    np.testing.assert_allclose(centre, scale * w, rtol=1e-6)
 
 
 def test_convolution_aware_is_built_from_real_fourier_coefficients():

@@ -28,7 +28,7 @@ NAMED = {  # class -> (scale, mode, law), as the papers define them
 # The classes valid_kwargs and check_promise are written for.
 COVERED = {I.Zeros, I.Ones, I.Constant, I.RandomNormal, I.TruncatedNormal, I.RandomUniform,
            I.VarianceScaling, *NAMED, I.Orthogonal, I.Identity, I.DeltaOrthogonal,
-           I.ConvolutionAware, I.ICNR, I.Sparse, I.Pretrained}
+           I.ConvolutionAware, I.ICNR, I.Sparse, I.ZerO, I.Pretrained}
 MISSING_FILE = "no_such_initkit_file"  # + a suffix: a Pretrained path that never exists
 
 
@@ -159,7 +159,8 @@ def valid_kwargs(draw, cls, rank=2):
     if cls is I.VarianceScaling:
         activation, params = draw(ACTIVATIONS)
         return {**maybe(scale=draw(positive(1e-3, 100)),
-                        mode=draw(st.sampled_from(["fan_in", "fan_out", "fan_avg"])),
+                        mode=draw(st.sampled_from(["fan_in", "fan_out", "fan_avg",
+                                                   "fan_geo_avg"])),
                         distribution=draw(st.sampled_from(["normal", "truncated_normal",
                                                            "uniform", "untruncated_normal"])),
                         seed=draw(seeds)),
@@ -168,10 +169,15 @@ def valid_kwargs(draw, cls, rank=2):
                 **draw(axes_for(rank))}
     if cls in NAMED:
         return {**maybe(seed=draw(seeds)), **draw(axes_for(rank))}
-    if cls in (I.Orthogonal, I.DeltaOrthogonal):
+    if cls is I.Orthogonal:
         return maybe(gain=draw(positive(0.1, 10)), seed=draw(seeds))
+    if cls is I.DeltaOrthogonal:
+        return maybe(gain=draw(positive(0.1, 10)), groups=draw(st.integers(1, 3)),
+                     seed=draw(seeds))
     if cls is I.Identity:
-        return maybe(gain=draw(positive(1e-3, 1e3)))
+        return maybe(gain=draw(positive(1e-3, 1e3)), groups=draw(st.integers(1, 3)))
+    if cls is I.ZerO:
+        return maybe(hadamard_scale=draw(st.sampled_from(["paper", "orthonormal"])))
     if cls is I.ConvolutionAware:
         return maybe(eps_std=draw(st.one_of(st.just(0.0), positive(1e-3, 10))),
                      seed=draw(seeds))
@@ -296,20 +302,35 @@ def check_promise(cls, config, shape, dtype, x):
         else:
             scale, mode, law = NAMED[cls]
         fan_in, fan_out = fans(shape, config["input_axes"], config["output_axes"])
-        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2,
+               "fan_geo_avg": math.sqrt(fan_in * fan_out)}[mode]
         check_law(x, 0.0, math.sqrt(scale / max(1.0, fan)), law, dtype)
     elif cls is I.Orthogonal:
         check_orthonormal(x.reshape(-1, shape[-1]), config["gain"], dtype)
-    elif cls in (I.Identity, I.DeltaOrthogonal):
+    elif cls in (I.Identity, I.DeltaOrthogonal, I.ZerO):
         centre = tuple(s // 2 for s in shape[:-2])
         tap = x[centre]
-        if cls is I.Identity:
-            eye = np.eye(*shape[-2:], dtype=bool)
-            assert (tap[~eye] == 0).all() and (tap[eye] == tap[eye][0]).all()
-            ulp = float(finfo(dtype).eps) if dtype in FLOATS else 0.0  # ints hold it exactly
-            assert abs(tap[eye][0] - config["gain"]) <= ulp * config["gain"], tap[eye][0]
-        else:
-            check_orthonormal(tap, config["gain"], dtype)
+        groups = config.get("groups", 1)
+        width = shape[-1] // groups
+        for g in range(groups):  # output channels g * width ... read the g-th input group
+            block = tap[:, g * width:(g + 1) * width]
+            if cls is I.Identity:
+                eye = np.eye(shape[-2], width, dtype=bool)
+                assert (block[~eye] == 0).all() and (block[eye] == block[eye][0]).all()
+                ulp = float(finfo(dtype).eps) if dtype in FLOATS else 0.0  # ints hold it
+                assert abs(block[eye][0] - config["gain"]) <= ulp * config["gain"]
+            elif cls is I.DeltaOrthogonal:
+                check_orthonormal(block, config["gain"], dtype)
+        if cls is I.ZerO:
+            rows, cols = shape[-2:]
+            if cols <= rows:
+                expected = np.eye(rows, cols)
+            else:  # Zhao et al. 2022, Algorithm 1, on scipy's Sylvester-Hadamard matrix
+                m = math.ceil(math.log2(cols))
+                c = 2.0 ** (-(m - 1) / 2 if config["hadamard_scale"] == "paper" else -m / 2)
+                expected = c * scipy.linalg.hadamard(2**m)[:rows, :cols]
+            np.testing.assert_array_equal(tap, rounded(expected, dtype) if dtype in FLOATS
+                                          else expected)
         others = x.copy()
         others[centre] = 0
         assert not others.any(), "non-zero taps off the centre"
@@ -347,10 +368,12 @@ def fit_shape(cls, config, shape):
     """`shape` changed as little as needed to be one that `cls` can fill."""
     shape = tuple(shape)
     rank = {I.ICNR: 3, I.DeltaOrthogonal: 3, I.Orthogonal: 2, I.Identity: 2,
-            I.ConvolutionAware: 2, I.Sparse: 2}.get(cls, 0)
+            I.ConvolutionAware: 2, I.Sparse: 2, I.ZerO: 2}.get(cls, 0)
     shape = (1,) * (rank - len(shape)) + shape
-    if cls in (I.Identity, I.DeltaOrthogonal) and len(shape) >= 3:  # odd kernel sizes
+    if cls in (I.Identity, I.DeltaOrthogonal, I.ZerO) and len(shape) >= 3:  # odd kernel sizes
         shape = tuple(s | 1 for s in shape[:-2]) + shape[-2:]
+    if config.get("groups", 1) > 1:  # output channels: a multiple of the groups
+        shape = shape[:-1] + (shape[-1] * config["groups"],)
     if cls is I.ICNR:  # output channels: sub-kernel channels times scale^d
         shape = shape[:-1] + (shape[-1] * config["scale"] ** (len(shape) - 2),)
     return shape

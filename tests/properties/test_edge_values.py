@@ -14,7 +14,7 @@ from keras_initkit.registry import BUILTIN_ALIASES
 
 CLASSES = sorted(set(BUILTIN_ALIASES.values()), key=lambda c: c.__name__)
 VALUES = [None, True, False, 0, 1, -1, 2, 0.5, float("nan"), float("inf"), -float("inf"), "abc",
-          "", "relu", "fan_avg", "uniform", "kit_he", [1], [0, 1], [-1], {},
+          "", "relu", "fan_avg", "uniform", "kit_he", "orthonormal", [1], [0, 1], [-1], {},
           {"negative_slope": 0.1}, {"alpha": 1e300}, 1j, b"x", np.array([1.0, 2.0]),
           np.float32(0.5), np.int64(3), np.bool_(True), object(), *EDGE_NUMBERS]
 REQUIRED = {I.Pretrained: {"path": MISSING_FILE + ".npz", "key": "w"}}
