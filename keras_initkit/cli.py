@@ -1,4 +1,4 @@
-"""`initkit list | compare | diagnose`, also `python -m keras_initkit ...`.
+"""`initkit list | compare | diagnose | coord-check`, also `python -m keras_initkit ...`.
 
 Exit codes: 0 done (and, for `diagnose`, no error: warnings alone pass
 unless `--strict`); 1 `diagnose` found an error (or, with `--strict`, any
@@ -30,7 +30,7 @@ def main(argv=None):
 def _parser():
     parser = argparse.ArgumentParser(
         prog="initkit", description="Initializers and training-signal diagnostics for Keras.")
-    commands = parser.add_subparsers(dest="command", metavar="{list,compare,diagnose}")
+    commands = parser.add_subparsers(dest="command", metavar="{list,compare,diagnose,coord-check}")
 
     listing = commands.add_parser("list", help="every kit_* alias, its class and its formula")
     listing.set_defaults(run=_list)
@@ -74,6 +74,24 @@ def _parser():
     diag.add_argument("--strict", action="store_true",
                       help="exit 1 on warnings too (it trains, worse), not only on errors")
     diag.set_defaults(run=_diagnose)
+
+    coord = commands.add_parser(
+        "coord-check", help="mup's coordinate check of an MLP on the bundled digits",
+        description="Trains an MLP of --depth hidden ReLU layers at each of --widths for "
+                    "--steps steps on one batch of the bundled digits (scikit-learn's "
+                    "load_digits), recording the mean |activation| of every layer, and plots it "
+                    "against width. Under µP (the default) the curves stay flat; --sp shows the "
+                    "standard parametrization (Keras' defaults, plain Adam or SGD), where they "
+                    "grow with width after the first step.")
+    coord.add_argument("--widths", default="64,128,256,512,1024")
+    coord.add_argument("--depth", type=int, default=3)
+    coord.add_argument("--steps", type=int, default=3)
+    coord.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    coord.add_argument("--learning-rate", type=float, default=1e-2)
+    coord.add_argument("--sp", action="store_true", help="the standard parametrization instead")
+    coord.add_argument("--seed", type=int, default=0)
+    coord.add_argument("--out", default="initkit_coord_check", help="output folder")
+    coord.set_defaults(run=_coord_check)
     return parser
 
 
@@ -156,3 +174,73 @@ def _diagnose_batch(path, size, shape):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _coord_check(args):
+    import json
+
+    from .experiment import check_out, load_data
+    from .model_init import mup
+
+    try:
+        widths = [int(w) for w in args.widths.split(",") if w.strip()]
+    except ValueError:
+        raise ValueError(f"--widths must be comma-separated integers; received "
+                         f"{args.widths!r}.") from None
+    for name in ("depth", "steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1; received {getattr(args, name)}.")
+    if not args.learning_rate > 0:
+        raise ValueError(f"--learning-rate must be > 0; received {args.learning_rate}.")
+    check_out(args.out)
+    import keras
+
+    x_train, y_train, _, _ = load_data(None, seed=args.seed)
+    x, y = x_train[:256], y_train[:256]
+    mu = not args.sp
+
+    def build(width):
+        keras.utils.set_random_seed(args.seed)
+        model = _coord_mlp(width, args.depth, x.shape[1], mu)
+        if mu:
+            mup.set_base_shapes(model, _coord_mlp(min(widths), args.depth, x.shape[1], mu),
+                                seed=args.seed)
+        return model
+
+    optimizers = {"adam": (mup.MuAdam, keras.optimizers.Adam),
+                  "sgd": (mup.MuSGD, keras.optimizers.SGD)}
+    cls = optimizers[args.optimizer][0 if mu else 1]
+    check = mup.coord_check(build, widths, x, y, steps=args.steps,
+                            optimizer=lambda: cls(learning_rate=args.learning_rate),
+                            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    name = "standard parametrization" if args.sp else "µP"
+    print(f"log-log slope of mean |activation| against width ({name}, {args.optimizer}, "
+          f"lr {args.learning_rate:g})")
+    slopes = check.slopes()
+    layers = check.layers()
+    print("layer".ljust(16) + "".join(f"step {t}".rjust(9) for t in range(1, args.steps + 1)))
+    for layer in layers:
+        print(layer.ljust(16) + "".join(
+            (f"{slopes[(layer, t)]:9.3f}" if (layer, t) in slopes else "        -")
+            for t in range(1, args.steps + 1)))
+    figure = os.path.join(args.out, "coord_check.png")
+    check.plot(figure, title=f"coordinate check, {name}")
+    with open(os.path.join(args.out, "coord_check.json"), "w") as f:
+        json.dump(check.to_dict(), f, indent=1)
+    print(f"\nwrote {figure}")
+    return 0
+
+
+def _coord_mlp(width, depth, features, mu):
+    """The coordinate check's MLP: `depth` ReLU layers of `width`, then 10 logits (a zero-started
+    `MuReadout` under µP, as mup recommends; Keras' Dense otherwise)."""
+    import keras
+
+    from .model_init import mup
+
+    inputs = keras.Input((features,))
+    h = inputs
+    for _ in range(depth):
+        h = keras.layers.Dense(width, activation="relu")(h)
+    head = mup.MuReadout(10, readout_zero_init=True) if mu else keras.layers.Dense(10)
+    return keras.Model(inputs, head(h))

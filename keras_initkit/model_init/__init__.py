@@ -1,4 +1,6 @@
-"""Whole-model initialization: reinitialize("auto"), LSUV, and transfer of pretrained weights."""
+"""Whole-model initialization: reinitialize("auto" or a recipe), audit, µP, LSUV, and transfer
+of pretrained weights."""
+from . import mup
 from .lsuv import lsuv
 from .recipes import RECIPES, audit
 from .reinitialize import reinitialize
