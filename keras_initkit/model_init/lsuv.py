@@ -1,11 +1,13 @@
-"""Layer-sequential unit-variance initialization (LSUV), Mishkin & Matas 2016.
+"""Data-dependent initialization: LSUV (Mishkin & Matas 2016) and the weight-normalization
+init (Salimans & Kingma 2016).
 
-The paper's loop runs the whole model forward for every iteration of every
-layer. Here the model runs forward once: when the pass reaches a Dense or
-convolution layer, that layer alone is rescaled on the input it was handed,
-until its output variance is on target, and the pass goes on with the
+Both set each layer from the signal that reaches it. The papers' loops run the
+whole model forward for every layer (and every LSUV iteration). Here the model
+runs forward once: when the pass reaches a Dense or convolution layer, that
+layer alone is set on the input it was handed, and the pass goes on with the
 corrected output. Each layer's input is computed once.
 """
+import contextlib
 import math
 import numbers
 import time
@@ -16,7 +18,7 @@ from keras import ops
 
 from ..diagnostics.probe import layer_path
 from ..distribution import multi_worker
-from ..initializers import Orthogonal
+from ..initializers import Orthogonal, RandomNormal
 from .reinitialize import check_model
 from .report import Rows
 
@@ -129,6 +131,18 @@ def lsuv(model, x, *, target_var=1.0, tol=0.1, max_iter=10, orthonormal=True, se
             kernel.assign(init(kernel.shape, dtype=kernel.dtype))
     report = Rows(("layer", "iterations", "variance", "converged"),
                   layer_evaluations=0, forward_passes=1, seconds=0.0)
+    one_pass(model, x, targets, report, lambda layer, kernel, call, args, kwargs: _scale(
+        layer, kernel, call, args, kwargs, target_var, tol, max_iter, report))
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def one_pass(model, x, targets, report, set_layer):
+    """Runs `model` forward once on `x`, in inference mode; at the first call of each layer in
+    `targets` (`id -> (layer, kernel)`), `set_layer(layer, kernel, call, args, kwargs)` sets
+    it and returns its output, which the pass goes on with."""
+    leaves = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+              if not isinstance(layer, keras.Model)]
     originals = {}
     done = set()
 
@@ -139,9 +153,8 @@ def lsuv(model, x, *, target_var=1.0, tol=0.1, max_iter=10, orthonormal=True, se
             report.layer_evaluations += 1
             if id(layer) not in targets or id(layer) in done:
                 return original(*args, **kwargs)
-            done.add(id(layer))  # a shared layer is scaled at its first call
-            return _scale(layer, targets[id(layer)][1], original, args, kwargs,
-                          target_var, tol, max_iter, report)
+            done.add(id(layer))  # a shared layer is set at its first call
+            return set_layer(layer, targets[id(layer)][1], original, args, kwargs)
 
         originals[layer] = original if "call" in vars(layer) else None
         layer.call = call
@@ -157,16 +170,24 @@ def lsuv(model, x, *, target_var=1.0, tol=0.1, max_iter=10, orthonormal=True, se
                 del layer.call  # back to the class's method
             else:
                 layer.call = original
-    report.seconds = time.perf_counter() - start
-    return report
+
+
+@contextlib.contextmanager
+def _linear(layer):
+    """The layer's fused activation set to linear while inside; yields the activation."""
+    activation = getattr(layer, "activation", None)
+    if activation is not None:
+        layer.activation = keras.activations.linear
+    try:
+        yield activation
+    finally:
+        if activation is not None:
+            layer.activation = activation
 
 
 def _scale(layer, kernel, call, args, kwargs, target_var, tol, max_iter, report):
     """Rescales `layer`'s kernel on its own input; returns its output with the final kernel."""
-    activation = getattr(layer, "activation", None)
-    if activation is not None:
-        layer.activation = keras.activations.linear  # measure before a fused activation
-    try:
+    with _linear(layer) as activation:  # measure before a fused activation
         iterations = 0
         while True:
             z = call(*args, **kwargs)
@@ -183,9 +204,84 @@ def _scale(layer, kernel, call, args, kwargs, target_var, tol, max_iter, report)
                 break
             kernel.assign(kernel * ops.cast(math.sqrt(target_var / var), kernel.dtype))
             iterations += 1
-    finally:
-        if activation is not None:
-            layer.activation = activation
     report.append(layer=layer_path(layer), iterations=iterations, variance=var,
                   converged=converged)
+    return activation(z) if activation is not None else z
+
+
+# The layers the weight-normalization init sets: one output channel per last kernel axis.
+_PER_CHANNEL = (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D)
+
+
+def weight_norm_init(model, x, *, init_std=0.05, seed=None):
+    """The data-dependent initialization of weight normalization (Salimans & Kingma 2016,
+    Weight Normalization, Section 3), in place.
+
+    Each Dense and convolution kernel is drawn N(0, init_std^2) (the paper's v),
+    then, layer by layer in depth order, every output channel c is set from the
+    batch: with t_c the layer's pre-activation for channel c over the batch (and
+    every spatial position), mu_c = mean(t_c) and sigma_c = std(t_c),
+
+        W[..., c] <- W[..., c] / sigma_c,    b[c] <- -mu_c / sigma_c,
+
+    which is the paper's g = 1 / sigma, b = -mu / sigma written on the plain
+    kernel: every pre-activation starts at zero mean and unit variance per
+    channel on the batch. A layer without a bias gets the scale alone (its
+    mean is not moved). The model runs forward once, as `lsuv` does.
+
+    Args:
+        model: A built `keras.Model`.
+        x: One batch of inputs, as the model takes them; a few hundred samples.
+        init_std: Std of the starting kernels, > 0 (the paper's 0.05).
+        seed: None, or an integer seed for the starting kernels.
+
+    Returns:
+        A `Rows` report, one row per layer: `layer`, `mean` and `std` (of its
+        pre-activation before the correction, averaged over channels); totals
+        `layer_evaluations`, `forward_passes` (1) and `seconds`.
+
+    Raises:
+        ValueError: `init_std` is not a positive number, the model is not built,
+            or a channel's pre-activation is constant or not finite (named).
+
+    Example:
+    >>> keras_initkit.weight_norm_init(model, x_train[:256], seed=0)
+    """
+    check_model(model)
+    if isinstance(init_std, bool) or not isinstance(init_std, numbers.Real) or \
+            not math.isfinite(init_std) or init_std <= 0:
+        raise ValueError(f"`init_std` must be a positive number; received init_std={init_std!r}.")
+    start = time.perf_counter()
+    leaves = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+              if isinstance(layer, _PER_CHANNEL)]
+    targets = {id(layer): (layer, layer.kernel) for layer in leaves}
+    draw = RandomNormal(stddev=init_std, seed=seed)
+    for layer in leaves:
+        layer.kernel.assign(draw(layer.kernel.shape, dtype=layer.kernel.dtype))
+    report = Rows(("layer", "mean", "std"), layer_evaluations=0, forward_passes=1, seconds=0.0)
+    one_pass(model, x, targets, report, lambda layer, kernel, call, args, kwargs:
+             _normalize_channels(layer, kernel, call, args, kwargs, report))
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _normalize_channels(layer, kernel, call, args, kwargs, report):
+    with _linear(layer) as activation:
+        z = ops.cast(call(*args, **kwargs), "float32")
+        axes = tuple(range(len(z.shape) - 1))
+        mean, std = ops.mean(z, axis=axes), ops.std(z, axis=axes)
+        smallest = float(ops.convert_to_numpy(ops.min(std)))
+        if not math.isfinite(smallest) or smallest <= 0:
+            raise ValueError(
+                f"weight_norm_init: layer '{layer_path(layer)}' has an output channel whose "
+                f"pre-activation std is {smallest} on the batch, so it cannot be normalized: "
+                "its input is constant or holds NaN/Inf; check the data and the layers before it.")
+        kernel.assign(kernel / ops.cast(std, kernel.dtype))
+        z = (z - mean) / std if layer.use_bias else z / std
+        if layer.use_bias:  # z = W x + b, so (z - mean) / std needs b <- (b - mean) / std
+            layer.bias.assign(ops.cast((ops.cast(layer.bias, "float32") - mean) / std,
+                                       layer.bias.dtype))
+    report.append(layer=layer_path(layer), mean=float(ops.convert_to_numpy(ops.mean(mean))),
+                  std=float(ops.convert_to_numpy(ops.mean(std))))
+    z = ops.cast(z, layer.compute_dtype)
     return activation(z) if activation is not None else z

@@ -206,3 +206,20 @@ def test_bad_recipe_arguments_are_named():
     rows = keras_initkit.reinitialize(sub, "skipinit", x=np.zeros((1, 4), "float32"))
     assert [r["role"] for r in rows if r["weight"] == "kernel"] == ["residual_out"]
     assert not sub.dense.kernel.numpy().any()
+
+
+def test_vit_and_bert_draws_follow_their_reference_truncations():
+    torch = pytest.importorskip("torch")
+    tf = pytest.importorskip("tensorflow")
+    n = 200_000
+    generator = torch.Generator().manual_seed(0)
+    timm = torch.nn.init.trunc_normal_(torch.empty(n), std=0.02, generator=generator).numpy()
+    assert near(timm, 0.02)  # timm's bounds are +-2 absolute: 100 std, no truncation at all
+    bert = tf.keras.initializers.TruncatedNormal(stddev=0.02, seed=0)((n,)).numpy()
+    assert near(bert, 0.02 * TRUNC) and np.abs(bert).max() <= 0.04
+    model = gpt2(layers=1, hidden=256)
+    for recipe, reference in (("vit", timm), ("bert", bert)):
+        keras_initkit.reinitialize(model, recipe, seed=0)
+        ours = weight(model, "transformer_layer_0/feedforward_intermediate_dense/kernel")
+        assert near(ours, float(np.sqrt(np.mean(reference**2)))), recipe
+        assert (np.abs(ours).max() > 0.04) == (recipe == "vit")  # only BERT cuts at 2 std
