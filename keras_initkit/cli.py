@@ -35,7 +35,6 @@ def _parser():
     listing = commands.add_parser("list", help="every kit_* alias, its class and its formula")
     listing.set_defaults(run=_list)
 
-    from .experiment import DEFAULT_SCHEMES
     comp = commands.add_parser(
         "compare", help="train one base model once per initializer and compare",
         description="Keeps the base model, data, seed, optimizer and epochs fixed and varies "
@@ -44,9 +43,13 @@ def _parser():
                                       "(default: a deep MLP, see --depth, --width, --activation)")
     comp.add_argument("--data", help=".npz with x_train, y_train and optional x_val, y_val "
                                      "(default: scikit-learn's bundled digits)")
-    comp.add_argument("--schemes", default=",".join(DEFAULT_SCHEMES),
+    comp.add_argument("--schemes", default=None,
                       help="comma-separated: aliases with or without 'kit_', Keras names, "
-                           "'lsuv', 'auto' (default: %(default)s)")
+                           "'lsuv', 'auto', recipes ('gpt2', 'fixup', ...), 'as_built' "
+                           f"(default per --arch: {_arch_defaults()})")
+    comp.add_argument("--arch", choices=("mlp", "resmlp", "transformer"), default="mlp",
+                      help="the base model: an MLP, a residual MLP without normalization, or "
+                           "a GPT-style decoder on a delayed-copy task (default: %(default)s)")
     comp.add_argument("--epochs", type=int, default=30)
     comp.add_argument("--depth", type=int, default=20, help="hidden layers of the default MLP")
     comp.add_argument("--width", type=int, default=64, help="units per hidden layer")
@@ -95,6 +98,11 @@ def _parser():
     return parser
 
 
+def _arch_defaults():
+    from .experiment import ARCH_SCHEMES
+    return "; ".join(f"{arch}: {','.join(schemes)}" for arch, schemes in ARCH_SCHEMES.items())
+
+
 def _list(args):
     from .registry import list_initializers
 
@@ -110,8 +118,10 @@ def _list(args):
 def _compare(args):
     from .experiment import compare
 
-    schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
-    result = compare(schemes, data=args.data, model=args.model, depth=args.depth,
+    schemes = None if args.schemes is None else \
+        [s.strip() for s in args.schemes.split(",") if s.strip()]
+    result = compare(schemes, data=args.data, model=args.model, arch=args.arch,
+                     depth=args.depth,
                      width=args.width, activation=args.activation, epochs=args.epochs,
                      batch_size=args.batch_size, learning_rate=args.learning_rate,
                      seed=args.seed, out=args.out, target_accuracy=args.target_accuracy,

@@ -17,13 +17,20 @@ import numpy as np
 
 from .callbacks import SignalMonitor
 from .callbacks.signal_monitor import ensure_writable
+from .base_models import decoder, delayed_copy, residual_mlp
 from .diagnostics import diagnose
-from .model_init import lsuv, reinitialize
+from .model_init import RECIPES, lsuv, reinitialize
 from .registry import get, list_initializers
 
 DEFAULT_SCHEMES = ("zeros", "ones", "random_normal", "random_uniform", "glorot", "he",
                    "lecun_normal", "orthogonal", "lsuv")
-SPECIAL_SCHEMES = ("lsuv", "auto")  # whole-model methods rather than one initializer
+# Whole-model methods rather than one initializer; "as_built" keeps the base model's own draw.
+SPECIAL_SCHEMES = ("lsuv", "auto", "as_built") + RECIPES
+ARCHS = ("mlp", "resmlp", "transformer")
+# The schemes `initkit compare` runs on each base model when none are named.
+ARCH_SCHEMES = {"mlp": DEFAULT_SCHEMES, "resmlp": ("he", "fixup", "skipinit", "lsuv"),
+                "transformer": ("as_built", "gpt2", "t_fixup")}
+SEQUENCE = {"length": 16, "vocabulary": 16, "delay": 4, "samples": 2000}  # the decoder's task
 PROBE_SIZE = 256  # samples in the probe batch (diagnosis at init, SignalMonitor, LSUV)
 COLUMNS = ("scheme", "at_init", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
            "target_epoch", "seconds")
@@ -52,7 +59,7 @@ def resolve_scheme(name):
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(f"Unknown scheme {name!r}.{hint} `initkit list` shows every alias; "
-                     f"'lsuv' and 'auto' work too.")
+                     f"{', '.join(repr(s) for s in SPECIAL_SCHEMES)} work too.")
 
 
 def load_data(path=None, seed=0):
@@ -163,11 +170,13 @@ def check_fits(model, x, y):
                          "outputs; the experiment takes a model with one of each.")
     check_samples(x, tuple(model.inputs[0].shape[1:]))
     units = model.outputs[0].shape[-1]
-    if _is_classification(y):
+    if _is_classification(y, model):
         classes = int(y.max()) + 1
-        if units != classes:
-            raise ValueError(f"The data has {classes} classes but the model's output has "
-                             f"{units} units.")
+        if units is None or units < classes or \
+                tuple(model.outputs[0].shape[1:-1]) != tuple(y.shape[1:]):
+            raise ValueError(f"The data has {classes} classes and labels of shape "
+                             f"{y.shape[1:]} per sample, but the model outputs "
+                             f"{tuple(model.outputs[0].shape[1:])}.")
     elif tuple(model.outputs[0].shape[1:]) != tuple(y.shape[1:]):
         raise ValueError(f"The targets have shape {y.shape[1:]} per sample but the model "
                          f"outputs {tuple(model.outputs[0].shape[1:])}.")
@@ -182,14 +191,18 @@ def check_samples(x, expected):
                          f"{expected}.")
 
 
-def _is_classification(y):
-    return np.issubdtype(y.dtype, np.integer) and y.ndim == 1 and y.min() >= 0
+def _is_classification(y, model=None):
+    """Class labels: non-negative integers, one per sample, or one per position of a sequence
+    when the model's output has one axis more than the labels (the classes)."""
+    if not (np.issubdtype(y.dtype, np.integer) and y.ndim >= 1 and y.min() >= 0):
+        return False
+    return y.ndim == 1 or (model is not None and len(model.outputs[0].shape) == y.ndim + 1)
 
 
 def loss_for(model, y):
     """The loss for targets `y`: sparse cross-entropy for class labels (1-D non-negative
     integers), on logits unless the model ends in a softmax; mean squared error otherwise."""
-    if not _is_classification(y):
+    if not _is_classification(y, model):
         return keras.losses.MeanSquaredError()
     last = model.layers[-1].get_config().get("activation") if model.layers else None
     return keras.losses.SparseCategoricalCrossentropy(from_logits=last != "softmax")
@@ -253,7 +266,7 @@ def _finite(value):
     return value
 
 
-def compare(schemes=DEFAULT_SCHEMES, *, data=None, model=None, depth=20, width=64,
+def compare(schemes=None, *, data=None, model=None, arch="mlp", depth=20, width=64,
             activation="relu", epochs=30, batch_size=64, learning_rate=1e-3, seed=0,
             out="initkit_compare", target_accuracy=0.9, verbose=1, say=print):
     """Trains one base model once per initialization scheme and compares them.
@@ -268,11 +281,18 @@ def compare(schemes=DEFAULT_SCHEMES, *, data=None, model=None, depth=20, width=6
 
     Args:
         schemes: Names: an alias with or without its `kit_` prefix ("he",
-            "kit_orthogonal"), a Keras initializer name, "lsuv" or "auto".
-        data: None for the bundled digits, or a path to an `.npz` file
-            (see `load_data`).
-        model: None for the default MLP (`depth`, `width`, `activation`), or
-            a path to a saved model, re-initialized per scheme.
+            "kit_orthogonal"), a Keras initializer name, "lsuv", "auto", a
+            whole-model recipe ("gpt2", "fixup", ...; see `reinitialize`) or
+            "as_built" (the base model's own draw). None: `ARCH_SCHEMES[arch]`.
+        data: None for the bundled digits (the delayed-copy sequences for
+            `arch="transformer"`), or a path to an `.npz` file (see `load_data`).
+        model: None for the base model of `arch`, or a path to a saved model,
+            re-initialized per scheme.
+        arch: The base model: `"mlp"` (`depth` Dense layers of `width` and
+            `activation`), `"resmlp"` (`depth` residual blocks without
+            normalization, `base_models.residual_mlp`) or `"transformer"` (a
+            GPT-style decoder of `depth` blocks, width `width`, 4 heads, on
+            `base_models.delayed_copy`, per-token accuracy).
         epochs, batch_size, learning_rate: Training settings, the same for
             every scheme.
         seed: Seeds the split, the weights and the shuffling.
@@ -296,6 +316,10 @@ def compare(schemes=DEFAULT_SCHEMES, *, data=None, model=None, depth=20, width=6
     >>> result = keras_initkit.experiment.compare(["glorot", "he", "lsuv"], epochs=10)
     >>> print(result.table())
     """
+    if not isinstance(arch, str) or arch not in ARCHS:
+        raise ValueError(f"`arch` must be one of {', '.join(ARCHS)}; received arch={arch!r}.")
+    if schemes is None:
+        schemes = ARCH_SCHEMES[arch]
     if isinstance(schemes, str):
         schemes = [schemes]
     resolved = [resolve_scheme(s) for s in schemes]
@@ -304,8 +328,20 @@ def compare(schemes=DEFAULT_SCHEMES, *, data=None, model=None, depth=20, width=6
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be an integer >= 1; received {name}={value!r}.")
-    x_train, y_train, x_val, y_val = load_data(data, seed)
-    classification = _is_classification(y_train)
+    if arch == "transformer" and data is None:
+        x_train, y_train, x_val, y_val = _split(*delayed_copy(
+            SEQUENCE["samples"], SEQUENCE["length"], SEQUENCE["vocabulary"], SEQUENCE["delay"],
+            seed=seed), seed)
+    else:
+        x_train, y_train, x_val, y_val = load_data(data, seed)
+    if arch == "transformer" and model is None and not (
+            np.issubdtype(x_train.dtype, np.integer) and x_train.ndim == 2 and x_train.min() >= 0):
+        raise ValueError(f"--arch transformer reads token sequences: x_train must be non-negative "
+                         f"integers of shape (samples, length); received {x_train.dtype} of "
+                         f"shape {x_train.shape}.")
+    # Per-token labels count as classes for the decoder (its output adds the class axis).
+    classification = _is_classification(y_train) or (
+        arch == "transformer" and _is_classification(y_train.reshape(-1)))
     outputs = int(max(y_train.max(), y_val.max())) + 1 if classification else \
         int(np.prod(y_train.shape[1:]) or 1)
 
@@ -313,13 +349,20 @@ def compare(schemes=DEFAULT_SCHEMES, *, data=None, model=None, depth=20, width=6
         keras.utils.set_random_seed(seed)
         if model is not None:
             return load_model(model)
-        return mlp(x_train.shape[1:], outputs, depth, width, activation)
+        if arch == "transformer":
+            return decoder(x_train.shape[1], max(outputs, int(x_train.max()) + 1), depth, width)
+        build_arch = residual_mlp if arch == "resmlp" else mlp
+        return build_arch(x_train.shape[1:], outputs, depth, width, activation)
 
     sample_model = build()  # checked against the data, and read for the loss
     check_fits(sample_model, x_train, y_train)
     check_out(out)
-    settings = {"schemes": list(schemes), "data": os.fspath(data) if data else "digits",
-                "model": os.fspath(model) if model else f"mlp({depth}x{width}, {activation})",
+    names = {"mlp": f"mlp({depth}x{width}, {activation})",
+             "resmlp": f"resmlp({depth} blocks x{width}, {activation})",
+             "transformer": f"decoder({depth} blocks x{width}, 4 heads)"}
+    default_data = "delayed copy" if arch == "transformer" else "digits"
+    settings = {"schemes": list(schemes), "data": os.fspath(data) if data else default_data,
+                "model": os.fspath(model) if model else names[arch], "arch": arch,
                 "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
                 "optimizer": "adam", "seed": seed, "target_accuracy": target_accuracy,
                 "train_samples": len(x_train), "val_samples": len(x_val)}
@@ -333,7 +376,7 @@ def compare(schemes=DEFAULT_SCHEMES, *, data=None, model=None, depth=20, width=6
         net = build()
         if scheme == "lsuv":
             lsuv(net, probe[0], seed=seed)
-        else:
+        elif scheme != "as_built":
             reinitialize(net, scheme, seed=seed)
         net.compile(keras.optimizers.Adam(learning_rate), loss,
                     metrics=["accuracy"] if classification else [])

@@ -171,3 +171,27 @@ def test_compare_and_diagnose_choose_the_loss_by_one_rule():
     assert loss_for(ending(None), labels).get_config()["from_logits"] is True
     for targets in (np.array([-1, 0, 1]), labels.reshape(3, 1), labels.astype("float32")):
         assert isinstance(loss_for(ending(None), targets), keras.losses.MeanSquaredError)
+
+
+def test_compare_other_base_models_and_recipes(capsys, tmp_path):
+    code, out, err = run(capsys, "compare", "--arch", "resmlp", "--out", str(tmp_path / "r"),
+                         *TINY)
+    assert code == 0, err
+    result = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert [r["scheme"] for r in result["rows"]] == ["he", "fixup", "skipinit", "lsuv"]
+    assert result["settings"]["model"].startswith("resmlp(3 blocks")
+    code, out, err = run(capsys, "compare", "--arch", "transformer", "--schemes",
+                         "as_built,gpt2", "--out", str(tmp_path / "t"), *TINY)
+    assert code == 0, err
+    result = json.loads((tmp_path / "t" / "results.json").read_text())
+    assert result["settings"]["data"] == "delayed copy"
+    for row in result["rows"]:  # per-token accuracy of 16 classes: between 0 and 1
+        assert 0 <= row["val_accuracy"] <= 1 and row["at_init"] == "healthy", row
+    assert main(["compare", "--arch", "transformer", "--data", str(saved_digits(tmp_path)),
+                 "--out", str(tmp_path / "x"), "--epochs", "1"]) == 2
+
+
+def saved_digits(tmp_path):
+    path = tmp_path / "floats.npz"
+    np.savez(path, x_train=np.zeros((20, 5), "float32"), y_train=np.zeros(20, "int64"))
+    return path
