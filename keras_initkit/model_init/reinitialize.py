@@ -189,7 +189,9 @@ def reinitialize(model, scheme="auto", *, layers=None, seed=None, biases="zeros"
         apply_recipe(model, scheme, _Draws(seed), rows, x=x)
         return rows
     auto = isinstance(scheme, str) and scheme == "auto"
-    chosen = None if auto else _initializer("scheme", scheme)
+    chosen = None if auto else _initializer(
+        "scheme", scheme, allowed=f"'auto', a recipe ({', '.join(RECIPES)}), an alias or an "
+                                  "initializer")
     label = scheme if isinstance(scheme, str) else type(scheme).__name__
     if isinstance(biases, str) and biases in BIASES:
         bias_init = biases
