@@ -59,6 +59,10 @@ def _parser():
     comp.add_argument("--target-accuracy", type=float, default=0.9,
                       help="report the first epoch whose validation accuracy reaches this")
     comp.add_argument("--seed", type=int, default=0)
+    comp.add_argument("--seeds", type=int, default=3,
+                      help="runs per scheme (seeds --seed, --seed+1, ...): the table gives the "
+                           "mean with its 95%% t-interval and a paired test against the best "
+                           "(default: %(default)s; 1 is one run per scheme)")
     comp.add_argument("--out", default="initkit_compare", help="output folder")
     comp.add_argument("--quiet", action="store_true", help="print only the table")
     comp.set_defaults(run=_compare)
@@ -124,7 +128,8 @@ def _compare(args):
                      depth=args.depth,
                      width=args.width, activation=args.activation, epochs=args.epochs,
                      batch_size=args.batch_size, learning_rate=args.learning_rate,
-                     seed=args.seed, out=args.out, target_accuracy=args.target_accuracy,
+                     seed=args.seed, seeds=args.seeds, out=args.out,
+                     target_accuracy=args.target_accuracy,
                      # Keras' progress bar on a terminal, one line per epoch in a log.
                      verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2)
     print()

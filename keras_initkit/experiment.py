@@ -19,6 +19,7 @@ from .callbacks import SignalMonitor
 from .callbacks.signal_monitor import ensure_writable
 from .base_models import decoder, delayed_copy, residual_mlp
 from .diagnostics import diagnose
+from .intervals import paired_p, t_interval
 from .model_init import RECIPES, lsuv, reinitialize
 from .registry import get, list_initializers
 
@@ -32,8 +33,8 @@ ARCH_SCHEMES = {"mlp": DEFAULT_SCHEMES, "resmlp": ("he", "fixup", "skipinit", "l
                 "transformer": ("as_built", "gpt2", "t_fixup")}
 SEQUENCE = {"length": 16, "vocabulary": 16, "delay": 4, "samples": 2000}  # the decoder's task
 PROBE_SIZE = 256  # samples in the probe batch (diagnosis at init, SignalMonitor, LSUV)
-COLUMNS = ("scheme", "at_init", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-           "target_epoch", "seconds")
+COLUMNS = ("scheme", "at_init", "train_loss", "train_accuracy", "val_loss", "val_loss_ci",
+           "val_accuracy", "val_accuracy_ci", "target_epoch", "vs_best", "seeds", "seconds")
 
 
 def resolve_scheme(name):
@@ -231,29 +232,39 @@ class Comparison:
     def __init__(self, settings):
         self.settings, self.rows, self.histories, self.diagnoses, self.files = \
             settings, [], {}, {}, {}
+        self.runs, self.bands = [], {}
 
     def table(self):
-        """The table as plain text, one row per scheme."""
-        header = (f"{'scheme':<16}{'train loss':>11}{'train acc':>10}{'val loss':>10}"
-                  f"{'val acc':>9}{'target@':>8}{'s':>6}  at initialization")
+        """The table as plain text, one row per scheme: means over seeds, +- the half-width of
+        the 95% t-interval, and whether a scheme is distinguishable from the best."""
+        header = (f"{'scheme':<16}{'train loss':>11}{'train acc':>10}{'val loss':>19}"
+                  f"{'val acc':>19}{'target@':>8}{'s':>6}  {'vs best':<28}at initialization")
         lines = [header, "-" * len(header)]
         for row in self.rows:
             lines.append(f"{row['scheme'][:15]:<16}{_cell(row['train_loss'], 11)}"
-                         f"{_cell(row['train_accuracy'], 10)}{_cell(row['val_loss'], 10)}"
-                         f"{_cell(row['val_accuracy'], 9)}"
+                         f"{_cell(row['train_accuracy'], 10)}"
+                         f"{_with_ci(row['val_loss'], row['val_loss_ci'], 19)}"
+                         f"{_with_ci(row['val_accuracy'], row['val_accuracy_ci'], 19)}"
                          f"{row['target_epoch'] if row['target_epoch'] else '-':>8}"
-                         f"{row['seconds']:>6.0f}  {row['at_init']}")
+                         f"{row['seconds']:>6.0f}  {row['vs_best'] or '-':<28}{row['at_init']}")
         return "\n".join(lines)
 
     def to_dict(self):
-        """Settings, rows, per-epoch histories and diagnoses, JSON-serializable (NaN -> None)."""
+        """Settings, rows, mean per-epoch histories and their bands, every run, and the
+        diagnoses, JSON-serializable (NaN -> None)."""
         return _finite({"settings": self.settings, "rows": self.rows,
-                        "histories": self.histories,
+                        "histories": self.histories, "bands": self.bands, "runs": self.runs,
                         "diagnoses": {k: r.to_dict() for k, r in self.diagnoses.items()}})
 
 
 def _cell(value, width):
     return f"{'nan' if value is None else format(value, '.4g'):>{width}}"
+
+
+def _with_ci(value, half_width, width):
+    if value is None or half_width is None:
+        return _cell(value, width)
+    return f"{format(value, '.4g')} ± {format(half_width, '.2g')}".rjust(width)
 
 
 def _finite(value):
@@ -267,7 +278,7 @@ def _finite(value):
 
 
 def compare(schemes=None, *, data=None, model=None, arch="mlp", depth=20, width=64,
-            activation="relu", epochs=30, batch_size=64, learning_rate=1e-3, seed=0,
+            activation="relu", epochs=30, batch_size=64, learning_rate=1e-3, seed=0, seeds=3,
             out="initkit_compare", target_accuracy=0.9, verbose=1, say=print):
     """Trains one base model once per initialization scheme and compares them.
 
@@ -295,7 +306,14 @@ def compare(schemes=None, *, data=None, model=None, arch="mlp", depth=20, width=
             `base_models.delayed_copy`, per-token accuracy).
         epochs, batch_size, learning_rate: Training settings, the same for
             every scheme.
-        seed: Seeds the split, the weights and the shuffling.
+        seed: Seeds the split (the same for every run), and the first run's weights and
+            shuffling.
+        seeds: Runs per scheme, >= 1: run k draws the weights and the batch order with
+            `seed + k`. The rows give the mean over runs with the half-width of its 95%
+            Student-t interval (`val_loss_ci`, `val_accuracy_ci`), `target_epoch` the
+            epoch by which every run reached `target_accuracy` (None if one never did),
+            and `vs_best` whether the paired t-test over seeds tells the scheme apart from
+            the best one (`intervals.paired_p`, p < 0.05). `runs` keeps every run.
         out: Output folder: `results.json`, `results.csv`,
             `learning_curves.png`, `signal_at_init.png` and `logs/`.
         target_accuracy: The `target_epoch` column gives the first epoch
@@ -325,7 +343,7 @@ def compare(schemes=None, *, data=None, model=None, arch="mlp", depth=20, width=
     resolved = [resolve_scheme(s) for s in schemes]
     if not resolved:
         raise ValueError("`schemes` is empty; give at least one scheme.")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("seeds", seeds)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be an integer >= 1; received {name}={value!r}.")
     if arch == "transformer" and data is None:
@@ -345,8 +363,8 @@ def compare(schemes=None, *, data=None, model=None, arch="mlp", depth=20, width=
     outputs = int(max(y_train.max(), y_val.max())) + 1 if classification else \
         int(np.prod(y_train.shape[1:]) or 1)
 
-    def build():
-        keras.utils.set_random_seed(seed)
+    def build(draw_seed=seed):
+        keras.utils.set_random_seed(draw_seed)
         if model is not None:
             return load_model(model)
         if arch == "transformer":
@@ -364,35 +382,92 @@ def compare(schemes=None, *, data=None, model=None, arch="mlp", depth=20, width=
     settings = {"schemes": list(schemes), "data": os.fspath(data) if data else default_data,
                 "model": os.fspath(model) if model else names[arch], "arch": arch,
                 "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-                "optimizer": "adam", "seed": seed, "target_accuracy": target_accuracy,
+                "optimizer": "adam", "seed": seed, "seeds": seeds,
+                "target_accuracy": target_accuracy,
                 "train_samples": len(x_train), "val_samples": len(x_val)}
     result = Comparison(settings)
     probe = (x_train[:PROBE_SIZE], y_train[:PROBE_SIZE])
     loss = loss_for(sample_model, y_train)
+    metric = "val_accuracy" if classification else "val_loss"
+    finals = {}
     for i, (name, scheme) in enumerate(zip(schemes, resolved)):
-        if verbose:
-            say(f"[{i + 1}/{len(schemes)}] {name}: initialize, diagnose, train {epochs} epochs")
-        start = time.perf_counter()
-        net = build()
-        if scheme == "lsuv":
-            lsuv(net, probe[0], seed=seed)
-        elif scheme != "as_built":
-            reinitialize(net, scheme, seed=seed)
-        net.compile(keras.optimizers.Adam(learning_rate), loss,
-                    metrics=["accuracy"] if classification else [])
-        report = diagnose(net, *probe)
-        keras.utils.set_random_seed(seed)  # the same shuffling for every scheme
-        monitor = SignalMonitor(os.path.join(out, "logs", name), probe_data=probe,
-                                every_n_steps=max(1, len(x_train) // batch_size),
-                                on_finding=lambda finding: None)  # findings stay in its history
-        history = net.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=epochs,
-                          batch_size=batch_size, verbose=verbose, callbacks=[monitor]).history
-        history = {k: [float(v) for v in values] for k, values in history.items()}
-        result.diagnoses[name], result.histories[name] = report, history
-        result.rows.append(_row(name, report, history, target_accuracy,
-                                time.perf_counter() - start))
+        runs = []
+        for k in range(seeds):
+            if verbose:
+                say(f"[{i + 1}/{len(schemes)}] {name}"
+                    f"{f', seed {seed + k}' if seeds > 1 else ''}: initialize, diagnose, "
+                    f"train {epochs} epochs")
+            start = time.perf_counter()
+            run_seed = seed + k
+            net = build(run_seed)
+            if scheme == "lsuv":
+                lsuv(net, probe[0], seed=run_seed)
+            elif scheme != "as_built":
+                reinitialize(net, scheme, seed=run_seed)
+            net.compile(keras.optimizers.Adam(learning_rate), loss,
+                        metrics=["accuracy"] if classification else [])
+            report = diagnose(net, *probe)
+            keras.utils.set_random_seed(run_seed)  # one batch order per seed, for every scheme
+            logs = os.path.join(out, "logs", name if seeds == 1 else f"{name}/seed_{run_seed}")
+            monitor = SignalMonitor(logs, probe_data=probe,
+                                    every_n_steps=max(1, len(x_train) // batch_size),
+                                    on_finding=lambda finding: None)  # kept in its history
+            history = net.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=epochs,
+                              batch_size=batch_size, verbose=verbose,
+                              callbacks=[monitor]).history
+            history = {key: [float(v) for v in values] for key, values in history.items()}
+            row = _row(name, report, history, target_accuracy, time.perf_counter() - start)
+            runs.append((report, history, row))
+            result.runs.append({"scheme": name, "seed": run_seed, "row": row,
+                                "history": history})
+        result.diagnoses[name] = runs[0][0]
+        result.histories[name], result.bands[name] = _mean_history([h for _, h, _ in runs])
+        result.rows.append(_summary(name, [r for _, _, r in runs]))
+        finals[name] = [r[metric] for _, _, r in runs]
+    _judge_against_best(result.rows, finals, metric)
     _write(result, out)
     return result
+
+
+def _mean_history(histories):
+    """Per metric and epoch: the mean over runs, and the half-width of its t-interval."""
+    means, bands = {}, {}
+    for key in histories[0]:
+        columns = list(zip(*(h[key] for h in histories)))
+        pairs = [t_interval(column) for column in columns]
+        means[key] = [m for m, _ in pairs]
+        bands[key] = [b for _, b in pairs]
+    return means, bands
+
+
+def _summary(name, rows):
+    """One row for a scheme: the means of its runs, the intervals of the validation numbers."""
+    summary = dict(rows[0])
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        mean, half = t_interval([r[key] for r in rows if r[key] is not None])
+        summary[key] = mean
+        if key in ("val_loss", "val_accuracy"):
+            summary[f"{key}_ci"] = half
+    epochs = [r["target_epoch"] for r in rows]
+    summary["target_epoch"] = None if None in epochs else max(epochs)
+    summary["seconds"] = round(sum(r["seconds"] for r in rows), 1)
+    summary["seeds"] = len(rows)
+    return summary
+
+
+def _judge_against_best(rows, finals, metric):
+    """`vs_best` of each row: "best", "indistinguishable (p=...)" or "worse (p=...)"."""
+    scored = [r for r in rows if r[metric] is not None]
+    if not scored:
+        return
+    best = (max if metric == "val_accuracy" else min)(scored, key=lambda r: r[metric])
+    for row in rows:
+        if row is best:
+            row["vs_best"] = "best"
+            continue
+        p = paired_p(finals[row["scheme"]], finals[best["scheme"]])
+        row["vs_best"] = None if p is None else \
+            f"{'indistinguishable' if p >= 0.05 else 'worse'} (p={p:.2g})"
 
 
 def _row(name, report, history, target_accuracy, seconds):
@@ -406,8 +481,9 @@ def _row(name, report, history, target_accuracy, seconds):
                if accuracy >= target_accuracy]
     return {"scheme": name, "at_init": at_init, "train_loss": last.get("loss"),
             "train_accuracy": last.get("accuracy"), "val_loss": last.get("val_loss"),
-            "val_accuracy": last.get("val_accuracy"),
-            "target_epoch": reached[0] if reached else None, "seconds": round(seconds, 1)}
+            "val_loss_ci": None, "val_accuracy": last.get("val_accuracy"),
+            "val_accuracy_ci": None, "target_epoch": reached[0] if reached else None,
+            "vs_best": None, "seeds": 1, "seconds": round(seconds, 1)}
 
 
 def _write(result, out):
@@ -437,8 +513,11 @@ def learning_curves(result):
         else "val_loss"
     for i, (name, history) in enumerate(result.histories.items()):
         epochs = range(1, len(history["loss"]) + 1)
-        left.plot(epochs, history["loss"], label=name, **_style(i))
-        right.plot(epochs, history[metric], label=name, **_style(i))
+        for axis, key in ((left, "loss"), (right, metric)):
+            axis.plot(epochs, history[key], label=name, **_style(i))
+            band = _band(result, name, key, log=axis is left)
+            if band is not None:  # the 95% interval over seeds
+                axis.fill_between(epochs, *band, alpha=0.15, color=_style(i)["color"])
     left.set_yscale("log")
     left.set(xlabel="epoch", ylabel="training loss", title="training loss")
     right.set(xlabel="epoch", ylabel=metric.replace("_", " "),
@@ -448,6 +527,24 @@ def learning_curves(result):
     for axis in (left, right):
         axis.grid(True, alpha=0.3)
     return figure
+
+
+def _band(result, name, key, log):
+    """Per epoch, the 95% t-interval over the runs of a scheme, or None for a single run or a
+    non-finite value. On a log axis (the loss) it is the interval of the log, so that it
+    stays positive; an accuracy band is clipped to [0, 1]."""
+    runs = [r["history"][key] for r in result.runs if r["scheme"] == name]
+    if len(runs) < 2 or not all(v is not None and math.isfinite(v) and (v > 0 or not log)
+                                for run in runs for v in run):
+        return None
+    low, high = [], []
+    for column in zip(*runs):
+        values = np.log(column) if log else np.asarray(column)
+        mean, half = t_interval(values)
+        lo, hi = mean - half, mean + half
+        low.append(math.exp(lo) if log else max(lo, 0.0) if "accuracy" in key else lo)
+        high.append(math.exp(hi) if log else min(hi, 1.0) if "accuracy" in key else hi)
+    return low, high
 
 
 def signal_at_init(result):

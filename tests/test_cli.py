@@ -12,7 +12,8 @@ import keras_initkit
 from keras_initkit.cli import main
 
 L = keras.layers
-TINY = ["--epochs", "2", "--depth", "3", "--width", "16", "--batch-size", "128", "--quiet"]
+TINY = ["--epochs", "2", "--depth", "3", "--width", "16", "--batch-size", "128", "--quiet",
+        "--seeds", "1"]
 
 
 def run(capsys, *argv):
@@ -195,3 +196,29 @@ def saved_digits(tmp_path):
     path = tmp_path / "floats.npz"
     np.savez(path, x_train=np.zeros((20, 5), "float32"), y_train=np.zeros(20, "int64"))
     return path
+
+
+def test_compare_over_seeds_gives_intervals_and_a_paired_test(capsys, tmp_path):
+    from keras_initkit.intervals import paired_p, t_interval
+
+    tiny = [a for a in TINY if a not in ("--seeds", "1")]
+    code, printed, err = run(capsys, "compare", "--schemes", "zeros,he", "--seeds", "3",
+                             "--out", str(tmp_path / "s"), *tiny)
+    assert code == 0, err
+    result = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert [(r["scheme"], r["seed"]) for r in result["runs"]] == [
+        (s, k) for s in ("zeros", "he") for k in (0, 1, 2)]
+    for row in result["rows"]:
+        finals = [r["row"]["val_accuracy"] for r in result["runs"] if r["scheme"] == row["scheme"]]
+        mean, half = t_interval(finals)
+        assert row["seeds"] == 3 and row["val_accuracy"] == pytest.approx(mean)
+        assert row["val_accuracy_ci"] == pytest.approx(half)
+    zeros, he = result["rows"]
+    assert he["vs_best"] == "best"  # zeros cannot break symmetry: chance accuracy on every seed
+    p = paired_p(*[[r["row"]["val_accuracy"] for r in result["runs"] if r["scheme"] == s]
+                   for s in ("zeros", "he")])
+    assert zeros["vs_best"] == f"{'indistinguishable' if p >= 0.05 else 'worse'} (p={p:.2g})"
+    assert len(result["bands"]["he"]["loss"]) == 2 and "±" in printed
+    # Each run has its own seed: the three runs of a scheme differ.
+    he_runs = [r["history"]["loss"] for r in result["runs"] if r["scheme"] == "he"]
+    assert he_runs[0] != he_runs[1]

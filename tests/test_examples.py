@@ -38,7 +38,7 @@ KEY_LINES = {
     "lsuv_resnet.py": r"^diagnose\(\) after LSUV: healthy;",
     "transfer_learning.py": r"^Body layers hidden_1, hidden_2 identical to the source;",
     "custom_initializer.py": r"^Reloaded: weights identical: True;",
-    "compare_initializers.py": r"^best validation accuracy: ",
+    "compare_initializers.py": r"^best mean validation accuracy: ",
 }
 # Files each example writes under --out.
 OUTPUTS = {
