@@ -1,5 +1,10 @@
-"""The base models of `initkit compare --arch resmlp | transformer`, and the sequence task the
-transformer trains on, generated in code.
+"""The base models of `initkit compare --arch mlp | cnn | resmlp | transformer`, and the
+sequence task the transformer trains on, generated in code.
+
+- `mlp`: `depth` Dense layers of `width` units and one activation, and a linear head: the
+  plain stack of Glorot et al. 2010 and He et al. 2015.
+- `cnn`: `depth` 3x3 convolutions of `width` filters at the input's resolution, global
+  average pooling and a linear head: the plain convolutional stack of He et al. 2015.
 
 - `residual_mlp`: a stem, then `depth` blocks of Dense-activation-Dense added back to the
   stream, no normalization: the network Fixup and SkipInit were invented for; under He alone
@@ -24,9 +29,43 @@ def _check_sizes(**sizes):
             raise ValueError(f"`{name}` must be an integer >= 1; received {name}={value!r}.")
 
 
+def _check_activation(activation):
+    try:
+        keras.activations.get(activation)
+    except ValueError:
+        raise ValueError(f"Unknown activation {activation!r}; give a Keras activation name "
+                         "such as 'relu', 'tanh', 'selu' or 'gelu'.") from None
+
+
+def mlp(input_shape, outputs, depth=20, width=64, activation="relu"):
+    """`depth` Dense(width, activation) layers on the flattened input, and a linear head."""
+    _check_sizes(depth=depth, width=width)
+    _check_activation(activation)
+    layers = [keras.Input(input_shape), L.Flatten(name="flatten")]
+    layers += [L.Dense(width, activation=activation, name=f"dense_{i + 1}")
+               for i in range(depth)]
+    return keras.Sequential(layers + [L.Dense(outputs, name="head")], name="mlp")
+
+
+def cnn(input_shape, outputs, depth=20, width=32, activation="relu"):
+    """`depth` Conv2D(width, 3x3, same padding, activation) layers on `(height, width,
+    channels)` images, global average pooling, and a linear head."""
+    _check_sizes(depth=depth, width=width)
+    _check_activation(activation)
+    if len(input_shape) != 3:
+        raise ValueError(f"The cnn takes images of shape (height, width, channels); received "
+                         f"samples of shape {tuple(input_shape)}.")
+    layers = [keras.Input(input_shape)]
+    layers += [L.Conv2D(width, 3, padding="same", activation=activation, name=f"conv_{i + 1}")
+               for i in range(depth)]
+    return keras.Sequential(layers + [L.GlobalAveragePooling2D(name="pool"),
+                                      L.Dense(outputs, name="head")], name="cnn")
+
+
 def residual_mlp(input_shape, outputs, depth=20, width=64, activation="relu"):
     """`depth` residual blocks `x + Dense(Dense(x, activation))`, no normalization."""
     _check_sizes(depth=depth, width=width)
+    _check_activation(activation)
     inputs = keras.Input(input_shape)
     x = L.Dense(width, activation=activation, name="stem")(L.Flatten(name="flatten")(inputs))
     for i in range(depth):

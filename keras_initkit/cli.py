@@ -47,11 +47,16 @@ def _parser():
                       help="comma-separated: aliases with or without 'kit_', Keras names, "
                            "'lsuv', 'auto', recipes ('gpt2', 'fixup', ...), 'as_built' "
                            f"(default per --arch: {_arch_defaults()})")
-    comp.add_argument("--arch", choices=("mlp", "resmlp", "transformer"), default="mlp",
-                      help="the base model: an MLP, a residual MLP without normalization, or "
-                           "a GPT-style decoder on a delayed-copy task (default: %(default)s)")
+    comp.add_argument("--arch", choices=("mlp", "cnn", "resmlp", "transformer"), default="mlp",
+                      help="the base model: an MLP, a CNN on the digits as 8x8 images, a "
+                           "residual MLP without normalization, or a GPT-style decoder on a "
+                           "delayed-copy task (default: %(default)s)")
     comp.add_argument("--epochs", type=int, default=30)
-    comp.add_argument("--depth", type=int, default=20, help="hidden layers of the default MLP")
+    comp.add_argument("--depth", type=int, default=20,
+                      help="hidden layers (or blocks) of the base model")
+    comp.add_argument("--depths", default=None,
+                      help="a depth sweep instead of --depth, comma-separated (e.g. "
+                           "5,10,20,30,50): every scheme at every depth, and depth_sweep.png")
     comp.add_argument("--width", type=int, default=64, help="units per hidden layer")
     comp.add_argument("--activation", default="relu")
     comp.add_argument("--batch-size", type=int, default=64)
@@ -63,6 +68,10 @@ def _parser():
                       help="runs per scheme (seeds --seed, --seed+1, ...): the table gives the "
                            "mean with its 95%% t-interval and a paired test against the best "
                            "(default: %(default)s; 1 is one run per scheme)")
+    comp.add_argument("--jobs", type=int, default=None,
+                      help="worker processes that train cells side by side (default: one per "
+                           "CPU core, as many as the memory holds at 2 GiB each; 1: in this "
+                           "process)")
     comp.add_argument("--out", default="initkit_compare", help="output folder")
     comp.add_argument("--quiet", action="store_true", help="print only the table")
     comp.set_defaults(run=_compare)
@@ -125,20 +134,30 @@ def _compare(args):
     schemes = None if args.schemes is None else \
         [s.strip() for s in args.schemes.split(",") if s.strip()]
     result = compare(schemes, data=args.data, model=args.model, arch=args.arch,
-                     depth=args.depth,
+                     depth=args.depth, depths=_integers("--depths", args.depths),
                      width=args.width, activation=args.activation, epochs=args.epochs,
                      batch_size=args.batch_size, learning_rate=args.learning_rate,
-                     seed=args.seed, seeds=args.seeds, out=args.out,
-                     target_accuracy=args.target_accuracy,
-                     # Keras' progress bar on a terminal, one line per epoch in a log.
-                     verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2)
+                     seed=args.seed, seeds=args.seeds, jobs=args.jobs, out=args.out,
+                     target_accuracy=args.target_accuracy, verbose=0 if args.quiet else 1)
     print()
     print(result.table())
     if not args.quiet:
-        for key in ("json", "csv", "learning_curves", "signal_at_init"):
-            print(f"wrote {result.files[key]}")
+        for key, path in result.files.items():
+            if key != "logs":
+                print(f"wrote {path}")
     print(f"\nOpen the training logs: tensorboard --logdir {result.files['logs']}")
     return 0
+
+
+def _integers(option, text):
+    """`"5,10,20"` -> `[5, 10, 20]`; None stays None."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"{option} takes comma-separated integers such as 5,10,20; received "
+                         f"{text!r}.") from None
 
 
 def _diagnose(args):
@@ -197,11 +216,7 @@ def _coord_check(args):
     from .experiment import check_out, load_data
     from .model_init import mup
 
-    try:
-        widths = [int(w) for w in args.widths.split(",") if w.strip()]
-    except ValueError:
-        raise ValueError(f"--widths must be comma-separated integers; received "
-                         f"{args.widths!r}.") from None
+    widths = _integers("--widths", args.widths)
     for name in ("depth", "steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1; received {getattr(args, name)}.")

@@ -13,7 +13,7 @@ from keras_initkit.cli import main
 
 L = keras.layers
 TINY = ["--epochs", "2", "--depth", "3", "--width", "16", "--batch-size", "128", "--quiet",
-        "--seeds", "1"]
+        "--seeds", "1", "--jobs", "1"]
 
 
 def run(capsys, *argv):
@@ -58,9 +58,11 @@ def test_compare_writes_the_table_figures_and_logs_and_repeats_exactly(capsys, t
     assert strip(tables[0]) == strip(tables[1])
     assert tables[0]["histories"] == tables[1]["histories"]
     out = tmp_path / "a"
-    assert (out / "results.csv").read_text().splitlines()[0].startswith("scheme,at_init")
+    assert (out / "results.csv").read_text().splitlines()[0].startswith("scheme,depth,at_init")
     for png in ("learning_curves.png", "signal_at_init.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
+    assert f"wrote {out / 'report.html'}" not in printed  # --quiet prints the table alone
     for scheme in ("zeros", "he"):
         assert any(name.startswith("events.out.tfevents")
                    for name in os.listdir(out / "logs" / scheme))
@@ -147,12 +149,21 @@ def bad_inputs(tmp_path):
         "unknown scheme": (["compare", "--schemes", "he,hee_normal"], "'he_normal'"),
         "unwritable out": (["compare", "--schemes", "he", "--out", str(blocker / "sub")],
                            "Cannot write to the output folder"),
+        "depths with a model": (["compare", "--model", model, "--depths", "2,3"],
+                                "does not apply to a saved `model`"),
+        "depths not integers": (["compare", "--depths", "5,ten"],
+                                "--depths takes comma-separated integers"),
+        "repeated depth": (["compare", "--depths", "5,5"], "must be distinct integers"),
+        "zero jobs": (["compare", "--jobs", "0"], "`jobs` must be an integer >= 1 or None"),
+        "cnn on vectors": (["compare", "--arch", "cnn", "--data", str(wrong_shape)],
+                           "takes images of shape (height, width, channels)"),
     }
 
 
 @pytest.mark.parametrize("case", ["missing model", "corrupt model", "npz without arrays",
                                   "shape does not fit", "diagnose shape", "unknown scheme",
-                                  "unwritable out"])
+                                  "unwritable out", "depths with a model", "depths not integers",
+                                  "repeated depth", "zero jobs", "cnn on vectors"])
 def test_bad_input_is_one_line_and_exit_code_2(capsys, tmp_path, case):
     argv, words = bad_inputs(tmp_path)[case]
     code, out, err = run(capsys, *argv, *(["--epochs", "1"] if argv[0] == "compare" else []))
@@ -201,7 +212,7 @@ def saved_digits(tmp_path):
 def test_compare_over_seeds_gives_intervals_and_a_paired_test(capsys, tmp_path):
     from keras_initkit.intervals import paired_p, t_interval
 
-    tiny = [a for a in TINY if a not in ("--seeds", "1")]
+    tiny = TINY[:TINY.index("--seeds")] + TINY[TINY.index("--seeds") + 2:]
     code, printed, err = run(capsys, "compare", "--schemes", "zeros,he", "--seeds", "3",
                              "--out", str(tmp_path / "s"), *tiny)
     assert code == 0, err
