@@ -82,7 +82,8 @@ def signal_at_init(result, depth=None):
 def depth_sweep(result):
     """The phase diagram of He et al. 2015 (Fig. 3) over schemes: a heat map of depth x
     scheme coloured by the final validation accuracy (or loss), each cell marked with the
-    mean and what the diagnosis said at initialization ("ok" when healthy)."""
+    mean and what the diagnosis said at initialization ("ok" when healthy, the kind of the
+    first finding, "?" after it for a warning)."""
     from matplotlib.figure import Figure
 
     metric = result.metric
@@ -101,8 +102,7 @@ def depth_sweep(result):
                     + ("" if accuracy else " (log10)"))
     for row, depth in enumerate(result.depths):
         for column, name in enumerate(result.names):
-            at_init = result.row(name, depth)["at_init"]
-            mark = "ok" if at_init == "healthy" else at_init.split(" ")[0]
+            mark = _mark(result.row(name, depth)["at_init"])
             value = values[row, column]
             text = f"{value:.2f}" if math.isfinite(value) else "nan"
             light = math.isfinite(value) and (value < 0.5 if accuracy else False)
@@ -113,8 +113,17 @@ def depth_sweep(result):
     axis.set(xlabel="scheme", ylabel="depth (hidden layers or blocks)",
              title=f"final {metric.replace('_', ' ')} by depth, mean of "
                    f"{result.settings['seeds']} seed(s)\n({result.settings['arch']}, "
-                   f"{result.settings['activation']}; under each value: the diagnosis at init)")
+                   f"{result.settings['activation']}; under each value: the diagnosis at init, "
+                   "? a warning)")
     return figure
+
+
+def _mark(at_init):
+    """"ok", the kind of the first finding (errors come first), or "kind?" for a warning."""
+    if at_init == "healthy":
+        return "ok"
+    first = at_init.split(";")[0]
+    return first.split(" ")[0] + ("?" if "warning" in first else "")
 
 
 def _mean(result, name, depth):

@@ -107,6 +107,13 @@ def _start(reports, threads):
 
 
 def _call(function, task, index):
+    import gc
+
+    import keras
+
+    # A worker runs many cells: without this, every cell's model and graphs stay in memory.
+    keras.backend.clear_session()
+    gc.collect()
     return function(task, lambda epoch: _reports.put((index, epoch)))
 
 
