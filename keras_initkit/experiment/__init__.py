@@ -12,3 +12,8 @@ from .comparison import (ARCH_SCHEMES, ARCHS, COLUMNS, DEFAULT_SCHEMES, PROBE_SI
 from .data import (check_fits, check_out, check_samples, hold_out, is_classification,
                    load_data, load_model, loss_for, read_npz)
 from ..base_models import mlp
+
+__all__ = ["compare", "Comparison", "resolve_scheme", "ARCHS", "ARCH_SCHEMES", "COLUMNS",
+           "DEFAULT_SCHEMES", "PROBE_SIZE", "SPECIAL_SCHEMES", "check_fits", "check_out",
+           "check_samples", "hold_out", "is_classification", "load_data", "load_model",
+           "loss_for", "read_npz", "mlp"]
