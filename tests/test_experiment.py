@@ -171,6 +171,10 @@ def test_progress_bar_redraws_one_line_and_quiet_writes_nothing():
     bar.epoch("he, seed 0", 2)
     bar.done("he, seed 0")
     bar.close()
+    weighted = Progress(total=2, epochs=1, stream=io.StringIO(), costs={"deep": 3, "shallow": 1})
+    weighted.start -= 10
+    weighted.done("shallow")  # a quarter of the work in 10 s: 30 s left
+    assert weighted.time_left() == pytest.approx(30, abs=1)
     text = stream.getvalue()
     assert text.count("\r") == 3 and text.endswith("\n") and text.count("\n") == 1
     assert "he, seed 0 epoch 2/4" in text and "1/2 cells" in text

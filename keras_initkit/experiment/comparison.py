@@ -394,7 +394,9 @@ def compare(schemes=None, *, data=None, model=None, arch="mlp", depth=20, depths
              for d in depths for name, scheme in zip(schemes, resolved) for k in range(seeds)]
     jobs = parallel.default_jobs(len(cells)) if jobs is None else min(jobs, len(cells))
     settings["jobs"] = jobs
-    progress = Progress(len(cells), epochs, stream, mode="auto" if verbose else "quiet")
+    # A cell's time grows with its depth, plus what every cell pays (build, diagnose, fit).
+    progress = Progress(len(cells), epochs, stream, mode="auto" if verbose else "quiet",
+                        costs={cell.label: cell.depth + 10 for cell in cells})
     outcomes = parallel.run(
         run_cell, [(plan, cell) for cell in cells], jobs,
         on_epoch=lambda i, epoch: progress.epoch(cells[i].label, epoch),
