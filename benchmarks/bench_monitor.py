@@ -1,6 +1,7 @@
 """Step-time cost of SignalMonitor, against no callback and Keras' own TensorBoard callback.
 
-    python benchmarks/bench_monitor.py [--rounds 11] [--quick] [--part overhead|segments|depth|all]
+    python benchmarks/bench_monitor.py [--rounds 11] [--quick]
+        [--part overhead|segments|depth|images|all] [--image-every 1,5]
 
 For a small MLP and a small CNN, `fit` runs with no callback, with
 SignalMonitor at its defaults, with SignalMonitor(every_n_steps=16), and with
@@ -22,6 +23,11 @@ with a bootstrap 95% interval). A forward and backward pass of the probe batch a
 16 steps, is measured the same way: the floor of any probe of a fixed batch. A final
 2,000-step run with SignalMonitor(every_n_steps=16) samples resident memory to show it
 stays flat.
+
+`--part images` (not part of `all`): SignalMonitor(images=True) against images=False and
+no callback, whole fits measured as above, at the defaults and at every_n_steps=16, with the
+pictures' own time; then the time of one picture pair against the model's depth and the
+history's length.
 
 `--part depth` (issue 6, big models): the probe alone on ReLU MLPs of 50 to 500 Dense(64)
 layers and on keras.applications.ResNet50(weights=None) at 64x64, batch 32: the first call
@@ -72,6 +78,13 @@ def compiled(build):
     model.compile(keras.optimizers.SGD(0.01),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
+
+
+def models(quick, samples):
+    """`(kind, x, y, compiled model)` of the MLP and, unless `quick`, the CNN."""
+    for kind, build in [("mlp", mlp), ("cnn", cnn)][: 1 if quick else 2]:
+        x, y = dataset(kind, samples)
+        yield kind, x, y, compiled(build)
 
 
 def _rss_mb():
@@ -274,8 +287,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=None, help="default 11; 2 with --quick")
     parser.add_argument("--quick", action="store_true", help="the MLP only, 2 rounds")
-    parser.add_argument("--part", choices=("overhead", "segments", "depth", "all"),
-                        default="all", help="segments: only the within-fit measure")
+    parser.add_argument("--part", choices=("overhead", "segments", "depth", "images", "all"),
+                        default="all", help="segments: only the within-fit measure; images: "
+                        "SignalMonitor(images=True) alone, against images=False and none")
+    parser.add_argument("--image-every", default="",
+                        help="with --part images: more image_every_n_probes to time at "
+                             "every_n_steps=16, comma-separated (e.g. 1,5)")
     args = parser.parse_args()
     rounds = args.rounds or (2 if args.quick else 11)
     print(f"keras {keras.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, "
@@ -284,6 +301,8 @@ def main():
         overhead_part(rounds, args.quick)
     if args.part == "segments":
         segments_part(rounds, args.quick)
+    if args.part == "images":
+        images_part(rounds, args.quick, [int(k) for k in args.image_every.split(",") if k])
     if args.part in ("depth", "all"):
         depth_part(3 if args.quick else 5)
 
@@ -295,9 +314,7 @@ def overhead_part(rounds, quick):
           "| ratio by self-time |")
     print("|---|---|---|---|---|---|")
     logs = tempfile.mkdtemp(prefix="bench_monitor_")
-    for kind, build in [("mlp", mlp), ("cnn", cnn)][: 1 if quick else 2]:
-        x, y = dataset(kind, batch * steps)
-        model = compiled(build)
+    for kind, x, y, model in models(quick, batch * steps):
         configs = {
             "none": [],
             # Any *_batch_end hook makes Keras dispatch callbacks in line, not on its thread
@@ -310,19 +327,7 @@ def overhead_part(rounds, quick):
             "TensorBoard(histogram_freq=1)": [keras.callbacks.TensorBoard(
                 os.path.join(logs, kind, "keras"), histogram_freq=1)],
         }
-        times = {name: [] for name in configs}
-        timers = {name: HookTimer(callbacks) for name, callbacks in configs.items()}
-        own = {name: [] for name in configs}  # seconds inside the callback's hooks, per fit
-        for name, callbacks in configs.items():  # warm-up: tracing, writers
-            model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
-        for i in range(rounds):
-            order = list(configs) if i % 2 == 0 else list(reversed(configs))
-            for name in order:
-                timers[name].seconds = 0.0
-                start = time.perf_counter()
-                model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=configs[name])
-                times[name].append((time.perf_counter() - start) / steps)
-                own[name].append(timers[name].seconds / steps)
+        times, own = timed_fits(model, x, y, configs, rounds, batch)
         for name in configs:
             print(f"| {kind} | {name} | {1e3 * statistics.median(times[name]):.2f} | "
                   f"{paired(times[name], times['none']):.3f} | "
@@ -331,6 +336,118 @@ def overhead_part(rounds, quick):
 
     segments_part(rounds, quick, batch, logs)
     memory_part(batch, logs)
+
+
+def timed_fits(model, x, y, configs, rounds, batch):
+    """One warm-up `fit` per configuration (tracing, writers), then `rounds` rounds of one
+    `fit` each, in alternating order. Returns `(times, own)`: per configuration, each
+    round's seconds per step, and the seconds per step spent inside its callbacks' hooks."""
+    steps = len(x) // batch
+    times = {name: [] for name in configs}
+    timers = {name: HookTimer(callbacks) for name, callbacks in configs.items()}
+    own = {name: [] for name in configs}
+    for callbacks in configs.values():
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
+    for i in range(rounds):
+        for name in (list(configs) if i % 2 == 0 else list(reversed(configs))):
+            timers[name].seconds = 0.0
+            start = time.perf_counter()
+            model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=configs[name])
+            times[name].append((time.perf_counter() - start) / steps)
+            own[name].append(timers[name].seconds / steps)
+    return times, own
+
+
+def images_part(rounds, quick, image_every=()):
+    """SignalMonitor(images=True) against images=False and no callback, as `overhead_part`
+    measures, at the defaults and at every_n_steps=16 (and at each interval of
+    `image_every`); then the time of one picture pair against the model's size."""
+    batch, steps = 32, 600
+    print(f"batch {batch}, {steps} steps per fit, median of {rounds} rounds; pictures at the "
+          "monitor's first probe, every image_every_n_probes-th, and the last of each fit\n")
+    print("| model | callback | ms / step | ratio to none | ratio by self-time | "
+          "pictures per fit | ms per picture pair |")
+    print("|---|---|---|---|---|---|---|")
+    logs = tempfile.mkdtemp(prefix="bench_monitor_images_")
+    for kind, x, y, model in models(quick, batch * steps):
+        variants = {"SignalMonitor() defaults": {},
+                    "SignalMonitor(images=True)": {"images": True},
+                    "SignalMonitor(every_n_steps=16)": {"every_n_steps": 16},
+                    "SignalMonitor(every_n_steps=16, images=True)": {"every_n_steps": 16,
+                                                                    "images": True}}
+        variants.update({f"SignalMonitor(every_n_steps=16, images=True, image_every_n_probes="
+                         f"{k})": {"every_n_steps": 16, "images": True,
+                                   "image_every_n_probes": k} for k in image_every})
+        configs = {"none": []}
+        configs.update({name: [SignalMonitor(os.path.join(logs, kind, str(i)), **kwargs)]
+                        for i, (name, kwargs) in enumerate(variants.items())})
+        pictures = {name: _PictureTimer(callbacks[0]) for name, callbacks in configs.items()
+                    if callbacks and callbacks[0].images}
+        times, own = timed_fits(model, x, y, configs, rounds, batch)
+        for name in configs:
+            timer = pictures.get(name)
+            counted = (f"{timer.calls / (rounds + 1):.1f} | "
+                       f"{1e3 * statistics.median(timer.seconds):.1f}") if timer else "- | -"
+            print(f"| {kind} | {name} | {1e3 * statistics.median(times[name]):.2f} | "
+                  f"{paired(times[name], times['none']):.3f} | "
+                  f"{1 + paired(own[name], times['none']):.3f} | {counted} |", flush=True)
+        for off, on in (("SignalMonitor() defaults", "SignalMonitor(images=True)"),
+                        ("SignalMonitor(every_n_steps=16)",
+                         "SignalMonitor(every_n_steps=16, images=True)")):
+            # The pictures' own share of a step: the paired difference of the self-times.
+            share = statistics.median((a - b) / r for a, b, r in
+                                      zip(own[on], own[off], times["none"]))
+            print(f"\n{kind}: {on} over {off}: whole fits {paired(times[on], times[off]):.3f}, "
+                  f"by self-time {1 + share:.4f}", end="")
+        print("\n")
+
+    print("| layers | probes in history | profile ms | heat map ms | heat map px | "
+          "picture pair, written, ms |")
+    print("|---|---|---|---|---|---|")
+    from keras_initkit.callbacks import signal_images
+
+    rng = np.random.default_rng(0)
+    for layers, probes in ((5, 40), (5, 1000), (500, 100), (500, 1000)):
+        monitor = SignalMonitor(os.path.join(logs, f"size_{layers}_{probes}"), images=True)
+        monitor._writer = __import__("tensorflow").summary.create_file_writer(monitor.log_dir)
+        rms = np.exp(rng.normal(size=(layers, probes)))
+        monitor.history = {"step": list(range(probes)), "activations": {
+            f"layer_{i}": {"rms": list(row), "nan_count": [0.0] * probes,
+                           "inf_count": [0.0] * probes} for i, row in enumerate(rms)}}
+        monitor._signal = (probes - 1, rms[:, -1], rms[:, -1] / 10)
+        profile = signal_images.SignalProfile()
+        profile(rms[:, 0], rms[:, 0])  # the frame
+        draw, heat, pair = [], [], []
+        for _ in range(5):
+            start = time.perf_counter()
+            profile(rms[:, -1], rms[:, -1] / 10, "step")
+            draw.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            image = signal_images.heat_map(signal_images.history_table(monitor.history))
+            heat.append(time.perf_counter() - start)
+            monitor._pictured_step = None
+            start = time.perf_counter()
+            monitor._write_images()
+            pair.append(time.perf_counter() - start)
+        print(f"| {layers} | {probes} | {1e3 * statistics.median(draw):.1f} | "
+              f"{1e3 * statistics.median(heat):.1f} | {image.shape[1]} x {image.shape[0]} | "
+              f"{1e3 * statistics.median(pair[1:]):.1f} |", flush=True)
+
+
+class _PictureTimer:
+    """Counts a monitor's picture pairs and times each (drawing, encoding, writing)."""
+
+    def __init__(self, monitor):
+        self.calls, self.seconds = 0, []
+        write = monitor._write_images
+
+        def timed():
+            start = time.perf_counter()
+            write()
+            self.seconds.append(time.perf_counter() - start)
+            self.calls += 1
+
+        monitor._write_images = timed
 
 
 def segments_part(rounds, quick, batch=32, logs=None):
@@ -343,9 +460,7 @@ def segments_part(rounds, quick, batch=32, logs=None):
           "bootstrap\n")
     print("| model | callback | segments | median ratio | 95% interval | quartiles |")
     print("|---|---|---|---|---|---|")
-    for kind, build in [("mlp", mlp), ("cnn", cnn)][: 1 if quick else 2]:
-        x, y = dataset(kind, batch * 64 * segments)
-        model = compiled(build)
+    for kind, x, y, model in models(quick, batch * 64 * segments):
         rows = {
             "SignalMonitor(every_n_steps=16)": Interleaved(SignalMonitor(
                 os.path.join(logs, kind, "interleaved"), every_n_steps=16), segment=64),

@@ -1,6 +1,7 @@
 """SignalMonitor: per-layer activation and gradient statistics to TensorBoard, during `fit`."""
 import os
 import re
+import typing
 import warnings
 
 import keras
@@ -16,6 +17,28 @@ ON_FINDING = ("warn", "stop", "raise")
 _ACTIVATION_SCALARS = ("mean", "std", "grad_rms", "dead_fraction", "saturated_fraction",
                        "nan_count")
 _WEIGHT_SCALARS = ("weight_norm", "grad_norm", "grad_to_weight")
+# The pictures of `images=True` (callbacks.signal_images), with what TensorBoard shows of them.
+PROFILE_TAG = "signal/propagation"
+HEAT_MAP_TAG = "signal/activation_rms_heat_map"
+_IMAGE_DESCRIPTIONS = {
+    PROFILE_TAG: "Activation RMS (top) and RMS of the loss gradient with respect to each "
+                 "layer's output (bottom), per layer in the order the layers ran, at this "
+                 "step; log scale. Red x: NaN or Inf; red triangle: exactly 0.",
+    HEAT_MAP_TAG: "Activation RMS of every layer (rows, in the order they ran, the first at "
+                  "the top) at every probe so far (columns, oldest at the left). Colour: "
+                  "log10 RMS from 1e-3 (blue) through 1 (yellow) to 1e3 (red), clipped; "
+                  "black: the output held NaN or Inf; grey: exactly 0; white: not probed.",
+}
+# Found by benchmarks/bench_monitor.py --part images (benchmarks/README.md, session 18).
+IMAGE_EVERY_N_PROBES = 50
+
+
+class _Signal(typing.NamedTuple):
+    """What the signal-propagation picture of one probe needs: per layer, in depth order."""
+
+    step: int
+    activation_rms: object  # Inf where the output held NaN or Inf
+    gradient_rms: list
 
 
 class FindingError(RuntimeError):
@@ -39,7 +62,8 @@ class SignalMonitor(keras.callbacks.Callback):
     weights as training without it. It writes per-layer scalars (activation
     mean, std, dead and saturated fractions, NaN count; weight norm, gradient
     norm and gradient-to-weight ratio) under tags made from each layer's unique
-    path, optional histograms, and the findings as TensorBoard text.
+    path, optional histograms, optional pictures (`images=True`), and the
+    findings as TensorBoard text.
 
     Under a `tf.distribute` strategy (`MirroredStrategy`,
     `MultiWorkerMirroredStrategy`) every worker probes the whole probe batch
@@ -76,6 +100,27 @@ class SignalMonitor(keras.callbacks.Callback):
             callable that receives each `Finding`, warnings included. A
             warning (it trains, worse) is only warned of, except to a callable.
         loss: Loss for `y` when the model is not compiled with one.
+        images: Also draw two pictures into TensorBoard's Images tab (off by
+            default): `"signal/propagation"`, the activation RMS and the
+            backward gradient RMS of every layer over depth at that step
+            (log scale), and `"signal/activation_rms_heat_map"`, every
+            layer's activation RMS at every probe so far as one layer x probe
+            picture (log10 colour scale, fixed from 1e-3 to 1e3; 8 pixels a
+            cell, at most 1024 pixels a side), which shows a 500-layer model
+            in one picture. NaN, Inf and zero are marked. A failure to draw
+            warns; training goes on.
+        image_every_n_probes: With `images`, draw at the monitor's first probe
+            and every this many probes after it, and at the last probe of each
+            `fit` (when training ends). Default 50, chosen by measurement
+            (benchmarks/README.md, session 18): a picture pair of a small
+            model costs about 9 ms (drawn, encoded, written; the first, which
+            sets up matplotlib, about 0.2 s), and at 50 `images=True` adds
+            under 1% of training time at `every_n_steps=200` and under 2% at
+            16, where 10 added 4%. TensorBoard keeps 10 pictures per tag
+            unless started with `--samples_per_plugin images=N`; the heat map
+            shows every probe whatever the interval. Its cost grows with the
+            model and the history: a 500-layer model's pair after 1,000
+            probes takes about 0.1 s.
         **thresholds: Any field of `keras_initkit.diagnostics.Thresholds`.
 
     Attributes:
@@ -87,17 +132,21 @@ class SignalMonitor(keras.callbacks.Callback):
     >>> monitor = SignalMonitor("logs/he", probe_data=x_train[:256], every_n_steps=50)
     >>> model.fit(x_train, y_train, epochs=5, callbacks=[monitor])
     >>> monitor.history["activations"]["sequential/dense_3"]["std"]
+
+    With pictures of the signal, in TensorBoard's Images tab:
+    >>> monitor = SignalMonitor("logs/he", probe_data=x_train[:256], images=True)
     """
 
     def __init__(self, log_dir, probe_data=None, every_n_steps=200, histograms=False,
-                 on_finding="warn", loss=None, layers=None, **thresholds):
+                 on_finding="warn", loss=None, layers=None, images=False,
+                 image_every_n_probes=IMAGE_EVERY_N_PROBES, **thresholds):
         super().__init__()
         if not isinstance(log_dir, (str, os.PathLike)):
             raise TypeError(f"`log_dir` must be a path; received log_dir={log_dir!r}.")
-        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or \
-                every_n_steps < 1:
-            raise ValueError(f"`every_n_steps` must be an integer >= 1; received "
-                             f"every_n_steps={every_n_steps!r}.")
+        _check_count("every_n_steps", every_n_steps)
+        _check_count("image_every_n_probes", image_every_n_probes)
+        if not isinstance(images, bool):
+            raise TypeError(f"`images` must be True or False; received images={images!r}.")
         if not (on_finding in ON_FINDING or callable(on_finding)):
             raise ValueError(f"`on_finding` must be one of {ON_FINDING} or a callable; "
                              f"received on_finding={on_finding!r}.")
@@ -105,6 +154,7 @@ class SignalMonitor(keras.callbacks.Callback):
         self.x, self.y = probe_data if isinstance(probe_data, tuple) else (probe_data, None)
         self.every_n_steps = every_n_steps
         self.histograms = bool(histograms)
+        self.images, self.image_every_n_probes = images, image_every_n_probes
         self.layers = _layer_selector(layers, self.histograms)
         self.on_finding = on_finding
         self.loss = loss
@@ -115,6 +165,9 @@ class SignalMonitor(keras.callbacks.Callback):
         self._probed_step = None  # the last step probed, whether or not the probe succeeded
         self._probe = self._writer = None
         self._any_worker = None  # the cross-worker agreement, on a multi-worker job only
+        self._profile = None  # the images' SignalProfile, made at the first picture
+        # The last probe's _Signal, and the last step pictured.
+        self._signal = self._pictured_step = None
 
     def on_train_begin(self, logs=None):
         import tensorflow as tf
@@ -161,6 +214,9 @@ class SignalMonitor(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self._step = self._iterations()
         self._probe_if_due()
+        # Training ends with the picture of its last probe, due or not.
+        if self._signal is not None and self._signal.step != self._pictured_step:
+            self._write_images()
         if self._writer is not None:
             self._writer.flush()
 
@@ -191,10 +247,14 @@ class SignalMonitor(keras.callbacks.Callback):
                 warnings.warn(f"SignalMonitor at step {self._step}: {note}", stacklevel=2)
             self._record(result, findings)
             self._write(result, findings)
+            if self.images and self._writer is not None:
+                self._signal = _signal_of(self._step, result)
+                # The monitor's first probe, and every image_every_n_probes-th after it.
+                if (len(self.history["step"]) - 1) % self.image_every_n_probes == 0:
+                    self._write_images()
         except Exception as error:  # a diagnostics failure must never lose the training
-            first_line = (str(error).strip().splitlines() or [""])[0][:300]
             warnings.warn(f"SignalMonitor: the probe at step {self._step} failed and was "
-                          f"skipped ({type(error).__name__}: {first_line}).", stacklevel=2)
+                          f"skipped ({_first_line(error)}).", stacklevel=2)
         if self._any_worker is None:
             for finding in findings:
                 self._act(finding)
@@ -264,6 +324,38 @@ class SignalMonitor(keras.callbacks.Callback):
                 tf.summary.text("findings", "| severity | kind | signal | layer | value | "
                                 "message |\n|---|---|---|---|---|---|\n" + rows)
 
+    def _write_images(self):
+        """The signal-propagation picture of the last probe and the heat map of the history
+        so far, through the chief's writer; a failure warns and training goes on."""
+        import tensorflow as tf
+        from tensorboard.plugins.image.metadata import create_summary_metadata
+
+        from . import signal_images
+
+        signal = self._signal
+        step = self._pictured_step = signal.step  # tried: a failed one is not tried again
+        try:
+            if self._profile is None:
+                self._profile = signal_images.SignalProfile()
+            pictures = {PROFILE_TAG: self._profile(signal.activation_rms, signal.gradient_rms,
+                                                   title=f"step {step}"),
+                        HEAT_MAP_TAG: signal_images.heat_map(
+                            signal_images.history_table(self.history))}
+            with self._writer.as_default(step=step):
+                for tag, picture in pictures.items():
+                    # What tf.summary.image writes ([width, height, PNG], the images
+                    # plugin's metadata), but at zlib level 1: faster to encode, and
+                    # flat-coloured pictures compress about as well.
+                    height, width = picture.shape[:2]
+                    tf.summary.write(tag, tf.stack([
+                        tf.as_string(width), tf.as_string(height),
+                        tf.io.encode_png(picture, compression=1)]),
+                        metadata=create_summary_metadata(
+                            display_name=None, description=_IMAGE_DESCRIPTIONS[tag]))
+        except Exception as error:  # a diagnostics failure must never lose the training
+            warnings.warn(f"SignalMonitor: the images at step {step} failed and were "
+                          f"skipped ({_first_line(error)}).", stacklevel=2)
+
     def _act(self, finding):
         if callable(self.on_finding):
             self.on_finding(finding)
@@ -280,6 +372,28 @@ class SignalMonitor(keras.callbacks.Callback):
                 self._writer.flush()
             raise FindingError(finding)
         self.model.stop_training = True  # "stop"
+
+
+def _check_count(name, value):
+    """Raises unless `value` is an integer >= 1 (a bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1; received {name}={value!r}.")
+
+
+def _first_line(error):
+    """`Type: first line of the message`, at most 300 characters of it, for a warning."""
+    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:300]}"
+
+
+def _signal_of(step, result):
+    """The `_Signal` of a probe's result at `step`."""
+    from .signal_images import nonfinite_as_inf
+
+    rows = [row.stats for row in result.activations]
+    return _Signal(step, nonfinite_as_inf([s["rms"] for s in rows],
+                                          [s["nan_count"] for s in rows],
+                                          [s["inf_count"] for s in rows]),
+                   [s["grad_rms"] for s in rows])
 
 
 def _any_worker(strategy):

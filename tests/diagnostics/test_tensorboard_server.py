@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from keras_initkit.callbacks import SignalMonitor
+from keras_initkit.callbacks.signal_monitor import HEAT_MAP_TAG, PROFILE_TAG
 
 L = keras.layers
 RUN = "he"  # the monitor logs to <logdir>/he, so TensorBoard names the run "he"
@@ -107,7 +108,7 @@ def test_tensorboard_serves_the_per_layer_signals_of_the_history(tensorboard):
     y = (x[:, 0] > 0).astype("int32")
     model = _model()
     monitor = SignalMonitor(tensorboard.logdir / RUN, probe_data=(x[:32], y[:32]),
-                            every_n_steps=3, histograms=True)
+                            every_n_steps=3, histograms=True, images=True)
     model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[monitor])
     steps = monitor.history["step"]
     assert steps == [0, 3, 6, 9, 12, 15]  # every 3 of the 16 steps
@@ -157,3 +158,20 @@ def test_tensorboard_serves_the_per_layer_signals_of_the_history(tensorboard):
     assert [step for _, step, _ in served] == steps
     assert all(sum(count for _, _, count in buckets) == np.prod(kernel.shape)
                for _, _, buckets in served)
+
+    # The Images tab: both pictures, at the first probe and at the last (the default
+    # interval of 50 probes is not reached), served as PNG.
+    def pictured(server):  # the last picture comes after the last probe's histograms
+        served = server.get("/data/plugin/images/images", run=RUN, tag=HEAT_MAP_TAG)
+        return [image["step"] for image in served] == [0, steps[-1]]
+
+    tensorboard.wait_until(pictured)
+    pictures = tensorboard.get("/data/plugin/images/tags")[RUN]
+    assert set(pictures) == {PROFILE_TAG, HEAT_MAP_TAG}
+    assert "log10" in pictures[HEAT_MAP_TAG]["description"]
+    for tag in pictures:
+        served = tensorboard.get("/data/plugin/images/images", run=RUN, tag=tag)
+        assert [image["step"] for image in served] == [0, steps[-1]], tag
+        url = f"{tensorboard.base}/data/plugin/images/individualImage?{served[-1]['query']}"
+        with _OPENER.open(url, timeout=30) as response:
+            assert response.read().startswith(b"\x89PNG\r\n"), tag

@@ -89,7 +89,9 @@ def train(log_dir):
         warnings.simplefilter("always")
         keras_initkit.reinitialize(net)
         keras_initkit.lsuv(net, x[:64], max_iter=1)
-    monitor = SignalMonitor(os.path.join(log_dir, "shared"), every_n_steps=2)
+    # images=True: only the chief draws; the other worker's pictures would need a writer.
+    monitor = SignalMonitor(os.path.join(log_dir, "shared"), every_n_steps=2, images=True,
+                            image_every_n_probes=2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         net.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0,

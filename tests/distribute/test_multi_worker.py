@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 # Two TensorFlow processes and a gRPC cluster: 20 s on an idle 2-core machine, 40 s on a busy one.
 pytestmark = pytest.mark.slow
@@ -92,6 +93,11 @@ def test_only_the_chief_writes_logs(job):
     assert shared and all("tfevents" in name for name in shared)
     # Event files are named events.out.tfevents.<time>.<host>.<pid>.<n>.v2
     assert {name.split(".")[-3] for name in shared} == {str(chief["pid"])}
+    # The chief's pictures (images=True on both): probes 0, 2 and 4 of steps 0, 2, ..., 8.
+    events = EventAccumulator(str(folder / "logs" / "shared"),
+                              size_guidance={"tensors": 0}).Reload()
+    for tag in ("signal/propagation", "signal/activation_rms_heat_map"):
+        assert [e.step for e in events.Tensors(tag)] == [0, 4, 8], tag
     for phase in ("stop", "raise"):  # each worker was given a folder of its own there
         assert os.listdir(folder / "logs" / f"{phase}_worker0")
         assert not os.path.exists(folder / "logs" / f"{phase}_worker1")
