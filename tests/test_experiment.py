@@ -62,6 +62,13 @@ def test_a_depth_sweep_marks_the_diagnosis_in_each_cell_and_writes_every_figure(
                  "signal_at_init_depth_2", "signal_at_init_depth_4", "report"):
         assert os.path.getsize(result.files[name]) > 0, name
     assert "--depths 2,4" in result.command() and "--depth " not in result.command()
+    # compare turns the monitor's pictures on: each run's logs hold them.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(os.path.join(out, "logs", "he", "depth_4"),
+                              size_guidance={"images": 0, "tensors": 0}).Reload()
+    tags = set(events.Tags()["images"]) | set(events.Tags()["tensors"])
+    assert {"signal/propagation", "signal/activation_rms_heat_map"} <= tags, tags
     table = result.table()
     assert table.splitlines()[0].split()[:2] == ["scheme", "depth"]
 

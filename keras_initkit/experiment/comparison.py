@@ -3,7 +3,7 @@
 `compare()` is what `initkit compare` runs. Its unit of work is a cell: one scheme, one
 seed, one depth. A cell re-draws the base model (`reinitialize`, or `lsuv` for "lsuv"),
 diagnoses it at initialization, trains it with a `SignalMonitor` logging to
-`<out>/logs/<scheme>/...`, and returns its history. Cells share nothing but their inputs,
+`<out>/logs/<scheme>/...` (scalars, and the signal pictures in the Images tab), and returns its history. Cells share nothing but their inputs,
 so they run side by side in worker processes (`parallel.run`) with the same results as one
 after the other; the summary over seeds (mean with its t-interval, a paired test against
 the best) and the files come after every cell has finished.
@@ -155,9 +155,11 @@ def run_cell(task, report_epoch):
                 metrics=["accuracy"] if classification else [])
     report = diagnose(net, *probe)
     keras.utils.set_random_seed(cell.seed)  # one batch order per seed, for every scheme
+    # One probe an epoch; the pictures at the first, every 10th and the last.
     monitor = SignalMonitor(cell.logs, probe_data=probe,
                             every_n_steps=max(1, len(x_train) // plan.batch_size),
-                            on_finding=lambda finding: None)  # kept in its history
+                            on_finding=lambda finding: None,  # kept in its history
+                            images=True, image_every_n_probes=10)
     history = net.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=plan.epochs,
                       batch_size=plan.batch_size, verbose=0,
                       callbacks=[monitor, _EpochReport(report_epoch)]).history
