@@ -23,9 +23,9 @@ def results(out):
 
 
 @pytest.mark.slow
-def test_this_process_and_two_workers_give_the_table_of_one_process(tmp_path):
+def test_worker_processes_give_the_table_of_one_process(tmp_path):
     tables = {}
-    for jobs in (1, 3):  # this process and two workers
+    for jobs in (1, 3):  # three workers for four cells
         compare(["zeros", "he"], depths=[2, 3], seeds=2, jobs=jobs, out=str(tmp_path / str(jobs)),
                 **TINY)
         tables[jobs] = results(tmp_path / str(jobs))
