@@ -23,7 +23,8 @@ import numpy as np
 L = keras.layers
 
 
-def _check_sizes(**sizes):
+def check_sizes(**sizes):
+    """Raises a ValueError naming the first size that is not an integer >= 1."""
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be an integer >= 1; received {name}={value!r}.")
@@ -39,7 +40,7 @@ def _check_activation(activation):
 
 def mlp(input_shape, outputs, depth=20, width=64, activation="relu"):
     """`depth` Dense(width, activation) layers on the flattened input, and a linear head."""
-    _check_sizes(depth=depth, width=width)
+    check_sizes(depth=depth, width=width)
     _check_activation(activation)
     layers = [keras.Input(input_shape), L.Flatten(name="flatten")]
     layers += [L.Dense(width, activation=activation, name=f"dense_{i + 1}")
@@ -50,7 +51,7 @@ def mlp(input_shape, outputs, depth=20, width=64, activation="relu"):
 def cnn(input_shape, outputs, depth=20, width=32, activation="relu"):
     """`depth` Conv2D(width, 3x3, same padding, activation) layers on `(height, width,
     channels)` images, global average pooling, and a linear head."""
-    _check_sizes(depth=depth, width=width)
+    check_sizes(depth=depth, width=width)
     _check_activation(activation)
     if len(input_shape) != 3:
         raise ValueError(f"The cnn takes images of shape (height, width, channels); received "
@@ -64,7 +65,7 @@ def cnn(input_shape, outputs, depth=20, width=32, activation="relu"):
 
 def residual_mlp(input_shape, outputs, depth=20, width=64, activation="relu"):
     """`depth` residual blocks `x + Dense(Dense(x, activation))`, no normalization."""
-    _check_sizes(depth=depth, width=width)
+    check_sizes(depth=depth, width=width)
     _check_activation(activation)
     inputs = keras.Input(input_shape)
     x = L.Dense(width, activation=activation, name="stem")(L.Flatten(name="flatten")(inputs))
@@ -98,7 +99,7 @@ class PositionEmbedding(L.Layer):
 
 def decoder(length, vocabulary, depth=4, width=64, heads=4):
     """A GPT-style decoder: `depth` pre-LayerNorm blocks of causal attention and GELU FFN."""
-    _check_sizes(length=length, vocabulary=vocabulary, depth=depth, width=width, heads=heads)
+    check_sizes(length=length, vocabulary=vocabulary, depth=depth, width=width, heads=heads)
     if width % heads:
         raise ValueError(f"`width` must be a multiple of `heads`; received width={width}, "
                          f"heads={heads}.")
@@ -123,7 +124,7 @@ def decoder(length, vocabulary, depth=4, width=64, heads=4):
 
 def delayed_copy(samples=2000, length=16, vocabulary=16, delay=4, seed=0):
     """`(x, y)`: `x` random tokens 1..vocabulary-1, `y[:, t] = x[:, t - delay]`, 0 before."""
-    _check_sizes(samples=samples, length=length, delay=delay)
+    check_sizes(samples=samples, length=length, delay=delay)
     if vocabulary < 3 or delay >= length:
         raise ValueError(f"`vocabulary` must be >= 3 and `delay` < `length`; received "
                          f"vocabulary={vocabulary}, delay={delay}, length={length}.")

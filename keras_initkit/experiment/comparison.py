@@ -21,7 +21,7 @@ import time
 import keras
 import numpy as np
 
-from ..base_models import cnn, decoder, delayed_copy, mlp, residual_mlp
+from ..base_models import check_sizes, cnn, decoder, delayed_copy, mlp, residual_mlp
 from ..callbacks import SignalMonitor
 from ..diagnostics import diagnose
 from ..intervals import paired_p, t_interval
@@ -361,7 +361,7 @@ def compare(schemes=None, *, data=None, model=None, arch="mlp", depth=20, depths
         raise ValueError(f"`schemes` names a scheme twice; received {list(schemes)}.")
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("seeds", seeds),
                         ("depth", depth)):
-        _check_count(name, value)
+        check_sizes(**{name: value})
     depths = _check_depths(depths, depth, model)
     jobs = parallel.check_jobs(jobs)
     plan = Plan(None if data is None else os.fspath(data),
@@ -409,11 +409,6 @@ def compare(schemes=None, *, data=None, model=None, arch="mlp", depth=20, depths
     return result
 
 
-def _check_count(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1; received {name}={value!r}.")
-
-
 def _check_depths(depths, depth, model):
     if depths is None:
         return [depth]
@@ -422,7 +417,7 @@ def _check_depths(depths, depth, model):
                          "a saved `model`. Give one or the other.")
     depths = list(depths)
     for value in depths:
-        _check_count("depths", value)
+        check_sizes(depths=value)
     if not depths or len(set(depths)) != len(depths):
         raise ValueError(f"`depths` must be distinct integers >= 1; received depths={depths!r}.")
     return depths
