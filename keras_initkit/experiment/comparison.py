@@ -140,7 +140,8 @@ def run_cell(task, report_epoch):
     """Initializes, diagnoses and trains one cell; `task` is `(plan, cell)`.
 
     Returns:
-        `{"report": DiagnosisReport, "history": {metric: [per epoch]}, "row": dict}`.
+        `{"report": DiagnosisReport, "history": {metric: [per epoch]}, "row": dict,
+        "picture": the report's signal-propagation PNG for the first seed, else None}`.
     """
     plan, cell = task
     start = time.perf_counter()
@@ -166,7 +167,9 @@ def run_cell(task, report_epoch):
     history = {key: [float(v) for v in values] for key, values in history.items()}
     row = _row(cell.name, cell.depth, report, history, plan.target_accuracy,
                time.perf_counter() - start)
-    return {"report": report, "history": history, "row": row}
+    # The first seed's picture goes into report.html: drawn here, it is drawn in the worker.
+    return {"report": report, "history": history, "row": row,
+            "picture": html_report.picture(report) if cell.seed == plan.seed else None}
 
 
 class _EpochReport(keras.callbacks.Callback):
@@ -187,6 +190,7 @@ class Comparison:
             or `"<scheme>/depth_<depth>"` in a depth sweep (`key()`).
         bands: The same, each value the half-width of the 95% t-interval.
         diagnoses: `{key: DiagnosisReport}` at initialization, of the first seed.
+        pictures: `{key: PNG bytes}`: each diagnosis's signal-propagation picture.
         runs: Every run: scheme, depth, seed, key, its row and its history.
         settings: The experiment's settings (data, model, seeds, depths, ...).
         names: The schemes, as given. depths: The depths.
@@ -196,7 +200,7 @@ class Comparison:
 
     def __init__(self, settings, names, depths, metric):
         self.settings, self.names, self.depths, self.metric = settings, names, depths, metric
-        self.rows, self.histories, self.bands, self.diagnoses = [], {}, {}, {}
+        self.rows, self.histories, self.bands, self.diagnoses, self.pictures = [], {}, {}, {}, {}
         self.runs, self.files = [], {}
 
     def key(self, name, depth):
@@ -441,6 +445,7 @@ def _summarize(result, cells, outcomes):
     finals = {}
     for (depth, name, key), group in groups.items():
         result.diagnoses[key] = group[0]["report"]
+        result.pictures[key] = group[0]["picture"]
         result.histories[key], result.bands[key] = _mean_history([o["history"] for o in group])
         result.rows.append(_summary(name, [o["row"] for o in group]))
         finals[key] = [o["row"][result.metric] for o in group]

@@ -55,7 +55,8 @@ def write(result, path):
         parts += [f"<h3>{_e(key)}: <span class='{verdict}'>"
                   f"{'healthy' if report.healthy else 'will not train as it stands'}</span></h3>",
                   _findings(report),
-                  _png_figure(report.plot(), f"signal propagation of {key}"),
+                  _img(result.pictures.get(key) or picture(report),
+                       f"signal propagation of {key}"),
                   f"<details><summary>per-layer table</summary><pre>{_e(report.table())}"
                   "</pre></details>"]
     parts.append("</body></html>")
@@ -102,10 +103,11 @@ def _png_file(path, alt):
         return _img(file.read(), alt)
 
 
-def _png_figure(figure, alt):
+def picture(report):
+    """`report.plot()` as the PNG bytes that report.html embeds."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
-    return _img(buffer.getvalue(), alt)
+    report.plot().savefig(buffer, format="png", dpi=80)
+    return buffer.getvalue()
 
 
 def _img(png, alt):

@@ -111,9 +111,11 @@ def _call(function, task, index):
 
     import keras
 
-    # A worker runs many cells: without this, every cell's model and graphs stay in memory.
-    keras.backend.clear_session()
-    gc.collect()
+    # A worker runs many cells: without this, every cell's model stays in memory.
+    keras.backend.clear_session()  # it collects garbage too
+    # TensorFlow keeps every finished fit's training graph (plain Keras does): frozen, the
+    # survivors are not walked again by every later collection (0.1 s instead of up to 2 s).
+    gc.freeze()
     return function(task, lambda epoch: _reports.put((index, epoch)))
 
 
