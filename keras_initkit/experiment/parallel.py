@@ -1,14 +1,17 @@
-"""Independent cells of an experiment, run in worker processes.
+"""Independent cells of an experiment, run side by side: in this process and in worker processes.
 
-Each worker is a fresh Python process (the "spawn" start method: forking a process that has
+This process takes cells too (it has TensorFlow loaded already; a worker pays an import of
+it), and each worker takes its next cell as soon as it has finished one. Each worker is a
+fresh Python process (the "spawn" start method: forking a process that has
 already started TensorFlow's thread pools is unsafe) with its own TensorFlow thread pools,
-sized so that the workers together use the machine's cores once. Workers report each
+sized so that together they use the machine's cores about once. Workers report each
 finished epoch through a queue, so that the parent can draw one progress bar.
 """
 import concurrent.futures
 import multiprocessing
 import os
 import queue as queues
+import threading
 
 # A worker training a small model holds TensorFlow, Keras and the data: about 1 GiB was
 # measured here; twice that leaves room for larger models.
@@ -58,14 +61,16 @@ def run(function, tasks, jobs, on_epoch, on_done):
 
     `report(epochs_done)` is how a task says it has finished an epoch; it reaches
     `on_epoch(index, epochs_done)` in this process. `on_done(index, result)` is called as
-    each task finishes. With `jobs == 1` the tasks run here, in order; otherwise in worker
-    processes.
+    each task finishes, in this thread. With `jobs == 1` the tasks run here, in order;
+    otherwise this process runs them too, beside `jobs - 1` worker processes: it has
+    TensorFlow loaded already, and a worker costs a TensorFlow import. Each takes the next
+    task when it has finished its last.
 
     Returns:
         The results, in the order of `tasks` whatever order they finished in.
 
     Raises:
-        The first exception a task raised; the tasks not yet started are cancelled.
+        The first exception a task raised; the tasks not yet started are not started.
     """
     results = [None] * len(tasks)
     if jobs == 1:
@@ -74,25 +79,72 @@ def run(function, tasks, jobs, on_epoch, on_done):
             on_done(index, results[index])
         return results
     context = multiprocessing.get_context("spawn")
-    reports = context.Queue()
-    threads = max(1, cores() // jobs)
-    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_start,
-                                                initargs=(reports, threads)) as pool:
-        pending = {pool.submit(_call, function, task, index): index
-                   for index, task in enumerate(tasks)}
-        try:
-            while pending:
-                finished, _ = concurrent.futures.wait(
-                    pending, timeout=0.2, return_when=concurrent.futures.FIRST_COMPLETED)
-                _drain(reports, on_epoch)
-                for future in finished:
-                    index = pending.pop(future)
-                    results[index] = future.result()
-                    on_done(index, results[index])
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+    reports, finished = context.Queue(), queues.Queue()
+    order, lock, running = iter(range(len(tasks))), threading.Lock(), set()
+    failed = []
+
+    def take():
+        with lock:
+            index = None if failed else next(order, None)
+            if index is not None:
+                running.add(index)
+            return index
+
+    with concurrent.futures.ProcessPoolExecutor(jobs - 1, mp_context=context,
+                                                initializer=_start,
+                                                initargs=(reports, cores() // jobs or 1)) as pool:
+        def submit():
+            index = take()
+            if index is not None:
+                pool.submit(_call, function, tasks[index], index).add_done_callback(
+                    lambda future, i=index: finished_one(i, future))
+
+        def finished_one(index, future):
+            # In the pool's thread: hand the result over, and give the worker its next task.
+            finished.put((index, future))
+            if future.exception() is None:
+                submit()
+
+        def collect(wait):
+            _drain(reports, on_epoch)
+            while True:
+                try:
+                    index, future = finished.get(timeout=0.2) if wait else finished.get_nowait()
+                except queues.Empty:
+                    return
+                with lock:
+                    running.discard(index)
+                if future.exception() is not None:
+                    with lock:
+                        failed.append(index)
+                    raise future.exception()
+                results[index] = future.result()
+                on_done(index, results[index])
+                wait = False
+
+        for _ in range(jobs - 1):
+            submit()
+        index = take()
+        while index is not None:
+            def report(epoch, i=index):
+                on_epoch(i, epoch)
+                _drain(reports, on_epoch)  # the workers' epochs, while this one works
+            try:
+                results[index] = function(tasks[index], report)
+            except BaseException:
+                with lock:
+                    failed.append(index)
+                raise
+            with lock:
+                running.discard(index)
+            on_done(index, results[index])
+            collect(wait=False)
+            index = take()
+        while True:
+            with lock:
+                if not running:
+                    break
+            collect(wait=True)
     return results
 
 
