@@ -19,15 +19,14 @@ import math
 import os
 import platform
 import statistics
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import keras_initkit.initializers as kit  # noqa: E402
+import keras_initkit.initializers as kit
 
 K = keras.initializers
 SHAPES = [(4096, 4096), (3, 3, 512, 512)]
@@ -147,7 +146,8 @@ def main():
             if name in TRUNCATED:
                 truncated_worst = max(truncated_worst, ratio)
             print(f"| {name} | {shape} | {ms_ours:.1f} | {ms_keras:.1f} | {ratio:.2f} | "
-                  f"{lost}/{rounds} ({p_value:.2f}){verdict} | {mem_ours:.2f}x | {mem_keras:.2f}x |",
+                  f"{lost}/{rounds} ({p_value:.2f}){verdict} | {mem_ours:.2f}x | "
+                  f"{mem_keras:.2f}x |",
                   flush=True)
     truncated = f"{truncated_worst:.2f}" if truncated_worst else "n/a"
     print(f"\nworst median ratio {worst:.2f} (target <= 1.0); measurably slower than the twin "

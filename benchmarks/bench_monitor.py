@@ -45,10 +45,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from keras_initkit.callbacks import SignalMonitor  # noqa: E402
+from keras_initkit.callbacks import SignalMonitor
 
 L = keras.layers
 

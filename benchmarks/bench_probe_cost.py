@@ -85,7 +85,7 @@ def run(tree, calls, only):
     env = dict(os.environ, PYTHONPATH=tree, TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run([sys.executable, "-c", WORKER, str(calls), only],
                           cwd=tree, env=env, capture_output=True, text=True, check=True)
-    line = next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))
+    line = next(out for out in done.stdout.splitlines() if out.startswith("RESULT "))
     return json.loads(line[len("RESULT "):])
 
 

@@ -19,11 +19,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import keras_hub  # noqa: E402
+import keras
+import keras_hub
 
-import keras_initkit  # noqa: E402
-from keras_initkit.model_init.residual import structure_of  # noqa: E402
+import keras_initkit
+from keras_initkit.model_init.residual import structure_of
 
 
 def build(args):

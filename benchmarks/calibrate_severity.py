@@ -68,10 +68,9 @@ import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
 WIDTH = 128
 BATCH = 64
@@ -207,7 +206,7 @@ def kit_kinds(model, x, y):
         try:
             report = keras_initkit.diagnose(
                 model, x, y, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        except Exception as error:  # noqa: BLE001 - shown in the table, never fatal here
+        except Exception as error:  # shown in the table, never fatal here
             return f"error: {type(error).__name__}"
     kinds = [f"{f.kind}({'grad' if f.signal == 'gradient' else 'act'})" for f in report.findings]
     return ", ".join(kinds) or "-"

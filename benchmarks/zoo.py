@@ -32,9 +32,9 @@ import argparse
 import datetime
 import gc
 import importlib.util
+import json
 import os
 import platform
-import json
 import subprocess
 import sys
 import time
@@ -42,10 +42,10 @@ import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import keras_initkit  # noqa: E402
+import keras_initkit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HARD_KINDS = ("vanishing", "exploding", "nonfinite")
@@ -97,7 +97,7 @@ def run_member(member, with_labels=True, seed=0, echo=True):
         model = member.build()
         build_s = time.perf_counter() - start
         x = member.batch(model, seed)
-    except Exception as e:  # noqa: BLE001  (one member's failure must not end the run)
+    except Exception as e:  # one member's failure must not end the run
         traceback.print_exc(limit=2)
         row = dict(base, mode="build", error=_error(e), build_s=None)
         if echo:
@@ -107,7 +107,7 @@ def run_member(member, with_labels=True, seed=0, echo=True):
     if with_labels and member.labels is not None:
         try:
             modes.append(("labels", member.labels(model, seed), member.loss))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             rows.append(dict(base, mode="labels", error=_error(e), build_s=build_s))
             if echo:
                 print_row(rows[-1])
@@ -123,7 +123,7 @@ def run_member(member, with_labels=True, seed=0, echo=True):
             row.update(healthy=report.healthy, findings=[short(f) for f in report.findings],
                        match=matches(member.expect, report.findings), first_s=times[0],
                        second_s=times[1], layers=len(report.layers), rss_mb=_rss_mb())
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             traceback.print_exc(limit=3)
             row.update(error=_error(e))
         rows.append(row)
@@ -214,7 +214,7 @@ def versions():
         import keras_hub
 
         out["keras_hub"] = keras_hub.__version__
-    except Exception:  # noqa: BLE001
+    except Exception:
         out["keras_hub"] = "not installed"
     return out
 

@@ -23,11 +23,11 @@ import urllib.request
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
+import keras
+from sklearn.datasets import load_digits
 
-import keras_initkit  # noqa: E402,F401  (registers the kit_* aliases)
-from keras_initkit.callbacks import SignalMonitor  # noqa: E402
+import keras_initkit  # noqa: F401  (registers the kit_* aliases)
+from keras_initkit.callbacks import SignalMonitor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUNS = ("kit_he", "kit_glorot_normal")  # each run is named after its kernel initializer

@@ -1,4 +1,5 @@
-"""The controlled experiment from Python: one deep MLP, the bundled digits, only the initializer varies.
+"""The controlled experiment from Python: one deep MLP, the bundled digits, only the
+initializer varies.
 
 `initkit compare` runs the same thing from the command line. This script picks
 four schemes, trains each for the same epochs with the same seed, prints the

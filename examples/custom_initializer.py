@@ -34,10 +34,10 @@ import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import keras_initkit  # noqa: E402
+import keras_initkit
 
 
 @keras_initkit.register_initializer("kit_spectral_normal")

@@ -7,7 +7,8 @@ too small for its depth (He would be N(0, 2/128), std 0.125), saves it to a
 8x8 digits, nothing is downloaded) through it and reports, per layer, the
 activation scale and the backward signal, with findings that say what is wrong,
 how bad (an error: it will not train; a warning: it trains, worse) and what to
-use instead. The plot of both goes to a PNG. Then `keras_initkit.reinitialize(model, "auto")` re-draws every layer
+use instead. The plot of both goes to a PNG. Then
+`keras_initkit.reinitialize(model, "auto")` re-draws every layer
 with the scheme its activation needs, the diagnosis comes back healthy, and a
 short training run shows the difference.
 
@@ -25,11 +26,11 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
+import keras
+import numpy as np
+from sklearn.datasets import load_digits
 
-import keras_initkit  # noqa: E402  (registers the kit_* aliases: needed to load the model)
+import keras_initkit  # registers the kit_* aliases: needed to load the model
 
 
 def load_data(seed):

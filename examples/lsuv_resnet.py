@@ -27,11 +27,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.datasets import load_sample_images  # noqa: E402
+import keras
+import numpy as np
+from sklearn.datasets import load_sample_images
 
-import keras_initkit  # noqa: E402
+import keras_initkit
 
 ARCHS = ("ResNet50", "MobileNet", "MobileNetV2")
 

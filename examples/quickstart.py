@@ -16,11 +16,11 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import keras_initkit  # noqa: E402,F401  (registers the kit_* aliases)
-from keras_initkit.callbacks import SignalMonitor  # noqa: E402
+import keras_initkit  # noqa: F401  (registers the kit_* aliases)
+from keras_initkit.callbacks import SignalMonitor
 
 DEPTH, WIDTH, SEED = 20, 64, 0
 SCHEMES = ["kit_random_normal", "kit_glorot_normal", "kit_he", "kit_orthogonal"]

@@ -7,8 +7,7 @@ Importing the package registers every `kit_*` alias with Keras, so that
 from . import callbacks, initializers
 from .diagnostics import DiagnosisReport, Finding, diagnose
 from .fans import compute_fans, gain
-from .model_init import (audit, lsuv, mimetic, mup, reinitialize, transfer_weights,
-                         weight_norm_init)
+from .model_init import audit, lsuv, mimetic, mup, reinitialize, transfer_weights, weight_norm_init
 from .registry import get, list_initializers, register_initializer
 
 __version__ = "0.1.0"

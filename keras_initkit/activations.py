@@ -14,6 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from ._compat import outbound_nodes
 from .fans import GAIN_NAMES, gain, unit_moment_gain
 
 L = keras.layers
@@ -97,7 +98,7 @@ def following_activation(layer):
         if name or hops > 6:
             return name, params
         consumers = {id(node.operation): node.operation
-                     for node in getattr(current, "_outbound_nodes", [])}
+                     for node in outbound_nodes(current)}
         if len(consumers) != 1:
             return "", {}
         current = next(iter(consumers.values()))
@@ -206,7 +207,7 @@ def _scale_invariant(layer, input_shape):
     x = np.random.default_rng(0).standard_normal((2, *input_shape[1:])).astype("float32")
     try:
         a, b = (ops.convert_to_numpy(layer(v)) for v in (x, 4.0 * x))
-    except Exception:  # noqa: BLE001 - a layer that cannot be called alone is not one
+    except Exception:  # a layer that cannot be called alone is not one
         return False
     return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-3,
                                                    atol=1e-4 * max(1.0, float(np.abs(a).max()))))

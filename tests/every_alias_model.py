@@ -16,7 +16,7 @@ L = keras.layers
 
 
 def build(npz_path):
-    """Returns (model, aliases used). `npz_path` holds the pretrained array "w" of shape (16, 16)."""
+    """Returns (model, aliases used). `npz_path` holds the pretrained array "w", (16, 16)."""
     alias = keras.initializers.get
     used = []
 

@@ -27,7 +27,7 @@ def test_list_prints_every_alias_with_its_class_and_formula(capsys):
     assert code == 0
     lines = out.splitlines()
     for info in keras_initkit.list_initializers():
-        line = next(l for l in lines if l.split()[0] == info.alias)
+        line = next(out for out in lines if out.split()[0] == info.alias)
         assert info.cls.__name__ in line and info.formula in line
 
 

@@ -120,11 +120,14 @@ def test_every_example_is_tested():
     assert scripts <= set(EXAMPLES), f"add {sorted(scripts - set(EXAMPLES))} to EXAMPLES"
 
 
-def test_readme_gives_the_two_commands_that_ci_runs():
+def test_readme_gives_the_three_commands_that_ci_runs():
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
     with open(os.path.join(ROOT, ".ci", "run")) as f:
         ci = f.read()
-    commands = re.findall(r"^pip install .*# (the main job|the test suite)$", readme, re.M)
-    assert sorted(commands) == ["the main job", "the test suite"]
-    assert 'readme_command "the test suite"' in ci and 'readme_command "the main job"' in ci
+    names = {"the lint": "lint", "the main job": "main", "the test suite": "test"}
+    commands = re.findall(r"^pip install .*# (the main job|the test suite|the lint)$", readme, re.M)
+    assert sorted(commands) == sorted(names)
+    for name, variable in names.items():
+        assert f'{variable}_command=$(readme_command "{name}")' in ci
+        assert f'eval "${variable}_command"' in ci

@@ -45,8 +45,10 @@ def test_leaky_relu_slope():
 
 
 def _quad_gain(f):
-    second = scipy.integrate.quad(lambda z: f(z) ** 2 * math.exp(-z * z / 2) / math.sqrt(2 * math.pi),
-                                  -math.inf, math.inf, points=None, limit=200)[0]
+    def weighted(z):  # f(z)^2 under the standard normal density
+        return f(z) ** 2 * math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+
+    second = scipy.integrate.quad(weighted, -math.inf, math.inf, points=None, limit=200)[0]
     return 1 / math.sqrt(second)
 
 

@@ -10,7 +10,8 @@ ALIASES_FROM_THE_ISSUE = """kit_zeros kit_ones kit_constant kit_random_normal ki
 kit_truncated_normal kit_glorot_uniform kit_glorot kit_xavier_uniform kit_glorot_normal kit_xavier
 kit_xavier_normal kit_he_normal kit_he kit_kaiming_normal kit_he_uniform kit_kaiming_uniform
 kit_lecun_normal kit_lecun_uniform kit_variance_scaling kit_orthogonal kit_identity
-kit_delta_orthogonal kit_convolution_aware kit_icnr kit_sparse kit_pretrained kit_zero_init""".split()
+kit_delta_orthogonal kit_convolution_aware kit_icnr kit_sparse kit_pretrained
+kit_zero_init""".split()
 
 
 def test_every_alias_is_registered():

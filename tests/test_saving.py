@@ -4,11 +4,11 @@ import os
 import subprocess
 import sys
 
+import every_alias_model as zoo
 import keras
 import numpy as np
 import pytest
 
-import every_alias_model as zoo
 from keras_initkit.initializers import KitInitializer
 from keras_initkit.registry import BUILTIN_ALIASES
 

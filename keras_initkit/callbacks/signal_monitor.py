@@ -6,6 +6,7 @@ import warnings
 
 import keras
 
+from .._compat import dataset_variant, flat_layers
 from ..diagnostics import Finding, Probe, Thresholds, cached_probe, judge
 from ..diagnostics.probe import layer_paths
 from ..distribution import multi_worker
@@ -266,12 +267,12 @@ class SignalMonitor(keras.callbacks.Callback):
         try:
             for finding in findings:
                 self._act(finding)
-        except Exception as error:  # noqa: BLE001 - raised after the agreement, if agreed
+        except Exception as error:  # raised after the agreement, if agreed
             raised = error
         stop, self.model.stop_training = self.model.stop_training, stopped_before
         try:
             any_raised, any_stopped = self._any_worker([raised is not None, stop])
-        except Exception as error:  # noqa: BLE001 - diagnostics never end the training
+        except Exception as error:  # diagnostics never end the training
             warnings.warn(f"SignalMonitor: the workers could not agree on the probe at step "
                           f"{self._step} ({type(error).__name__}: {error}); no worker stops "
                           "or raises on its findings alone.", stacklevel=2)
@@ -443,7 +444,7 @@ def _layer_selector(layers, histograms):
 
     def select(model):
         path_of = layer_paths(model)
-        known = {n for layer in model._flatten_layers(include_self=False, recursive=True)
+        known = {n for layer in flat_layers(model)
                  for n in (layer.name, path_of(layer))}
         unknown = sorted(names - known)
         if unknown:
@@ -489,10 +490,13 @@ def _independent_copy(dataset):
     """
     import tensorflow as tf
 
+    variant = dataset_variant(dataset)
+    if variant is None:
+        return None
     try:
         graph = tf.compat.v1.GraphDef.FromString(tf.raw_ops.DatasetToGraphV2(
-            input_dataset=dataset._variant_tensor, external_state_policy=1).numpy())
-    except Exception:  # noqa: BLE001 - a dataset we cannot serialize is not copied
+            input_dataset=variant, external_state_policy=1).numpy())
+    except Exception:  # a dataset we cannot serialize is not copied
         return None
     ops = [node.op for node in graph.node]
     ops += [node.op for function in graph.library.function for node in function.node_def]
@@ -516,7 +520,7 @@ def _independent_copy(dataset):
     try:
         variant = tf.raw_ops.DatasetFromGraph(graph_def=graph.SerializeToString())
         return tf.data.experimental.from_variant(variant, dataset.element_spec)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 

@@ -11,6 +11,7 @@ import math
 import keras
 
 from .. import activations as acts
+from .._compat import flat_layers
 from .probe import live_rows
 
 KINDS = ("vanishing", "exploding", "dead", "saturated", "nonfinite", "rank_collapse",
@@ -232,7 +233,7 @@ class Layout:
         self.skipped = [isinstance(r.layer, keras.Model) for r in rows]
         self.norm = [acts.is_normalization(r.layer, r.input_shape) for r in rows]
         self.activation = [acts.activation_name(r.layer) for r in rows]
-        self.composite = [any(True for _ in r.layer._flatten_layers(include_self=False))
+        self.composite = [any(True for _ in flat_layers(r.layer))
                           for r in rows]
         self.consumers = [[] for _ in range(n)]
         for i, row in enumerate(rows):
@@ -689,7 +690,8 @@ def _rank_collapse(net):
             # (Dong et al. 2021, Sec. 3): a decoder of 32 T-Fixup blocks at cosine 0.90
             # learns the delayed-copy task to 100% (README). Without one it is.
             skips = any(isinstance(net.rows[j].layer, acts.MERGES) or (
-                net.composite(j) and not isinstance(net.rows[j].layer, keras.layers.MultiHeadAttention))
+                net.composite(j)
+                and not isinstance(net.rows[j].layer, keras.layers.MultiHeadAttention))
                 for j in range(i + 1))
             if skips:
                 return [Finding(

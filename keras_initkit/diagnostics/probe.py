@@ -30,6 +30,14 @@ import numpy as np
 from keras import ops
 
 from .. import activations as acts
+from .._compat import (
+    attention_parts,
+    call_takes_training,
+    clear_strategy_stack,
+    compiled_loss_weights,
+    flat_call,
+    flat_layers,
+)
 from . import stats
 
 _SURROGATE_SEED = 1234
@@ -153,7 +161,7 @@ class Probe:
         self.in_graph_hook = in_graph_hook
         self.tensors_of = tensors_of or (lambda layer: True)
         self._kept = None  # (activation rows, weights) with_tensors returns, set by the trace
-        layers = list(model._flatten_layers(include_self=False, recursive=True))
+        layers = list(flat_layers(model))
         # A recurrent layer's cell runs once per time step inside the loop: the layer's own
         # output is what is reported.
         cells = {id(c) for layer in layers for c in _cells(getattr(layer, "cell", None))}
@@ -162,7 +170,7 @@ class Probe:
         # The softmax sublayers of attention layers: their outputs are attention probabilities.
         self._attention = {id(sub) for layer in layers
                            if "attention" in type(layer).__name__.lower()
-                           for sub in layer._flatten_layers(include_self=False)
+                           for sub in flat_layers(layer)
                            if isinstance(sub, keras.layers.Softmax)}
         self._records = None  # filled while the probe function traces
         self._traced = None  # (path, layer, parent) of each recorded call, from the last trace
@@ -183,8 +191,7 @@ class Probe:
                 f"The probe got `y` but the model {self.model.name!r} is not compiled with a "
                 "loss; compile it, or pass `loss=` to the probe.")
         names = list(getattr(self.model, "output_names", None) or [])
-        weights = None if self.loss is not None else getattr(
-            getattr(self.model, "_compile_loss", None), "_user_loss_weights", None)
+        weights = None if self.loss is not None else compiled_loss_weights(self.model)
 
         def weight(i):
             if weights is None:
@@ -250,7 +257,7 @@ class Probe:
                 # And the float inputs: layers before the first weight (padding, rescaling)
                 # then have a backward signal too.
                 tape.watch([t for t in tf.nest.flatten(x) if t.dtype.is_floating])
-                kwargs = {"training": True} if model._call_has_training_arg else {}
+                kwargs = {"training": True} if call_takes_training(model) else {}
                 y_pred, _, extra_losses = model.stateless_call(
                     trainable, non_trainable, x, return_losses=True, **kwargs)
                 if has_y:  # the training loss: compiled loss plus regularization losses
@@ -365,12 +372,13 @@ class Probe:
             if not isinstance(layer, keras.layers.MultiHeadAttention):
                 probs[i] = tensors[i]
                 continue
-            if id(getattr(layer, "_softmax", None)) in softmax_called:
+            softmax, query, key = attention_parts(layer)
+            if id(softmax) in softmax_called:
                 kinds[i] = None  # its softmax row holds them
                 continue
             later = [(row[0], t) for row, t in zip(traced[i + 1:], tensors[i + 1:])]
-            q = next((t for sub, t in later if sub is layer._query_dense), None)
-            k = next((t for sub, t in later if sub is layer._key_dense), None)
+            q = next((t for sub, t in later if sub is query), None)
+            k = next((t for sub, t in later if sub is key), None)
             if q is None or k is None or len(q.shape) != 4 or len(k.shape) != 4:
                 kinds[i] = None
                 continue
@@ -436,7 +444,7 @@ class Probe:
             leaves = [t for t in tf.nest.flatten((x, y)) if isinstance(t, (tf.Tensor, np.ndarray))]
             batch = [tf.convert_to_tensor(t) for t in leaves]
             expected = function.inputs[:len(function.inputs) - len(function.captured_inputs)]
-            usable = hasattr(function, "_call_flat") and len(batch) + 2 == len(expected) and all(
+            usable = flat_call(function) is not None and len(batch) + 2 == len(expected) and all(
                 t.dtype == e.dtype and e.shape.is_compatible_with(t.shape)
                 for t, e in zip(batch + tensors, expected))
             # NumPy arrays are converted anew on each call: they may change in place.
@@ -447,7 +455,7 @@ class Probe:
                            if isinstance(t, (tf.Tensor, np.ndarray))], False)
         if flat[2] is None:
             return function(*args)
-        return function._call_flat(flat[2] + tensors, function.captured_inputs)
+        return flat_call(function)(flat[2] + tensors)
 
     def __call__(self, x, y=None, with_tensors=False, step=0):
         """Runs the probe on one batch `x` (and targets `y`); returns a `ProbeResult`.
@@ -512,9 +520,7 @@ def _outside_strategy_scope():
     """
     import tensorflow as tf
 
-    graph = tf.compat.v1.get_default_graph()
-    if getattr(graph, "_distribution_strategy_stack", None):
-        graph._distribution_strategy_stack = []
+    clear_strategy_stack(tf.compat.v1.get_default_graph())
 
 
 def _signature(data):
@@ -565,7 +571,7 @@ def _warn_if_weights_unseen(model, traced, owners):
     """
     reached = set()
     for _, layer, *_ in traced:  # a reached layer covers its sublayers (an RNN's cell)
-        reached.update(id(sub) for sub in layer._flatten_layers(include_self=True))
+        reached.update(id(sub) for sub in flat_layers(layer, include_self=True))
     unseen = [v.path for v in model.trainable_variables if id(owners.get(id(v))) not in reached]
     if unseen:
         shown = ", ".join(unseen[:4]) + (f" and {len(unseen) - 4} more" if len(unseen) > 4 else "")
@@ -589,9 +595,9 @@ def _warn_if_attention_unseen(model, traced, attention_softmax):
         if "attention" not in type(layer).__name__.lower() or isinstance(
                 layer, (keras.layers.MultiHeadAttention, keras.layers.Softmax)):
             continue
-        subs = {id(sub) for sub in layer._flatten_layers(include_self=False)}
+        subs = {id(sub) for sub in flat_layers(layer)}
         inner_attention = any("attention" in type(sub).__name__.lower()
-                              for sub in layer._flatten_layers(include_self=False))
+                              for sub in flat_layers(layer))
         if not (subs & attention_softmax & called) and not inner_attention:
             unseen.append(layer.name)
     if unseen:
@@ -623,7 +629,7 @@ def layer_paths(model):
     paths = {}
 
     def walk(container, prefix):
-        for layer in container._flatten_layers(include_self=False, recursive=False):
+        for layer in flat_layers(container, recursive=False):
             if id(layer) not in paths:
                 paths[id(layer)] = getattr(layer, "path", None) or f"{prefix}/{layer.name}"
                 walk(layer, paths[id(layer)])
@@ -635,7 +641,7 @@ def layer_paths(model):
 def _weight_owners(model):
     """id(variable) -> the innermost layer that owns it."""
     owners = {}
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in flat_layers(model):
         for variable in layer.trainable_variables:
             owners[id(variable)] = layer  # inner layers come later and win
     return owners

@@ -7,11 +7,29 @@ initializer varies; over seeds, depths and architectures, in parallel worker pro
 - `figures`: learning curves, the signal at initialization, the depth sweep.
 - `html_report`: everything in one self-contained `report.html`.
 """
-from .comparison import (ARCH_SCHEMES, ARCHS, COLUMNS, DEFAULT_SCHEMES, PROBE_SIZE,
-                         SPECIAL_SCHEMES, Comparison, compare, resolve_scheme)
-from .data import (check_fits, check_out, check_samples, hold_out, is_classification,
-                   load_data, load_model, loss_for, read_npz)
 from ..base_models import mlp
+from .comparison import (
+    ARCH_SCHEMES,
+    ARCHS,
+    COLUMNS,
+    DEFAULT_SCHEMES,
+    PROBE_SIZE,
+    SPECIAL_SCHEMES,
+    Comparison,
+    compare,
+    resolve_scheme,
+)
+from .data import (
+    check_fits,
+    check_out,
+    check_samples,
+    hold_out,
+    is_classification,
+    load_data,
+    load_model,
+    loss_for,
+    read_npz,
+)
 
 __all__ = ["compare", "Comparison", "resolve_scheme", "ARCHS", "ARCH_SCHEMES", "COLUMNS",
            "DEFAULT_SCHEMES", "PROBE_SIZE", "SPECIAL_SCHEMES", "check_fits", "check_out",

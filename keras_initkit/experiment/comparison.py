@@ -3,8 +3,9 @@
 `compare()` is what `initkit compare` runs. Its unit of work is a cell: one scheme, one
 seed, one depth. A cell re-draws the base model (`reinitialize`, or `lsuv` for "lsuv"),
 diagnoses it at initialization, trains it with a `SignalMonitor` logging to
-`<out>/logs/<scheme>/...` (scalars, and the signal pictures in the Images tab), and returns its history. Cells share nothing but their inputs,
-so they run side by side in worker processes (`parallel.run`) with the same results as one
+`<out>/logs/<scheme>/...` (scalars, and the signal pictures in the Images tab), and
+returns its history. Cells share nothing but their inputs, so they run side by side in
+worker processes (`parallel.run`) with the same results as one
 after the other; the summary over seeds (mean with its t-interval, a paired test against
 the best) and the files come after every cell has finished.
 """
@@ -28,8 +29,15 @@ from ..intervals import paired_p, t_interval
 from ..model_init import RECIPES, lsuv, reinitialize
 from ..registry import get, list_initializers
 from . import figures, html_report, parallel
-from .data import check_fits, check_out, hold_out, is_classification, load_data, load_model, \
-    loss_for
+from .data import (
+    check_fits,
+    check_out,
+    hold_out,
+    is_classification,
+    load_data,
+    load_model,
+    loss_for,
+)
 from .progress import Progress
 
 DEFAULT_SCHEMES = ("zeros", "ones", "random_normal", "random_uniform", "glorot", "he",

@@ -71,7 +71,7 @@ def read_npz(path):
     try:
         with np.load(path, allow_pickle=False) as file:
             return {key: file[key] for key in file.files}
-    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same one line
+    except Exception as error:  # any unreadable file gets the same one line
         raise ValueError(f"Data file {path!r} is not a readable .npz file "
                          f"({type(error).__name__}: {first_line(error)}).") from None
 
@@ -92,7 +92,7 @@ def load_model(path):
         raise ValueError(f"Model file {path!r} does not exist.")
     try:
         return keras.models.load_model(path, compile=False)
-    except Exception as error:  # noqa: BLE001 - corrupt zips, bad configs, unknown classes
+    except Exception as error:  # corrupt zips, bad configs, unknown classes
         raise ValueError(f"Cannot load the model {path!r} ({type(error).__name__}: "
                          f"{first_line(error)}).") from None
 

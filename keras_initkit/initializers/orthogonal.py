@@ -86,7 +86,7 @@ def _haar_panels(draw, rows, cols, gain):
 
 
 def _cholesky_step(a, gain=1.0):
-    """One CholeskyQR step: `gain * A R^-1` with `R = chol(A^T A)^T`, which has a positive diagonal."""
+    """One CholeskyQR step: `gain * A R^-1` with `R = chol(A^T A)^T` (a positive diagonal)."""
     chol = ops.cholesky(ops.einsum("ki,kj->ij", a, a))  # no transposed copy of a
     r_inverse = ops.solve_triangular(chol, ops.eye(a.shape[-1], dtype=a.dtype), lower=True)
     return ops.matmul(a, ops.transpose(r_inverse) * gain)

@@ -9,12 +9,9 @@ Whatever goes wrong reading a file becomes a ValueError that names the path.
 While Keras' `load_model` rebuilds a saved model, no file is opened at all: the
 saved weights replace the initial ones.
 """
-import contextlib
 import difflib
 import functools
-import importlib
 import os
-import sys
 import threading
 
 import keras
@@ -22,12 +19,8 @@ import ml_dtypes
 import numpy as np
 from keras import ops
 
+from .._compat import restoring_a_saved_model, safe_mode
 from .base import KitInitializer
-
-try:  # Keras' own switch; an outer load_model(safe_mode=False) would otherwise leak into ours
-    from keras.src.saving.serialization_lib import SafeModeScope
-except ImportError:  # pragma: no cover - a Keras without it still gets safe_mode=True below
-    SafeModeScope = None
 
 SUFFIXES = (".keras", ".h5", ".npz")
 _loading = threading.local()  # .keras paths being loaded now: a model that names its own file
@@ -79,29 +72,6 @@ def _npz_arrays(path):
     return arrays
 
 
-@functools.lru_cache(maxsize=1)
-def _rebuilds():
-    """The code of Keras' functions that rebuild a saved model and then restore its weights."""
-    codes = set()
-    for module, name in (("keras.src.saving.saving_lib", "_model_from_config"),
-                         ("keras.src.legacy.saving.legacy_h5_format", "load_model_from_hdf5")):
-        try:
-            codes.add(getattr(importlib.import_module(module), name).__code__)
-        except (ImportError, AttributeError):  # another Keras: the file is read, as anywhere
-            pass
-    return frozenset(codes)
-
-
-def _restoring_a_saved_model():
-    """Is Keras' `load_model` rebuilding a saved model, whose weights it restores next?"""
-    rebuilds, frame = _rebuilds(), sys._getframe(1)
-    while frame is not None:
-        if frame.f_code in rebuilds:
-            return True
-        frame = frame.f_back
-    return False
-
-
 def _keras_arrays(path):
     busy = getattr(_loading, "paths", set())
     if path in busy:  # its model calls Pretrained on its own file while being built
@@ -110,7 +80,8 @@ def _keras_arrays(path):
             "(directly or through other files); refused.")
     _loading.paths = busy | {path}
     try:
-        with SafeModeScope(True) if SafeModeScope else contextlib.nullcontext():
+        # Keras' own switch: an outer load_model(safe_mode=False) would otherwise leak in.
+        with safe_mode(True):
             model = keras.saving.load_model(path, compile=False, safe_mode=True)
     finally:
         _loading.paths = busy
@@ -228,7 +199,7 @@ class Pretrained(KitInitializer):
         return value
 
     def generate(self, shape, dtype):
-        if _restoring_a_saved_model():  # the saved weights replace these; Keras raises if not
+        if restoring_a_saved_model():  # the saved weights replace these; Keras raises if not
             return ops.zeros(shape, dtype=dtype)
         value = self.load()
         if tuple(value.shape) != tuple(shape):

@@ -12,8 +12,7 @@ import math
 import keras
 from keras import ops
 
-from .base import (KitInitializer, check_number, check_representable, check_spread,
-                   float_work_dtype)
+from .base import KitInitializer, check_number, check_representable, check_spread, float_work_dtype
 
 # Std of N(0, 1) truncated to [-2, 2]; the same constant Keras' VarianceScaling uses.
 TRUNCATED_STD = 0.87962566103423978

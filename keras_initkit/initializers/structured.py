@@ -10,8 +10,14 @@ import numpy as np
 from keras import ops
 
 from ..fans import compute_fans
-from .base import (KitInitializer, check_choice, check_number, check_representable, check_spread,
-                   float_work_dtype)
+from .base import (
+    KitInitializer,
+    check_choice,
+    check_number,
+    check_representable,
+    check_spread,
+    float_work_dtype,
+)
 from .orthogonal import check_orthogonal_gain, orthogonal_matrix
 
 

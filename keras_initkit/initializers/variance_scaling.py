@@ -1,8 +1,9 @@
 """Variance-scaling schemes: Glorot/Xavier, He/Kaiming, LeCun and the general form.
 
 Each draws weights of variance `scale / n`, where `n` is `fan_in`, `fan_out`,
-their mean, or their geometric mean (JAX's `fan_geo_avg`), as Keras counts fans (`keras_initkit.fans.compute_fans`). The
-variance sampled is the variance promised, for every distribution:
+their mean, or their geometric mean (JAX's `fan_geo_avg`), as Keras counts fans
+(`keras_initkit.fans.compute_fans`). The variance sampled is the variance promised, for
+every distribution:
 
 - `normal`: N(0, scale / n), untruncated (torch's `kaiming_normal_`).
 - `truncated_normal`: cut at +-2 underlying std, the underlying std widened by
@@ -156,11 +157,14 @@ class _NamedScheme(VarianceScaling):
                 "output_axes": self.output_axes}
 
 
-_NAMED_DOC = """{title}
+@keras.saving.register_keras_serializable(package="keras_initkit")
+class GlorotUniform(_NamedScheme):
+    """Glorot (Xavier) uniform initializer.
 
-    {formula_text}
+    U(-l, l), l = sqrt(6 / (fan_in + fan_out)). Variance 2 / (fan_in + fan_out).
 
-    Paper: {paper}.
+    Paper: Glorot & Bengio 2010, Understanding the difficulty of training deep
+    feedforward networks.
 
     Args:
         seed: None, or a non-negative integer for a reproducible sequence of draws.
@@ -171,43 +175,132 @@ _NAMED_DOC = """{title}
         Called with `(shape, dtype=None)`: a tensor of that shape and float dtype.
 
     Example:
-    >>> keras.layers.Dense(64, kernel_initializer={alias!r})
+    >>> keras.layers.Dense(64, kernel_initializer="kit_glorot_uniform")
     """
 
-
-def _named(name, scheme, title, formula_text, paper, alias):
-    cls = type(name, (_NamedScheme,), {
-        "scheme": scheme,
-        "formula": formula_text.split(". ")[0],
-        "__doc__": _NAMED_DOC.format(title=title, formula_text=formula_text,
-                                     paper=paper, alias=alias),
-        "__module__": __name__,
-    })
-    return keras.saving.register_keras_serializable(package="keras_initkit")(cls)
+    scheme = (1.0, "fan_avg", "uniform")
+    formula = "U(-l, l), l = sqrt(6 / (fan_in + fan_out))"
 
 
-_GLOROT = "Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward networks"
-_HE = "He et al. 2015, Delving Deep into Rectifiers"
-_LECUN = "LeCun et al. 1998, Efficient BackProp; Klambauer et al. 2017 for SELU"
-_TRUNC = ("Truncated at +-2 underlying std, the std corrected by 1 / 0.87962566103423978 "
-          "so the variance is exact.")
+@keras.saving.register_keras_serializable(package="keras_initkit")
+class GlorotNormal(_NamedScheme):
+    """Glorot (Xavier) normal initializer.
 
-GlorotUniform = _named(
-    "GlorotUniform", (1.0, "fan_avg", "uniform"), "Glorot (Xavier) uniform initializer.",
-    "U(-l, l), l = sqrt(6 / (fan_in + fan_out)). Variance 2 / (fan_in + fan_out).",
-    _GLOROT, "kit_glorot_uniform")
-GlorotNormal = _named(
-    "GlorotNormal", (1.0, "fan_avg", "truncated_normal"), "Glorot (Xavier) normal initializer.",
-    "var = 2 / (fan_in + fan_out), truncated normal. " + _TRUNC, _GLOROT, "kit_glorot_normal")
-HeNormal = _named(
-    "HeNormal", (2.0, "fan_in", "truncated_normal"), "He (Kaiming) normal initializer.",
-    "var = 2 / fan_in, truncated normal. " + _TRUNC, _HE, "kit_he")
-HeUniform = _named(
-    "HeUniform", (2.0, "fan_in", "uniform"), "He (Kaiming) uniform initializer.",
-    "U(-l, l), l = sqrt(6 / fan_in). Variance 2 / fan_in.", _HE, "kit_he_uniform")
-LecunNormal = _named(
-    "LecunNormal", (1.0, "fan_in", "truncated_normal"), "LeCun normal initializer.",
-    "var = 1 / fan_in, truncated normal. " + _TRUNC, _LECUN, "kit_lecun_normal")
-LecunUniform = _named(
-    "LecunUniform", (1.0, "fan_in", "uniform"), "LeCun uniform initializer.",
-    "U(-l, l), l = sqrt(3 / fan_in). Variance 1 / fan_in.", _LECUN, "kit_lecun_uniform")
+    var = 2 / (fan_in + fan_out), truncated normal. Truncated at +-2 underlying std, the std
+    corrected by 1 / 0.87962566103423978 so the variance is exact.
+
+    Paper: Glorot & Bengio 2010, Understanding the difficulty of training deep
+    feedforward networks.
+
+    Args:
+        seed: None, or a non-negative integer for a reproducible sequence of draws.
+        input_axes, output_axes: Optional lists of axes that override how the
+            fans are counted (EinsumDense passes them).
+
+    Returns:
+        Called with `(shape, dtype=None)`: a tensor of that shape and float dtype.
+
+    Example:
+    >>> keras.layers.Dense(64, kernel_initializer="kit_glorot_normal")
+    """
+
+    scheme = (1.0, "fan_avg", "truncated_normal")
+    formula = "var = 2 / (fan_in + fan_out), truncated normal"
+
+
+@keras.saving.register_keras_serializable(package="keras_initkit")
+class HeNormal(_NamedScheme):
+    """He (Kaiming) normal initializer.
+
+    var = 2 / fan_in, truncated normal. Truncated at +-2 underlying std, the std
+    corrected by 1 / 0.87962566103423978 so the variance is exact.
+
+    Paper: He et al. 2015, Delving Deep into Rectifiers.
+
+    Args:
+        seed: None, or a non-negative integer for a reproducible sequence of draws.
+        input_axes, output_axes: Optional lists of axes that override how the
+            fans are counted (EinsumDense passes them).
+
+    Returns:
+        Called with `(shape, dtype=None)`: a tensor of that shape and float dtype.
+
+    Example:
+    >>> keras.layers.Dense(64, kernel_initializer="kit_he")
+    """
+
+    scheme = (2.0, "fan_in", "truncated_normal")
+    formula = "var = 2 / fan_in, truncated normal"
+
+
+@keras.saving.register_keras_serializable(package="keras_initkit")
+class HeUniform(_NamedScheme):
+    """He (Kaiming) uniform initializer.
+
+    U(-l, l), l = sqrt(6 / fan_in). Variance 2 / fan_in.
+
+    Paper: He et al. 2015, Delving Deep into Rectifiers.
+
+    Args:
+        seed: None, or a non-negative integer for a reproducible sequence of draws.
+        input_axes, output_axes: Optional lists of axes that override how the
+            fans are counted (EinsumDense passes them).
+
+    Returns:
+        Called with `(shape, dtype=None)`: a tensor of that shape and float dtype.
+
+    Example:
+    >>> keras.layers.Dense(64, kernel_initializer="kit_he_uniform")
+    """
+
+    scheme = (2.0, "fan_in", "uniform")
+    formula = "U(-l, l), l = sqrt(6 / fan_in)"
+
+
+@keras.saving.register_keras_serializable(package="keras_initkit")
+class LecunNormal(_NamedScheme):
+    """LeCun normal initializer.
+
+    var = 1 / fan_in, truncated normal. Truncated at +-2 underlying std, the std
+    corrected by 1 / 0.87962566103423978 so the variance is exact.
+
+    Paper: LeCun et al. 1998, Efficient BackProp; Klambauer et al. 2017 for SELU.
+
+    Args:
+        seed: None, or a non-negative integer for a reproducible sequence of draws.
+        input_axes, output_axes: Optional lists of axes that override how the
+            fans are counted (EinsumDense passes them).
+
+    Returns:
+        Called with `(shape, dtype=None)`: a tensor of that shape and float dtype.
+
+    Example:
+    >>> keras.layers.Dense(64, kernel_initializer="kit_lecun_normal")
+    """
+
+    scheme = (1.0, "fan_in", "truncated_normal")
+    formula = "var = 1 / fan_in, truncated normal"
+
+
+@keras.saving.register_keras_serializable(package="keras_initkit")
+class LecunUniform(_NamedScheme):
+    """LeCun uniform initializer.
+
+    U(-l, l), l = sqrt(3 / fan_in). Variance 1 / fan_in.
+
+    Paper: LeCun et al. 1998, Efficient BackProp; Klambauer et al. 2017 for SELU.
+
+    Args:
+        seed: None, or a non-negative integer for a reproducible sequence of draws.
+        input_axes, output_axes: Optional lists of axes that override how the
+            fans are counted (EinsumDense passes them).
+
+    Returns:
+        Called with `(shape, dtype=None)`: a tensor of that shape and float dtype.
+
+    Example:
+    >>> keras.layers.Dense(64, kernel_initializer="kit_lecun_uniform")
+    """
+
+    scheme = (1.0, "fan_in", "uniform")
+    formula = "U(-l, l), l = sqrt(3 / fan_in)"

@@ -16,6 +16,7 @@ import warnings
 import keras
 from keras import ops
 
+from .._compat import flat_layers
 from ..diagnostics.probe import layer_path
 from ..distribution import multi_worker
 from ..initializers import Orthogonal, RandomNormal
@@ -121,7 +122,7 @@ def lsuv(model, x, *, target_var=1.0, tol=0.1, max_iter=10, orthonormal=True, se
             "generators alike), and workers with different weights train different models. "
             "Pass the same integer seed= and the same x on every worker.", stacklevel=2)
     start = time.perf_counter()
-    leaves = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+    leaves = [layer for layer in flat_layers(model)
               if not isinstance(layer, keras.Model)]
     targets = {id(layer): (layer, scaled_kernel(layer)) for layer in leaves
                if scaled_kernel(layer) is not None}
@@ -141,7 +142,7 @@ def one_pass(model, x, targets, report, set_layer):
     """Runs `model` forward once on `x`, in inference mode; at the first call of each layer in
     `targets` (`id -> (layer, kernel)`), `set_layer(layer, kernel, call, args, kwargs)` sets
     it and returns its output, which the pass goes on with."""
-    leaves = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+    leaves = [layer for layer in flat_layers(model)
               if not isinstance(layer, keras.Model)]
     originals = {}
     done = set()
@@ -252,7 +253,7 @@ def weight_norm_init(model, x, *, init_std=0.05, seed=None):
             not math.isfinite(init_std) or init_std <= 0:
         raise ValueError(f"`init_std` must be a positive number; received init_std={init_std!r}.")
     start = time.perf_counter()
-    leaves = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+    leaves = [layer for layer in flat_layers(model)
               if isinstance(layer, _PER_CHANNEL)]
     targets = {id(layer): (layer, layer.kernel) for layer in leaves}
     draw = RandomNormal(stddev=init_std, seed=seed)

@@ -33,6 +33,7 @@ import numpy as np
 from keras import ops
 
 from .. import initializers as inits
+from .._compat import flat_layers
 from ..activations import following_activation, scheme_for
 from .reinitialize import check_model, kernel_axes
 
@@ -124,7 +125,7 @@ def _fan_axes(layer, name, shape):
 
 def _owners(model):
     owners = {}
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in flat_layers(model):
         for variable in layer.weights:
             owners[id(variable)] = layer  # inner layers come later and win
     return owners
@@ -179,7 +180,7 @@ def set_base_shapes(model, base, delta=None, rescale_params=True, seed=None):
                                     shape)
         shapes[id(variable)] = InfShape(shape, base_dims, fan_in, fan_out)
         _remember(variable, shapes[id(variable)])
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in flat_layers(model):
         if isinstance(layer, MuReadout):
             layer.width_mult = shapes[id(layer.kernel)].mult(shapes[id(layer.kernel)].fan_in)
     if rescale_params:

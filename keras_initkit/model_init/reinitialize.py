@@ -16,8 +16,9 @@ import numpy as np
 from keras import ops
 
 from .. import initializers as inits
-from ..diagnostics.probe import layer_path
+from .._compat import flat_layers, inbound_nodes, own_variables
 from ..activations import NORMALIZATIONS, following_activation, scheme_for
+from ..diagnostics.probe import layer_path
 from ..distribution import multi_worker
 from ..fans import compute_fans, second_moment
 from ..registry import get
@@ -56,7 +57,7 @@ def first_layer_scale(activation, scale):
 
 def reads_model_input(layer):
     """Whether a layer's input comes straight from the model's Input (a Functional graph)."""
-    nodes = getattr(layer, "_inbound_nodes", [])
+    nodes = inbound_nodes(layer)
     return bool(nodes) and all(
         node.parent_nodes and all(isinstance(p.operation, L.InputLayer) for p in node.parent_nodes)
         for node in nodes)
@@ -227,9 +228,8 @@ def _initializer(name, value, allowed="'auto', an alias or an initializer"):
 
 
 def _leaves(model):
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if not isinstance(layer, keras.Model) and layer._trainable_variables
-            + layer._non_trainable_variables]
+    return [layer for layer in flat_layers(model)
+            if not isinstance(layer, keras.Model) and own_variables(layer)]
 
 
 def _select(model, names):
@@ -238,7 +238,7 @@ def _select(model, names):
         return leaves
     if isinstance(names, (str, L.Layer)):
         names = [names]
-    every = [layer for layer in model._flatten_layers(include_self=False, recursive=True)]
+    every = [layer for layer in flat_layers(model)]
     by_name = {}
     for layer in every:
         by_name[layer.name] = by_name[layer_path(layer)] = layer
@@ -249,7 +249,7 @@ def _select(model, names):
             raise ValueError(f"`layers` names {name!r}, which is not a layer of "
                              f"{model.name!r}; its layers: {', '.join(list(by_name)[:12])} ...")
         # A chosen nested model or RNN stands for the layers inside it.
-        inner = [sub for sub in layer._flatten_layers(include_self=True, recursive=True)
+        inner = [sub for sub in flat_layers(layer, include_self=True)
                  if sub in leaves]
         chosen += [sub for sub in inner if sub not in chosen]
     return chosen
@@ -306,14 +306,14 @@ def auto_initializer(layer, name, shape, orthogonal=False, activation=None):
 def _redraw(layer, chosen, chosen_label, bias_init, draw, orthogonal):
     """Re-draws a layer's own weights; yields `(variable, scheme, (fan_in, fan_out), gain)`."""
     if isinstance(layer, NORMALIZATIONS):
-        for variable in layer._trainable_variables + layer._non_trainable_variables:
+        for variable in own_variables(layer):
             value = 1.0 if re.search(r"(gamma|variance|scale)$", variable.path) else 0.0
             variable.assign(ops.full(variable.shape, value, variable.dtype))
             yield variable, "ones" if value else "zeros", (0, 0), 1.0
         return
     gates = next((n for cls, n in _GATES.items() if isinstance(layer, cls)), None)
     activation = following_activation(layer)
-    for variable in layer._trainable_variables + layer._non_trainable_variables:
+    for variable in own_variables(layer):
         name = variable.path.rsplit("/", 1)[-1]
         shape = tuple(variable.shape)
         if name == "bias":

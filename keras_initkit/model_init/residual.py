@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .._compat import flat_layers
 from ..activations import is_normalization
 
 _BILINEAR = ("MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "Einsum")
@@ -190,20 +191,22 @@ def _trace(model, x):
             return tf.TensorSpec(shape, tf.as_dtype(dtype))
         return tf.nest.map_structure(spec, structure)
 
-    call = lambda inputs: model(inputs, training=False)
+    def call(inputs):
+        return model(inputs, training=False)
+
     # wrap_function builds the graph without tf.function's automatic control dependencies,
     # which the walks do not need. Static sizes (batch 2, free axes _FREE_SIZE) spare the
     # shape arithmetic of dynamic ones: 0.47 s instead of 0.7 s for GPT-2 small. A model that
     # cannot take them is traced with its dynamic shapes.
     try:
         return tf.compat.v1.wrap_function(call, [specs(sized=True)]).graph
-    except Exception:  # noqa: BLE001 - any failure at those sizes: fall back to dynamic ones
+    except Exception:  # any failure at those sizes: fall back to dynamic ones
         return tf.compat.v1.wrap_function(call, [specs(sized=False)]).graph
 
 
 def _owners(model):
     owners = {}
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in flat_layers(model):
         for variable in layer.weights:
             owners[variable.path] = layer  # inner layers come later and win
     return owners

@@ -28,6 +28,8 @@ import re
 
 import keras
 
+from .._compat import own_variables, saveable_type, saving_children
+
 __all__ = ["transfer_weights", "TransferReport"]
 
 MATCHES = ("name", "order", "shape")
@@ -195,14 +197,7 @@ def transfer_weights(source, target, *, match="name", strict=False):
         return _transfer(_h5_leaves(f), target, match, strict, path, order_by_key=True)
 
 
-try:  # Keras' own walk of a model while saving, so a model lists its layers as its file does
-    from keras.src.saving.keras_saveable import KerasSaveable as _Saveable
-    from keras.src.saving.saving_lib import _walk_saveable
-except ImportError:  # another Keras layout: a model's layers, a layer's tracked sub-layers
-    _Saveable = keras.layers.Layer
-
-    def _walk_saveable(layer):
-        return [("layers", layer.layers if isinstance(layer, keras.Model) else layer._layers)]
+_Saveable = saveable_type()  # what Keras' saving walks into
 
 
 @dataclasses.dataclass
@@ -223,10 +218,10 @@ def _model_leaves(model):
     def visit(layer, path, key):
         # The variables a layer owns itself, in the order `save_own_variables` writes
         # them (vars/0, 1, ...). The top model's own variables have no path; left out.
-        own = layer._trainable_variables + layer._non_trainable_variables
+        own = own_variables(layer)
         if own and layer is not model:
             leaves.append(_Leaf(path, key, list(own)))
-        for attr, child in _walk_saveable(layer):
+        for attr, child in saving_children(layer):
             if isinstance(child, keras.layers.Layer):
                 enter(child, path, _join(key, attr))
             elif isinstance(child, (list, tuple, dict)):

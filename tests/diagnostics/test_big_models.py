@@ -32,8 +32,8 @@ def test_a_500_layer_mlp_trains_with_the_monitor(tmp_path):
     first_std = monitor.history["activations"][model.layers[0].path]["std"]
     assert monitor.history["activations"][last]["std"] != first_std
     written = tags(tmp_path)
-    assert f"activation/{last}/std" in written and f"weight/{model.layers[0].path}/kernel/grad_norm"\
-        in written
+    assert f"activation/{last}/std" in written
+    assert f"weight/{model.layers[0].path}/kernel/grad_norm" in written
 
 
 @pytest.mark.slow

@@ -4,10 +4,10 @@ import json
 import keras
 import numpy as np
 import pytest
+from nets import batch, mlp
 
 import keras_initkit
 from keras_initkit.diagnostics import Thresholds
-from nets import batch, mlp
 
 L = keras.layers
 

@@ -6,12 +6,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from nets import batch, mlp
 
 import keras_initkit
 from keras_initkit.diagnostics import Probe
-from keras_initkit.diagnostics.probe import MAX_TRACES
 from keras_initkit.diagnostics.findings import layout_of
-from nets import batch, mlp
+from keras_initkit.diagnostics.probe import MAX_TRACES
 
 L = keras.layers
 

@@ -1,13 +1,13 @@
-"""SignalMonitor: TensorBoard logs equal its history, findings act as asked, training is unchanged."""
-import warnings
+"""SignalMonitor: TensorBoard logs equal its history, findings act as asked, training is the
+same."""
 
 import keras
 import numpy as np
 import pytest
+from nets import batch, mlp
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from keras_initkit.callbacks import FindingError, SignalMonitor
-from nets import batch, mlp
 
 L = keras.layers
 

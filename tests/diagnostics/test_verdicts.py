@@ -1,14 +1,15 @@
-"""The verdicts on measured scales: backward signal, references, severity, collapses, zero starts."""
+"""The verdicts on measured scales: backward signal, references, severity, collapses, zero
+starts."""
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from nets import batch, mlp
 
 import keras_initkit
 from keras_initkit import activations
 from keras_initkit.diagnostics import ADAM_STEP, Thresholds, cached_probe, stats
 from keras_initkit.diagnostics.findings import find
-from nets import batch, mlp
 
 L = keras.layers
 

@@ -9,9 +9,9 @@ import os
 
 import keras
 import pytest
+import zoo
 
 import keras_initkit
-import zoo
 
 # What a stock model must never get: VGG may warn that its signal shrinks, and it does.
 ALARMS = ("vanishing", "exploding", "nonfinite", "rank_collapse", "entropy_collapse")

@@ -16,7 +16,7 @@ import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
 STRATEGY = tf.distribute.MultiWorkerMirroredStrategy()  # before any other TensorFlow op
 
@@ -24,7 +24,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras.src.backend.tensorflow import trainer as tf_trainer  # noqa: E402
 
-import keras_initkit  # noqa: E402,F401
+import keras_initkit  # noqa: E402
 from keras_initkit.callbacks import FindingError, LSUVInit, SignalMonitor  # noqa: E402
 
 L = keras.layers

@@ -82,7 +82,8 @@ def hostile_copy(path, tmp_path, change):
     with zipfile.ZipFile(path) as archive:
         files = {name: archive.read(name) for name in archive.namelist()}
     config = json.loads(files["config.json"])
-    layer = next(l for l in config["config"]["layers"] if "kernel_initializer" in l["config"])
+    layer = next(item for item in config["config"]["layers"]
+                 if "kernel_initializer" in item["config"])
     change(layer["config"]["kernel_initializer"]["config"])
     files["config.json"] = json.dumps(config).encode()
     copy = tmp_path / "hostile.keras"

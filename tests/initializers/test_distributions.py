@@ -1,4 +1,5 @@
-"""The variance each scheme promises is the variance it samples, and the shape of the law is right."""
+"""The variance each scheme promises is the variance it samples, and the law has the right
+shape."""
 import math
 
 import keras

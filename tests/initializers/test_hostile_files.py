@@ -51,7 +51,8 @@ def edited(path, out, change):
 
 
 def layer_config(config, name):
-    return next(l for l in config["config"]["layers"] if l["config"].get("name") == name)
+    return next(item for item in config["config"]["layers"]
+                if item["config"].get("name") == name)
 
 
 def test_the_marker_works(marker):
@@ -316,9 +317,10 @@ def test_a_keras_file_initialized_from_itself_is_not_recursed(saved, tmp_path, m
     np.testing.assert_array_equal(keras.saving.load_model(looped).get_layer("d").kernel.numpy(),
                                   np.ones((3, 2)))
     # A Keras whose load_model we do not recognize: the loop is refused, not recursed.
+    from keras_initkit import _compat
     from keras_initkit.initializers import pretrained
 
-    monkeypatch.setattr(pretrained, "_rebuilds", lambda: frozenset())
+    monkeypatch.setattr(_compat, "_rebuilds", lambda: frozenset())
     pretrained._arrays.cache_clear()  # read above, with the saved kernel
     for load in (lambda: I.Pretrained(str(looped), "d/kernel")((3, 2)),
                  lambda: keras.saving.load_model(looped)):

@@ -1,4 +1,5 @@
-"""lsuv(): every scaled layer ends within tolerance, it costs one forward pass, bad input is named."""
+"""lsuv(): every scaled layer ends within tolerance, it costs one forward pass, bad input is
+named."""
 import keras
 import numpy as np
 import pytest
@@ -61,7 +62,7 @@ def test_every_layer_ends_within_tolerance(build, shape):
 def test_a_tolerance_and_target_are_honoured_and_iterations_capped():
     model = deep_mlp("kit_random_normal", depth=6, activation="tanh")
     x = data((64,))
-    report = keras_initkit.lsuv(model, x, target_var=2.0, tol=0.01, seed=0)
+    keras_initkit.lsuv(model, x, target_var=2.0, tol=0.01, seed=0)
     assert np.all(np.abs(linear_output_variances(model, x) - 2.0) < 0.01)
     capped = keras_initkit.lsuv(deep_mlp("kit_random_normal", depth=6), x, max_iter=1,
                                 orthonormal=False)

@@ -1,4 +1,5 @@
-"""reinitialize(): the scheme follows the activation, fans follow the layer type, nothing else moves."""
+"""reinitialize(): the scheme follows the activation, fans follow the layer type, nothing else
+moves."""
 import keras
 import numpy as np
 import pytest

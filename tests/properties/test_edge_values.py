@@ -6,8 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from initializer_cases import EDGE_NUMBERS, FLOATS, MISSING_FILE, check_promise, fit_shape, \
-    to_numpy
+from initializer_cases import EDGE_NUMBERS, FLOATS, MISSING_FILE, check_promise, fit_shape, to_numpy
 
 from keras_initkit import initializers as I
 from keras_initkit.registry import BUILTIN_ALIASES

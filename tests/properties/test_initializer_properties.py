@@ -9,9 +9,22 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
-from initializer_cases import (COVERED, DTYPES, FLOATS, HOSTILE, HOSTILE_SHAPES, MIN_N,
-                               NUMBERS, NUMERIC, check_promise, fit_shape, rounded, shapes,
-                               to_numpy, valid_kwargs)
+from initializer_cases import (
+    COVERED,
+    DTYPES,
+    FLOATS,
+    HOSTILE,
+    HOSTILE_SHAPES,
+    MIN_N,
+    NUMBERS,
+    NUMERIC,
+    check_promise,
+    fit_shape,
+    rounded,
+    shapes,
+    to_numpy,
+    valid_kwargs,
+)
 
 import keras_initkit
 from keras_initkit import initializers as I
