@@ -7,6 +7,7 @@ import warnings
 import keras
 
 from .._compat import dataset_variant, flat_layers
+from ..base_models import check_sizes
 from ..diagnostics import Finding, Probe, Thresholds, cached_probe, judge
 from ..diagnostics.probe import layer_paths
 from ..distribution import multi_worker
@@ -144,8 +145,7 @@ class SignalMonitor(keras.callbacks.Callback):
         super().__init__()
         if not isinstance(log_dir, (str, os.PathLike)):
             raise TypeError(f"`log_dir` must be a path; received log_dir={log_dir!r}.")
-        _check_count("every_n_steps", every_n_steps)
-        _check_count("image_every_n_probes", image_every_n_probes)
+        check_sizes(every_n_steps=every_n_steps, image_every_n_probes=image_every_n_probes)
         if not isinstance(images, bool):
             raise TypeError(f"`images` must be True or False; received images={images!r}.")
         if not (on_finding in ON_FINDING or callable(on_finding)):
@@ -373,12 +373,6 @@ class SignalMonitor(keras.callbacks.Callback):
                 self._writer.flush()
             raise FindingError(finding)
         self.model.stop_training = True  # "stop"
-
-
-def _check_count(name, value):
-    """Raises unless `value` is an integer >= 1 (a bool is not one)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1; received {name}={value!r}.")
 
 
 def _first_line(error):
