@@ -233,8 +233,8 @@ class Layout:
         self.skipped = [isinstance(r.layer, keras.Model) for r in rows]
         self.norm = [acts.is_normalization(r.layer, r.input_shape) for r in rows]
         self.activation = [acts.activation_name(r.layer) for r in rows]
-        self.composite = [any(True for _ in flat_layers(r.layer))
-                          for r in rows]
+        # Any sublayer at all: a direct one is enough to tell, no need to walk them all.
+        self.composite = [bool(flat_layers(r.layer, recursive=False)) for r in rows]
         self.consumers = [[] for _ in range(n)]
         for i, row in enumerate(rows):
             if row.parent is not None:

@@ -161,7 +161,7 @@ class Probe:
         self.in_graph_hook = in_graph_hook
         self.tensors_of = tensors_of or (lambda layer: True)
         self._kept = None  # (activation rows, weights) with_tensors returns, set by the trace
-        layers = list(flat_layers(model))
+        layers = flat_layers(model)
         # A recurrent layer's cell runs once per time step inside the loop: the layer's own
         # output is what is reported.
         cells = {id(c) for layer in layers for c in _cells(getattr(layer, "cell", None))}
@@ -595,9 +595,9 @@ def _warn_if_attention_unseen(model, traced, attention_softmax):
         if "attention" not in type(layer).__name__.lower() or isinstance(
                 layer, (keras.layers.MultiHeadAttention, keras.layers.Softmax)):
             continue
-        subs = {id(sub) for sub in flat_layers(layer)}
-        inner_attention = any("attention" in type(sub).__name__.lower()
-                              for sub in flat_layers(layer))
+        inner = flat_layers(layer)
+        subs = {id(sub) for sub in inner}
+        inner_attention = any("attention" in type(sub).__name__.lower() for sub in inner)
         if not (subs & attention_softmax & called) and not inner_attention:
             unseen.append(layer.name)
     if unseen:
