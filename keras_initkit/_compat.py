@@ -8,10 +8,7 @@ Keras, with the private name and without it. Nothing else in keras_initkit impor
 object; tests/test_compat.py greps the package to keep it so.
 """
 import contextlib
-import functools
-import importlib
 import inspect
-import sys
 
 import keras
 
@@ -167,27 +164,12 @@ def saveable_type():
     return KerasSaveable
 
 
-@functools.lru_cache(maxsize=1)
-def _rebuilds():
-    """The code of Keras' functions that rebuild a saved model and then restore its weights."""
-    codes = set()
-    for module, name in (("keras.src.saving.saving_lib", "_model_from_config"),
-                         ("keras.src.legacy.saving.legacy_h5_format", "load_model_from_hdf5")):
-        try:
-            codes.add(getattr(importlib.import_module(module), name).__code__)
-        except (ImportError, AttributeError):  # another Keras: the file is read, as anywhere
-            pass
-    return frozenset(codes)
-
-
-def restoring_a_saved_model():
-    """Whether Keras' `load_model` is rebuilding a saved model, whose weights it restores next.
-
-    It reads the call stack for Keras' private loader functions (issue 19 replaces this with
-    a mechanism a Keras release cannot break silently); without them, False."""
-    rebuilds, frame = _rebuilds(), sys._getframe(1)
-    while frame is not None:
-        if frame.f_code in rebuilds:
-            return True
-        frame = frame.f_back
-    return False
+def name_scope_path():
+    """The name scope Keras is in now ("" at top level): a layer's `build` runs inside its
+    own, which prefixes the path of every variable made there. Without Keras' reader, the
+    path of a throwaway variable tells the same."""
+    try:
+        from keras.src.backend.common.name_scope import current_path
+    except ImportError:
+        return keras.Variable(0.0, name="probe", trainable=False).path.rpartition("/")[0]
+    return current_path()

@@ -194,3 +194,13 @@ def test_one_process_is_not_multi_worker():
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     assert _compat.in_multi_worker_mode(strategy) is False
     assert _compat.in_multi_worker_mode(object()) is False  # no strategy: the public path
+
+
+def test_name_scope_path_and_its_public_fallback(monkeypatch):
+    def inside():
+        with keras.name_scope("outer"), keras.name_scope("inner"):
+            return _compat.name_scope_path()
+
+    assert (_compat.name_scope_path(), inside()) == ("", "outer/inner")
+    monkeypatch.setitem(__import__("sys").modules, "keras.src.backend.common.name_scope", None)
+    assert inside() == "outer/inner"

@@ -6,24 +6,37 @@ could rebuild, is refused), and `.keras` models are loaded in Keras' safe mode,
 even inside a `load_model(..., safe_mode=False)` or after
 `keras.config.enable_unsafe_deserialization()` (a Lambda layer is refused).
 Whatever goes wrong reading a file becomes a ValueError that names the path.
-While Keras' `load_model` rebuilds a saved model, no file is opened at all: the
-saved weights replace the initial ones.
+
+A `Pretrained` rebuilt from a config (`from_config`: Keras' `load_model`,
+`clone_model`, `model_from_json`) opens its file only if the config was written
+by this process (`get_config` seals it with a key that never leaves the
+process). A config from anywhere else, a saved model's above all, never makes us
+open a path it names: the weight starts at zeros, which `load_model` replaces
+with the saved weights. No call-stack reading, no private Keras: a Keras release
+cannot change which configs open files.
 """
 import difflib
 import functools
+import hmac
 import os
+import secrets
 import threading
+import warnings
 
 import keras
 import ml_dtypes
 import numpy as np
 from keras import ops
 
-from .._compat import restoring_a_saved_model, safe_mode
+from .._compat import name_scope_path, safe_mode
 from .base import KitInitializer
 
 SUFFIXES = (".keras", ".h5", ".npz")
-_loading = threading.local()  # .keras paths being loaded now: a model that names its own file
+# Seals the configs this process writes; a config from any other process cannot carry a
+# valid seal. Without the seal, from_config could not tell `clone_model` (our own
+# config: read the file) from a `.keras` file's (anyone's: open nothing).
+_SEAL_KEY = secrets.token_bytes(32)
+_loading = threading.local()  # depth: .keras models being loaded by _keras_arrays now
 _ML_FLOATS = ("bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e4m3b11fnuz",
               "float8_e5m2", "float8_e5m2fnuz")
 
@@ -73,26 +86,27 @@ def _npz_arrays(path):
 
 
 def _keras_arrays(path):
-    busy = getattr(_loading, "paths", set())
-    if path in busy:  # its model calls Pretrained on its own file while being built
-        raise PretrainedFileError(
-            f"Pretrained: path={path!r} names a model that is initialized from its own file "
-            "(directly or through other files); refused.")
-    _loading.paths = busy | {path}
+    # Our own load: load_model restores every saved weight, so a Pretrained inside this
+    # model (even one naming this very file) opens nothing while it is rebuilt.
+    _loading.depth = getattr(_loading, "depth", 0) + 1
     try:
         # Keras' own switch: an outer load_model(safe_mode=False) would otherwise leak in.
         with safe_mode(True):
             model = keras.saving.load_model(path, compile=False, safe_mode=True)
     finally:
-        _loading.paths = busy
+        _loading.depth -= 1
+    # Called inside a layer's build, every path the model loads with starts with that
+    # layer's name scope: the keys are the paths as they were saved.
+    scope = name_scope_path()
     arrays = {}
     for variable in model.weights:
         value = keras.ops.convert_to_numpy(variable)
-        arrays[variable.path] = value
+        path = variable.path.removeprefix(scope + "/") if scope else variable.path
+        arrays[path] = value
         # A Sequential model names its weights "model/layer/weight" before saving and
         # "layer/weight" after loading; accept the form the user saw in training too.
-        if not variable.path.startswith(model.name + "/"):
-            arrays.setdefault(f"{model.name}/{variable.path}", value)
+        if not path.startswith(model.name + "/"):
+            arrays.setdefault(f"{model.name}/{path}", value)
     return arrays
 
 
@@ -129,14 +143,19 @@ class Pretrained(KitInitializer):
 
     The file is read when the initializer is called, not when it is built: a
     config that names a file that is gone deserializes, but building a layer
-    with it raises a ValueError naming the file. The exception is
-    `keras.saving.load_model` (`.keras` and legacy `.h5`): it builds every
-    layer before it restores the saved weights, which replace whatever the
-    initializer gives, so while it rebuilds the model the file is not opened
-    and the weight starts as zeros. A saved model that uses `Pretrained` thus
-    loads without its file, and a `.keras` file's config never makes us open
-    a path it names. Files are cached by path, modification time and size.
-    Reading a file runs no code (see the module docstring).
+    with it raises a ValueError naming the file.
+
+    Rebuilt from a config (`from_config`, as `keras.saving.load_model`,
+    `clone_model` and `model_from_json` do), it reads its file only when this
+    process wrote the config: `get_config` adds a `seal`, an HMAC of the path
+    and key under a key that never leaves the process. A config from elsewhere
+    (a saved model loaded in another process, a hand-edited or hostile file)
+    has no valid seal: its path is never opened, the weight starts at zeros
+    and a warning says so once. `load_model` restores the saved weights over
+    those zeros, so a saved model loads without its file; and a sealed config
+    whose file is gone since gives zeros too, with the same warning. Files
+    are cached by path, modification time and size. Reading a file runs no
+    code (see the module docstring).
 
     Args:
         path: Path to a `.keras`, `.h5`/`.weights.h5` or `.npz` file.
@@ -171,6 +190,18 @@ class Pretrained(KitInitializer):
             raise ValueError("`key` must name an array of the file; received key=''.")
         self.path = path
         self.key = key
+        self._origin = "code"  # or, from from_config, "sealed" (ours) or "foreign"
+
+    @classmethod
+    def from_config(cls, config):
+        """The initializer a config describes; it opens its file only under a valid seal."""
+        config = dict(config) if isinstance(config, dict) else config
+        seal = config.pop("seal", None) if isinstance(config, dict) else None
+        instance = super().from_config(config)
+        ours = isinstance(seal, str) and hmac.compare_digest(
+            seal.encode("utf-8", "backslashreplace"), _seal(instance.path, instance.key).encode())
+        instance._origin = "sealed" if ours else "foreign"
+        return instance
 
     def load(self):
         """The stored array, as NumPy."""
@@ -199,7 +230,16 @@ class Pretrained(KitInitializer):
         return value
 
     def generate(self, shape, dtype):
-        if restoring_a_saved_model():  # the saved weights replace these; Keras raises if not
+        if getattr(_loading, "depth", 0):  # inside _keras_arrays' load_model: restored next
+            return ops.zeros(shape, dtype=dtype)
+        gone = self._origin == "sealed" and not os.path.isfile(self.path)
+        if self._origin == "foreign" or gone:
+            why = ("its file is gone" if gone else
+                   "its config was not written by this process, so its path is not opened")
+            _warn_once(f"Pretrained(path={self.path!r}, key={self.key!r}) was rebuilt from a "
+                       f"config and {why}: the weight starts at zeros. keras.saving.load_model "
+                       "restores the saved weights over them; to initialize from the file, "
+                       "construct Pretrained(path, key) in code.")
             return ops.zeros(shape, dtype=dtype)
         value = self.load()
         if tuple(value.shape) != tuple(shape):
@@ -236,4 +276,16 @@ class Pretrained(KitInitializer):
                 "cannot store (overflow, or fractions for an integer dtype); use a wider dtype.")
 
     def get_config(self):
-        return {"path": self.path, "key": self.key}
+        config = {"path": self.path, "key": self.key}
+        if self._origin != "foreign":  # a config we could not trust stays unsealed in every copy
+            config["seal"] = _seal(self.path, self.key)
+        return config
+
+
+def _seal(path, key):
+    return hmac.new(_SEAL_KEY, f"{path}\0{key}".encode(), "sha256").hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(message):
+    warnings.warn(message, stacklevel=4)

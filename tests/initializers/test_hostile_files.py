@@ -166,11 +166,57 @@ def test_a_saved_model_loads_its_weights_without_opening_its_pretrained_file(
     model = keras.saving.load_model(edited(saved, tmp_path / "bad.keras", point_at_it))
     np.testing.assert_array_equal(model.get_layer("d").kernel.numpy(), np.ones((3, 2)))
     assert reads == [] and not os.path.exists(marker)
-    # Built outside load_model, the same config reads the file, and refuses it by name.
+    # Its config stays unsealed in every copy: rebuilt from it, the kernel starts at zeros.
+    rebuilt = keras.models.model_from_json(model.to_json())
+    assert not rebuilt.get_layer("d").kernel.numpy().any() and reads == []
+    # Built in code, the same path is read, and refused by name.
     with pytest.raises((ValueError, TypeError)) as info:
-        keras.models.model_from_json(model.to_json())
+        I.Pretrained(str(path), key)((3, 2))
     assert str(path) in str(info.value) and reads == [os.path.abspath(path)] * (
         case != "missing .npz")
+
+
+def test_only_a_config_this_process_wrote_opens_its_file(tmp_path, reads, monkeypatch):
+    from keras_initkit.initializers import pretrained
+
+    np.savez(tmp_path / "w.npz", w=np.full((3, 2), 7.0, "float32"))
+    config = I.Pretrained(str(tmp_path / "w.npz"), "w").get_config()
+    ours = I.Pretrained.from_config(config)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours((3, 2))), np.full((3, 2), 7.0))
+    assert reads == [os.path.abspath(tmp_path / "w.npz")] and ours.get_config() == config
+    # The same config seen by another process (another key), forged, edited, or unsealed.
+    forged = {**config, "seal": config["seal"][::-1]}
+    edited_path = {**config, "path": str(tmp_path / "other.npz")}
+    unsealed = {k: v for k, v in config.items() if k != "seal"}
+    monkeypatch.setattr(pretrained, "_SEAL_KEY", b"another process")
+    for foreign in (config, forged, edited_path, unsealed, {**config, "seal": "\udcff"}):
+        init = I.Pretrained.from_config(foreign)
+        pretrained._warn_once.cache_clear()
+        with pytest.warns(UserWarning, match="not written by this process"):
+            assert not keras.ops.convert_to_numpy(init((3, 2))).any()
+        assert "seal" not in init.get_config()  # no copy of it is trusted either
+    assert len(reads) == 1
+
+
+def test_a_keras_file_whose_model_reads_that_file_is_not_recursed(tmp_path):
+    # A model initialized from a file, then saved over that file in this process: its
+    # sealed config names the file it is in. Reading it rebuilds the model inside our own
+    # load_model, where no Pretrained opens anything: the saved kernel, no recursion.
+    looped = tmp_path / "looped.keras"
+
+    def dense(init):
+        return keras.Sequential([keras.Input((3,)), keras.layers.Dense(
+            2, name="d", kernel_initializer=init)])
+
+    dense("ones").save(looped)
+    model = dense(I.Pretrained(str(looped), "d/kernel"))
+    model.get_layer("d").kernel.assign(np.full((3, 2), 2.0))
+    model.save(looped)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(I.Pretrained(str(looped), "d/kernel")((3, 2))),
+        np.full((3, 2), 2.0))
+    np.testing.assert_array_equal(keras.saving.load_model(looped).get_layer("d").kernel.numpy(),
+                                  np.full((3, 2), 2.0))
 
 
 def test_a_saved_model_with_pretrained_weights_loads_without_the_file(tmp_path):
@@ -282,9 +328,13 @@ def test_a_trusted_model_naming_a_lambda_file_does_not_run_it(lambda_model, mark
     loaded = keras.saving.load_model(edited(tmp_path / "model.keras", tmp_path / "bad.keras",
                                             point_at_lambda), safe_mode=False)
     assert reads == [] and not os.path.exists(marker)
-    # Built anew from the same config, unsafely, it reads lambda.keras: in safe mode.
-    with SafeModeScope(False), pytest.raises((ValueError, TypeError), match="Lambda"):
+    # Rebuilt from its (unsealed) config, unsafely, it still opens nothing.
+    with SafeModeScope(False):
         keras.models.model_from_json(loaded.to_json())
+    assert reads == []
+    # Built in code inside an unsafe scope, it reads lambda.keras: in safe mode.
+    with SafeModeScope(False), pytest.raises((ValueError, TypeError), match="Lambda"):
+        I.Pretrained(str(lambda_model), "d/kernel")((3, 2))
     assert reads and not os.path.exists(marker)
 
 
@@ -301,28 +351,3 @@ def test_from_config_never_deserializes_a_lambda_initializer(marker):
     # (A function that did get through would be refused as not an Initializer:
     # test_bad_input.py, ICNR(initializer=lambda ...).)
     assert not os.path.exists(marker)
-
-
-def test_a_keras_file_initialized_from_itself_is_not_recursed(saved, tmp_path, monkeypatch):
-    looped = tmp_path / "looped.keras"
-
-    def point_at_itself(config):
-        layer_config(config, "d")["config"]["kernel_initializer"]["config"].update(
-            path=str(looped), key="d/kernel")
-
-    edited(saved, looped, point_at_itself)
-    # Rebuilt by load_model, its Pretrained does not read the file: its saved kernel.
-    np.testing.assert_array_equal(
-        keras.ops.convert_to_numpy(I.Pretrained(str(looped), "d/kernel")((3, 2))), np.ones((3, 2)))
-    np.testing.assert_array_equal(keras.saving.load_model(looped).get_layer("d").kernel.numpy(),
-                                  np.ones((3, 2)))
-    # A Keras whose load_model we do not recognize: the loop is refused, not recursed.
-    from keras_initkit import _compat
-    from keras_initkit.initializers import pretrained
-
-    monkeypatch.setattr(_compat, "_rebuilds", lambda: frozenset())
-    pretrained._arrays.cache_clear()  # read above, with the saved kernel
-    for load in (lambda: I.Pretrained(str(looped), "d/kernel")((3, 2)),
-                 lambda: keras.saving.load_model(looped)):
-        with pytest.raises(ValueError, match="initialized from its own file"):
-            load()
