@@ -34,7 +34,7 @@ def diagnose(model, x, y=None, *, loss=None, **thresholds):
     unit-scale signal into every output whatever the output's own scale.
 
     Args:
-        model: A built Keras model (TensorFlow backend).
+        model: A built Keras model (TensorFlow, JAX or PyTorch backend).
         x: One batch of inputs, as the model takes them.
         y: Optional targets for the batch.
         loss: Optional loss for `y` when the model is not compiled.

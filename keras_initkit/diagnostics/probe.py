@@ -12,6 +12,12 @@ function is traced, so Sequential, Functional, nested and subclassed models
 all report their inner layers, in the order they run. A layer called twice
 (a shared layer) is reported once per call.
 
+On JAX and PyTorch the same statistics come from the same `stateless_call`
+and each backend's own gradient: `jax.value_and_grad` under `jax.jit` (a
+zero "tap" added to each recorded output gives the gradient with respect
+to it), and `torch.autograd.grad`. The numbers agree with TensorFlow's to
+float32 rounding.
+
 Under a `tf.distribute` strategy the probe runs replica-locally: on one
 device, on the whole batch, with no collective, as if no strategy were
 active, so its numbers are those of a single-device run. Its gradient, of
@@ -44,6 +50,8 @@ _SURROGATE_SEED = 1234
 # Compiled probes kept per Probe, the latest first to stay: a batch signature, with or without
 # targets and histograms, and the exact variant for NaN make up to 8 in steady use.
 MAX_TRACES = 8
+# Backends whose probe runs through `stateless_call` and the backend's own gradient.
+STATELESS_BACKENDS = ("jax", "torch")
 _NOT_YET = object()
 
 
@@ -122,7 +130,7 @@ class Probe:
     """Activation and gradient statistics of a built Keras model, one batch at a time.
 
     Args:
-        model: A built Keras model (TensorFlow backend).
+        model: A built Keras model (TensorFlow, JAX or PyTorch backend).
         loss: Optional loss (name, `keras.losses.Loss` or callable
             `loss(y_true, y_pred)`) used when `y` is given. Default: the loss
             the model was compiled with.
@@ -136,6 +144,7 @@ class Probe:
             of the call as a tensor, and `first` a bool tensor, true on the
             first call of each trace series. The monitor writes its TensorBoard
             scalars there (`callbacks.in_graph_scalars`), at no extra call.
+            TensorFlow only.
         tensors_of: Optional predicate `layer -> bool`: the layers whose raw
             outputs, and the weights (by owning layer) whose gradients, a call
             `with_tensors` returns. Default: all of them.
@@ -152,9 +161,13 @@ class Probe:
         if not model.built:
             raise ValueError(
                 f"The model {model.name!r} is not built; call it on data or build it first.")
-        if keras.backend.backend() != "tensorflow":
-            raise ValueError("The probe needs the TensorFlow backend; received backend="
-                             f"{keras.backend.backend()!r}.")
+        if keras.backend.backend() not in STATELESS_BACKENDS + ("tensorflow",):
+            raise ValueError("The probe runs on the TensorFlow, JAX and PyTorch backends; "
+                             f"received backend={keras.backend.backend()!r}.")
+        if in_graph_hook is not None and keras.backend.backend() != "tensorflow":
+            raise ValueError("`in_graph_hook` runs inside TensorFlow's compiled call; received "
+                             f"in_graph_hook={in_graph_hook!r} on the "
+                             f"{keras.backend.backend()!r} backend.")
         self.model = model
         self.loss = loss
         self.saturation_threshold = float(saturation_threshold)
@@ -173,6 +186,7 @@ class Probe:
                            for sub in flat_layers(layer)
                            if isinstance(sub, keras.layers.Softmax)}
         self._records = None  # filled while the probe function traces
+        self._taps = None  # JAX: record slot -> zeros added to that output (its gradient)
         self._traced = None  # (path, layer, parent) of each recorded call, from the last trace
         self._traced_loss = _NOT_YET  # the loss the traces in `_concrete` compute
         # Input signature -> (concrete function, its _traced): a fixed probe batch traces once,
@@ -224,6 +238,14 @@ class Probe:
 
         return total
 
+    def _loss(self, y, y_pred, extra_losses, has_y):
+        if has_y:  # the training loss: compiled loss plus regularization losses
+            return self._loss_fn()(y, y_pred) + sum(extra_losses)
+        loss = 0.0  # a fixed random projection: a unit-scale signal into every output
+        for i, out in enumerate(keras.tree.flatten(y_pred)):
+            loss = loss + ops.mean(ops.cast(out, "float32") * _direction(out, i))
+        return loss
+
     def _wrap_calls(self):
         originals = {}
         for layer in self._layers:
@@ -233,6 +255,8 @@ class Probe:
                 index = len(self._records)
                 self._records.append(None)  # reserve the slot: order of call start
                 output = _original(*args, **kwargs)
+                if self._taps and index in self._taps:  # JAX: d loss / d tap = d loss / d output
+                    output = _add_to_first_float(output, self._taps[index])
                 self._records[index] = (_layer, _first_float(args), output)
                 return output
 
@@ -260,86 +284,98 @@ class Probe:
                 kwargs = {"training": True} if call_takes_training(model) else {}
                 y_pred, _, extra_losses = model.stateless_call(
                     trainable, non_trainable, x, return_losses=True, **kwargs)
-                if has_y:  # the training loss: compiled loss plus regularization losses
-                    loss = self._loss_fn()(y, y_pred) + sum(extra_losses)
-                else:  # a fixed random projection: a unit-scale signal into every output
-                    loss = 0.0
-                    for i, out in enumerate(keras.tree.flatten(y_pred)):
-                        direction = keras.random.normal(ops.shape(out), seed=_SURROGATE_SEED + i)
-                        loss = loss + ops.mean(ops.cast(out, "float32") * direction)
+                loss = self._loss(y, y_pred, extra_losses, has_y)
             graph = tf.compat.v1.get_default_graph()
-            traced, tensors, inputs_of, made_by = [], [], [], {}
-            finals = {t.ref() for t in keras.tree.flatten(y_pred) if hasattr(t, "ref")}
-            for record in self._records:
-                if record is None:
-                    continue
-                layer, inputs, output = record
-                tensor = _first_float(output)
-                # A cell inside a recurrent layer runs in the loop's own graph: skip it.
-                if tensor is None or getattr(tensor, "graph", graph) is not graph:
-                    continue
-                if inputs is not None and getattr(inputs, "graph", graph) is not graph:
-                    inputs = None
-                parent = made_by.get(inputs.ref()) if inputs is not None else None
-                made_by[tensor.ref()] = len(traced)
-                shape = tuple(inputs.shape) if inputs is not None else None
-                traced.append((layer, parent, tensor.ref() in finals, shape))
-                tensors.append(tensor)
-                # An input that is another layer's output has its statistics in that row.
-                inputs_of.append(inputs if parent is None else None)
-            self._traced = _with_paths(traced, layer_paths(model))
+            # A cell inside a recurrent layer runs in the loop's own graph: skipped.
+            traced, tensors, inputs_of = self._collect(
+                y_pred, lambda t: getattr(t, "graph", graph) is graph, lambda t: t.ref())
             # One backward pass gives both: the weights' gradients and the gradient with
             # respect to each layer output (the backward signal). An Embedding's gradient
             # comes as IndexedSlices: dense, for the statistics.
             grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
                      for g in tape.gradient(loss, trainable + tensors)]
             grads, output_grads = grads[:len(trainable)], grads[len(trainable):]
-            bounded = [acts.bounded_name(layer) for layer, *_ in traced]
-            live = _live(traced)
-            kinds = [self._kind(layer, t, alive)
-                     for (layer, *_), t, alive in zip(traced, tensors, live)]
-            probs = self._attention_probabilities(traced, tensors, kinds)
-
-            def table(rows, fields):  # rows stacked, or an empty (0, fields) table
-                return ops.stack(rows) if rows else ops.zeros((0, len(fields)))
-
-            if exact:  # a second pass, only after a NaN or Inf: moments that skip them
-                rows = table([stats.activation_stats(*a) for a in zip(
-                    tensors, bounded, [self.saturation_threshold] * len(tensors), inputs_of,
-                    output_grads, kinds, probs)], stats.ACTIVATION_FIELDS)
-                weight_rows = table([stats.weight_stats(w, g) for w, g in zip(trainable, grads)],
-                                    stats.WEIGHT_FIELDS)
-                all_finite = ops.ones((), "bool")  # these numbers are the ones to keep
-            else:
-                rows, act_checks = stats.finite_activation_table(
-                    tensors, bounded, self.saturation_threshold, inputs_of, output_grads, kinds,
-                    probs)
-                weight_rows, weight_checks = stats.finite_weight_stats(trainable, grads)
-                checks = [act_checks, weight_checks, ops.reshape(loss, (-1,))]
-                all_finite = ops.all(ops.isfinite(ops.concatenate(
-                    [ops.reshape(ops.cast(c, "float32"), (-1,)) for c in checks])))
+            numbers, all_finite, tables = self._tables(
+                traced, tensors, inputs_of, trainable, grads, output_grads, loss, exact)
             if self.in_graph_hook is not None:
                 self.in_graph_hook(InGraphTables(
-                    rows, weight_rows, [row[0] for row in self._traced],
-                    [v.path for v in model.trainable_variables], all_finite, kinds),
+                    *tables[:2], [row[0] for row in self._traced],
+                    [v.path for v in model.trainable_variables], all_finite, tables[2]),
                     hook_step, first)
-            # Everything in one flat tensor: one transfer to the host.
-            numbers = ops.concatenate([ops.reshape(rows, (-1,)), ops.reshape(weight_rows, (-1,)),
-                                       ops.reshape(ops.cast(loss, "float32"), (1,)),
-                                       ops.reshape(ops.cast(all_finite, "float32"), (1,))])
             if with_tensors:  # raw values, for histograms: only when asked, they are large
-                owners = _weight_owners(model)
-                kept = [i for i, (_, layer, *_) in enumerate(self._traced)
-                        if self.tensors_of(layer)]
-                kept_weights = [i for i, v in enumerate(model.trainable_variables)
-                                if self.tensors_of(owners.get(id(v)))]
-                self._kept = (kept, kept_weights)
-                return numbers, [tensors[i] for i in kept], [
-                    grads[i] if grads[i] is not None else ops.zeros_like(trainable[i])
-                    for i in kept_weights]
+                return (numbers, *self._kept_tensors(tensors, trainable, grads))
             return numbers
 
         return tf.function(step, autograph=False)  # plain Python control flow: no conversion
+
+    def _collect(self, y_pred, ours, key):
+        """From the layer calls recorded while the model ran: `(traced, tensors, inputs_of)`,
+        one entry per call with a float output that `ours(tensor)` accepts, and
+        `self._traced` set. `key(tensor)` identifies a tensor (hashable)."""
+        traced, tensors, inputs_of, made_by = [], [], [], {}
+        finals = {key(t) for t in keras.tree.flatten(y_pred) if hasattr(t, "shape")}
+        for record in self._records:
+            if record is None:
+                continue
+            layer, inputs, output = record
+            tensor = _first_float(output)
+            if tensor is None or not ours(tensor):
+                continue
+            if inputs is not None and not ours(inputs):
+                inputs = None
+            parent = made_by.get(key(inputs)) if inputs is not None else None
+            made_by[key(tensor)] = len(traced)
+            shape = tuple(inputs.shape) if inputs is not None else None
+            traced.append((layer, parent, key(tensor) in finals, shape))
+            tensors.append(tensor)
+            # An input that is another layer's output has its statistics in that row.
+            inputs_of.append(inputs if parent is None else None)
+        self._traced = _with_paths(traced, layer_paths(self.model))
+        return traced, tensors, inputs_of
+
+    def _kept_tensors(self, tensors, trainable, grads):
+        """The raw outputs and gradients that `tensors_of` keeps; `self._kept` their rows."""
+        owners = _weight_owners(self.model)
+        kept = [i for i, (_, layer, *_) in enumerate(self._traced) if self.tensors_of(layer)]
+        kept_weights = [i for i, v in enumerate(self.model.trainable_variables)
+                        if self.tensors_of(owners.get(id(v)))]
+        self._kept = (kept, kept_weights)
+        return [tensors[i] for i in kept], [
+            grads[i] if grads[i] is not None else ops.zeros_like(trainable[i])
+            for i in kept_weights]
+
+    def _tables(self, traced, tensors, inputs_of, trainable, grads, output_grads, loss, exact):
+        """The statistics of one pass: `(numbers, all_finite, (rows, weight_rows, kinds))`,
+        `numbers` flat (one transfer to the host): the activation table, the weight table,
+        the loss and whether every number is finite."""
+        bounded = [acts.bounded_name(layer) for layer, *_ in traced]
+        live = _live(traced)
+        kinds = [self._kind(layer, t, alive)
+                 for (layer, *_), t, alive in zip(traced, tensors, live)]
+        probs = self._attention_probabilities(traced, tensors, kinds)
+
+        def table(rows, fields):  # rows stacked, or an empty (0, fields) table
+            return ops.stack(rows) if rows else ops.zeros((0, len(fields)))
+
+        if exact:  # a second pass, only after a NaN or Inf: moments that skip them
+            rows = table([stats.activation_stats(*a) for a in zip(
+                tensors, bounded, [self.saturation_threshold] * len(tensors), inputs_of,
+                output_grads, kinds, probs)], stats.ACTIVATION_FIELDS)
+            weight_rows = table([stats.weight_stats(w, g) for w, g in zip(trainable, grads)],
+                                stats.WEIGHT_FIELDS)
+            all_finite = ops.ones((), "bool")  # these numbers are the ones to keep
+        else:
+            rows, act_checks = stats.finite_activation_table(
+                tensors, bounded, self.saturation_threshold, inputs_of, output_grads, kinds,
+                probs)
+            weight_rows, weight_checks = stats.finite_weight_stats(trainable, grads)
+            checks = [act_checks, weight_checks, ops.reshape(loss, (-1,))]
+            all_finite = ops.all(ops.isfinite(ops.concatenate(
+                [ops.reshape(ops.cast(c, "float32"), (-1,)) for c in checks])))
+        numbers = ops.concatenate([ops.reshape(rows, (-1,)), ops.reshape(weight_rows, (-1,)),
+                                   ops.reshape(ops.cast(loss, "float32"), (1,)),
+                                   ops.reshape(ops.cast(all_finite, "float32"), (1,))])
+        return numbers, all_finite, (rows, weight_rows, kinds)
 
     def _kind(self, layer, tensor, live):
         """Which extra statistics a layer output gets: attention probabilities (the softmax
@@ -404,12 +440,7 @@ class Probe:
                 # alone, and would hand back a trace made for other variables.
                 function = self._build().get_concrete_function(*args, describe, exact)
             finally:
-                for layer, original in originals.items():
-                    if original is None:
-                        del layer.call  # back to the class's method, no instance attribute left
-                    else:
-                        layer.call = original
-                self._records = None
+                self._unwrap_calls(originals)
             owners = _weight_owners(self.model)  # fixed with the trace: not per call
             weight_names = [(v.path, owners.get(id(v)), tuple(v.shape))
                             for v in self.model.trainable_variables]
@@ -426,6 +457,124 @@ class Probe:
         out = self._call(key, function, args + (describe, exact))
         numbers = np.asarray(out[0] if args[3] else out)  # the one transfer
         return out, numbers, recorded, series
+
+    def _run_stateless(self, args, exact):
+        """`_run` on JAX and PyTorch: `stateless_call` and the backend's own gradient,
+        compiled by `jax.jit` on JAX (PyTorch runs eagerly)."""
+        x, y, with_tensors = args
+        model = self.model
+        key = (self._last_signature[2], with_tensors, exact,
+               tuple(id(v) for v in model.trainable_variables),
+               tuple(id(v) for v in model.non_trainable_variables))
+        if key not in self._concrete:
+            build = self._jax_numbers if keras.backend.backend() == "jax" else self._torch_numbers
+            function = build(y is not None, with_tensors, exact)
+            self._concrete[key] = [function, None]
+            for old in list(self._concrete)[:-MAX_TRACES]:
+                del self._concrete[old]
+        entry = self._concrete[key]
+        originals = self._wrap_calls()
+        try:
+            out = entry[0]([v.value for v in model.trainable_variables],
+                           [v.value for v in model.non_trainable_variables], x, y)
+        finally:
+            self._unwrap_calls(originals)
+        if entry[1] is None:  # the first run recorded the layers
+            owners = _weight_owners(model)
+            weight_names = [(v.path, owners.get(id(v)), tuple(v.shape))
+                            for v in model.trainable_variables]
+            entry[1] = (self._traced, weight_names, self._kept if with_tensors else None, {})
+            _warn_if_weights_unseen(model, self._traced, owners)
+            _warn_if_attention_unseen(model, self._traced, self._attention)
+        return out, ops.convert_to_numpy(out[0] if with_tensors else out), entry[1], None
+
+    def _forward(self, trainable, non_trainable, x, y, has_y):
+        """The model run statelessly with its layer calls recorded: `(loss, (tensors,
+        inputs_of))`, `self._traced` set."""
+        self._records = []
+        kwargs = {"training": True} if call_takes_training(self.model) else {}
+        y_pred, _, extra_losses = self.model.stateless_call(
+            trainable, non_trainable, x, return_losses=True, **kwargs)
+        loss = self._loss(y, y_pred, extra_losses, has_y)
+        _, tensors, inputs_of = self._collect(y_pred, lambda t: True, id)
+        return loss, (tensors, inputs_of)
+
+    def _jax_numbers(self, has_y, with_tensors, exact):
+        import jax
+
+        def numbers(trainable, non_trainable, x, y):
+            def forward(trainable, taps):
+                self._taps = taps
+                try:
+                    loss, (tensors, inputs_of) = self._forward(
+                        trainable, non_trainable, x, y, has_y)
+                finally:
+                    self._taps = None
+                slot_of = {id(_first_float(r[2])): i for i, r in enumerate(self._records)
+                           if r is not None}
+                kept.append([slot_of[id(t)] for t in tensors])  # each row's tap
+                return loss, (tensors, inputs_of)
+
+            kept = []
+
+            # A first, abstract pass finds the recorded outputs; a zero "tap" added to each
+            # then gives the gradient with respect to it (JAX differentiates inputs only).
+            jax.eval_shape(lambda t: forward(t, None)[1][0], trainable)
+            slots = [i for i, record in enumerate(self._records)
+                     if record is not None and _first_float(record[2]) is not None]
+            shapes = {i: _first_float(self._records[i][2]) for i in slots}
+            taps = {i: jax.numpy.zeros(t.shape, t.dtype) for i, t in shapes.items()}
+            (loss, (tensors, inputs_of)), (grads, tap_grads) = jax.value_and_grad(
+                forward, argnums=(0, 1), has_aux=True)(trainable, taps)
+            output_grads = [tap_grads[i] for i in kept[-1]]
+            numbers = self._tables(self._traced_rows(), tensors, inputs_of, trainable, grads,
+                                   output_grads, loss, exact)[0]
+            if with_tensors:
+                return (numbers, *self._kept_tensors(tensors, trainable, grads))
+            return numbers
+
+        return jax.jit(numbers)
+
+    def _torch_numbers(self, has_y, with_tensors, exact):
+        import torch
+
+        def numbers(trainable, non_trainable, x, y):
+            # Fresh leaves: the gradient of each, and of every float input (layers before the
+            # first weight then have a backward signal too), without touching the variables.
+            trainable = [t.detach().requires_grad_(t.is_floating_point()) for t in trainable]
+            x = keras.tree.map_structure(lambda t: _torch_leaf(torch, t), x)
+            with torch.enable_grad():
+                loss, (tensors, inputs_of) = self._forward(trainable, non_trainable, x, y, has_y)
+                wanted = trainable + tensors
+                needed = [t for t in wanted if t.requires_grad]
+                found = iter(torch.autograd.grad(loss, needed, allow_unused=True)
+                             if needed else ())
+                grads = [next(found) if t.requires_grad else None for t in wanted]
+                grads_of_outputs = grads[len(trainable):]
+            tensors = [t.detach() for t in tensors]
+            trainable, grads = [t.detach() for t in trainable], grads[:len(trainable)]
+            with torch.no_grad():
+                numbers = self._tables(self._traced_rows(), tensors,
+                                       [None if t is None else t.detach() for t in inputs_of],
+                                       trainable, grads, grads_of_outputs, loss.detach(),
+                                       exact)[0]
+                if with_tensors:
+                    return (numbers, *self._kept_tensors(tensors, trainable, grads))
+            return numbers
+
+        return numbers
+
+    def _traced_rows(self):
+        """The `(layer, parent, is_output, shape)` records behind `self._traced`."""
+        return [tuple(row[1:]) for row in self._traced]
+
+    def _unwrap_calls(self, originals):
+        for layer, original in originals.items():
+            if original is None:
+                del layer.call  # back to the class's method, no instance attribute left
+            else:
+                layer.call = original
+        self._records = None
 
     def _call(self, key, function, args):
         """`function(*args)`, on the flat list of its tensors where it can.
@@ -466,8 +615,6 @@ class Probe:
         histograms). `step` is the step handed to the
         `in_graph_hook`, when the probe has one.
         """
-        import tensorflow as tf
-
         loss_now = self.loss if self.loss is not None else getattr(self.model, "loss", None)
         if self._traced_loss is not loss_now:  # compile() again: every trace is stale
             self._traced_loss = loss_now
@@ -477,13 +624,18 @@ class Probe:
         if self._last_signature is None or self._last_signature[0] is not x or \
                 self._last_signature[1] is not y:
             self._last_signature = (x, y, (_signature(x), _signature(y)))
-        if self._describe is None:
-            self._describe = {flag: tf.constant(flag) for flag in (False, True)}
-        args = (x, y if y is not None else 0.0, y is not None, with_tensors,
-                tf.constant(step, tf.int64))
-        out, numbers, (traced, weight_names, kept, shared), series = self._run(args, exact=False)
+        if keras.backend.backend() in STATELESS_BACKENDS:
+            run, args = self._run_stateless, (x, y, bool(with_tensors))
+        else:
+            import tensorflow as tf
+
+            if self._describe is None:
+                self._describe = {flag: tf.constant(flag) for flag in (False, True)}
+            run, args = self._run, (x, y if y is not None else 0.0, y is not None, with_tensors,
+                                    tf.constant(step, tf.int64))
+        out, numbers, (traced, weight_names, kept, shared), series = run(args, exact=False)
         if not numbers[-1]:  # a NaN or Inf made the cheap moments wrong: the exact pass
-            out, numbers, (traced, weight_names, kept, shared), series = self._run(args, exact=True)
+            out, numbers, (traced, weight_names, kept, shared), series = run(args, exact=True)
         if self.in_graph_hook is not None:  # the pass kept was this series' first, if any
             self._described.add(series)
         numbers = numbers[:-1]
@@ -521,6 +673,34 @@ def _outside_strategy_scope():
     import tensorflow as tf
 
     clear_strategy_stack(tf.compat.v1.get_default_graph())
+
+
+def _torch_leaf(torch, value):
+    """A float input as a tensor that asks for its gradient; anything else as it is."""
+    tensor = keras.ops.convert_to_tensor(value) if hasattr(value, "shape") else value
+    if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+        return tensor.detach().requires_grad_(True)
+    return tensor
+
+
+def _direction(out, i):
+    """The surrogate loss's fixed standard-normal direction for output `i`: drawn by NumPy
+    when the shape is known, so that every backend probes along the same one."""
+    shape = tuple(out.shape)
+    if all(isinstance(n, int) for n in shape):
+        draw = np.random.default_rng(_SURROGATE_SEED + i).standard_normal(shape)
+        return ops.convert_to_tensor(draw.astype("float32"))
+    return keras.random.normal(ops.shape(out), seed=_SURROGATE_SEED + i)
+
+
+def _add_to_first_float(output, tap):
+    """`output` with `tap` added to its first float tensor (the one a row reports)."""
+    first = _first_float(output)
+    if first is None:
+        return output
+    flat = keras.tree.flatten(output)
+    flat = [t + ops.cast(tap, t.dtype) if t is first else t for t in flat]
+    return keras.tree.pack_sequence_as(output, flat)
 
 
 def _signature(data):

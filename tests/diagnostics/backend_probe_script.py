@@ -1,0 +1,86 @@
+"""Run as a script under KERAS_BACKEND=jax/torch (tests/diagnostics/test_probe_backends.py):
+probes three small models at the weights in `argv[1]`, writes every statistic to `argv[2]`.
+Imported under TensorFlow, it gives the same numbers in-process."""
+import json
+import sys
+
+import keras
+import numpy as np
+
+L = keras.layers
+
+
+def models():
+    """name -> (model, x, y): an MLP, a residual CNN with BatchNormalization, a token model
+    with MultiHeadAttention; batches drawn by NumPy, the same on every backend."""
+    rng = np.random.default_rng(0)
+    mlp = keras.Sequential([keras.Input((16,)), L.Dense(32, activation="relu"),
+                            L.Dense(32, activation="tanh"), L.Dense(4)], name="mlp")
+    image = keras.Input((8, 8, 3))
+    h = L.ReLU()(L.BatchNormalization()(L.Conv2D(8, 3, padding="same")(image)))
+    h = L.GlobalAveragePooling2D()(L.Add()([h, L.Conv2D(8, 1)(h)]))
+    cnn = keras.Model(image, L.Dense(3)(h), name="cnn")
+    tokens = keras.Input((6,), dtype="int32")
+    e = L.Embedding(20, 16)(tokens)
+    a = L.LayerNormalization()(L.Add()([e, L.MultiHeadAttention(2, 8)(e, e)]))
+    attention = keras.Model(tokens, L.Dense(5)(L.GlobalAveragePooling1D()(a)), name="attention")
+    return {
+        "mlp": (mlp, rng.normal(size=(8, 16)), rng.normal(size=(8, 4))),
+        "cnn": (cnn, rng.normal(size=(4, 8, 8, 3)), rng.normal(size=(4, 3))),
+        "attention": (attention, rng.integers(0, 20, size=(4, 6)), rng.normal(size=(4, 5))),
+    }
+
+
+def statistics(weights_file, save=False):
+    """Every statistic of every probe: `{model/with_y: {"rows": [[path, stats]], "loss"}}`."""
+    from keras_initkit.diagnostics import Probe
+
+    keras.utils.set_random_seed(1)
+    out, arrays = {}, {} if save else dict(np.load(weights_file))
+    for name, (model, x, y) in models().items():
+        if save:
+            arrays.update({f"{name}/{i}": keras.ops.convert_to_numpy(w)
+                           for i, w in enumerate(model.weights)})
+        else:
+            model.set_weights([arrays[f"{name}/{i}"] for i in range(len(model.weights))])
+        model.compile(loss="mse")
+        x = x.astype("int32" if name == "attention" else "float32")
+        for with_y in (False, True):
+            result = Probe(model)(x, y.astype("float32") if with_y else None)
+            out[f"{name}/{with_y}"] = {
+                "rows": [[r.path, r.stats] for r in result.activations + result.weights],
+                "loss": result.loss}
+    if save:
+        np.savez(weights_file, **arrays)
+    return out
+
+
+def refusals():
+    """What a stateless backend's probe refuses, by name: the in-graph hook."""
+    from keras_initkit.diagnostics import Probe
+
+    try:
+        Probe(models()["mlp"][0], in_graph_hook=print)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def diagnosis():
+    """`diagnose` of a deep, small-normal MLP ending in a zero kernel (judged after a step)."""
+    import keras_initkit
+
+    rng = np.random.default_rng(3)
+    model = keras.Sequential([keras.Input((16,))] + [
+        L.Dense(32, activation="relu", name=f"relu_{i}") for i in range(8)] + [
+        L.Dense(4, kernel_initializer="zeros", name="head")])
+    model.set_weights([rng.normal(scale=0.01, size=w.shape) if i < 16 else np.zeros(w.shape)
+                       for i, w in enumerate(model.weights)])
+    report = keras_initkit.diagnose(model, rng.normal(size=(32, 16)))
+    return [[f.kind, f.layer] for f in report.findings], bool(report.note)
+
+
+if __name__ == "__main__":
+    with open(sys.argv[2], "w") as f:
+        json.dump({"statistics": statistics(sys.argv[1]), "refusal": refusals(),
+                   "diagnosis": diagnosis()}, f)

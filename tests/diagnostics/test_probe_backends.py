@@ -1,0 +1,64 @@
+"""The probe on JAX and PyTorch: the same statistics as on TensorFlow, for the same weights
+and batch, to 1e-5 relative (float32)."""
+import json
+import subprocess
+import sys
+
+import backend_probe_script as script
+import pytest
+
+RTOL = 1e-5
+# Fields on the scale of the row's own values; the others are judged on the largest value of
+# that field in the model (a gradient that is zero in exact arithmetic, such as a bias before
+# BatchNormalization, is rounding noise on every backend).
+ON_THE_ROW_SCALE = ("mean", "std", "rms", "min", "max")
+
+
+def differences(reference, other):
+    """The statistics of `other` that differ from `reference` by more than RTOL of their
+    value plus RTOL of their scale."""
+    found = []
+    assert reference.keys() == other.keys()
+    for case, expected in reference.items():
+        rows, got = expected["rows"], other[case]["rows"]
+        assert [path for path, _ in rows] == [path for path, _ in got], case
+        largest = {}
+        for _, row in rows:
+            for field, value in row.items():
+                largest[field] = max(largest.get(field, 0.0), abs(value or 0.0))
+        for (path, a), (_, b) in zip(rows, got):
+            for field, value in a.items():
+                if value is None or b[field] is None:
+                    if value != b[field]:
+                        found.append((case, path, field, value, b[field]))
+                    continue
+                scale = abs(a.get("rms") or 0.0) if field in ON_THE_ROW_SCALE else largest[field]
+                if abs(value - b[field]) > RTOL * (abs(value) + scale):
+                    found.append((case, path, field, value, b[field]))
+        if abs(expected["loss"] - other[case]["loss"]) > RTOL * abs(expected["loss"]):
+            found.append((case, "loss", expected["loss"], other[case]["loss"]))
+    return found
+
+
+@pytest.mark.slow
+def test_every_statistic_agrees_on_tensorflow_jax_and_torch(subprocess_env, tmp_path):
+    weights = str(tmp_path / "weights.npz")
+    reference = script.statistics(weights, save=True)  # TensorFlow, in this process
+    diagnosis = json.loads(json.dumps(script.diagnosis()))
+    assert diagnosis[1] and "vanishing" in {kind for kind, _ in diagnosis[0]}  # the control
+    runs = {backend: subprocess.Popen(
+        [sys.executable, script.__file__, weights, str(tmp_path / f"{backend}.json")],
+        env=dict(subprocess_env, KERAS_BACKEND=backend), stderr=subprocess.PIPE, text=True)
+        for backend in ("jax", "torch")}
+    for backend, run in runs.items():
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, (backend, stderr[-3000:])
+        with open(tmp_path / f"{backend}.json") as f:
+            other = json.load(f)
+        assert differences(reference, other["statistics"]) == [], backend
+        assert "in_graph_hook" in other["refusal"] and backend in other["refusal"]
+        assert other["diagnosis"] == diagnosis, backend
+    # The comparison can fail: a weight changed by one part in 1e4 is seen.
+    moved = json.loads(json.dumps(reference))
+    moved["mlp/True"]["rows"][0][1]["std"] *= 1 + 1e-4
+    assert [d[:3] for d in differences(reference, moved)] == [("mlp/True", "mlp/dense", "std")]
