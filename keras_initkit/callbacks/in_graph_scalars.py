@@ -1,12 +1,7 @@
 """TensorBoard scalars written inside the probe's compiled call: the monitor's in-graph hook."""
 import tensorflow as tf
 
-from ..diagnostics import stats
-
-# What goes to TensorBoard per row kind: activation fields for every layer, the token cosine
-# for sequences, the attention entropy (under `attention/`) for attention probabilities.
-_PER_KIND = {stats.SEQUENCE: (("activation", "token_cosine", "token_cosine"),),
-             stats.ATTENTION: (("attention", "attention_entropy", "entropy"),)}
+from .event_writer import scalar_tags
 
 
 class InGraphScalars:
@@ -38,21 +33,8 @@ class InGraphScalars:
 
     def tags(self, tables):
         """`(tag, index in the flat activation + weight table)` of every scalar written."""
-        width, out = len(stats.ACTIVATION_FIELDS), []
-        kinds = list(tables.kinds) or [None] * len(tables.activation_paths)
-        for i, (path, kind) in enumerate(zip(tables.activation_paths, kinds)):
-            for field in self.activation_fields:
-                out.append((f"activation/{path}/{field}", i * width +
-                            stats.ACTIVATION_FIELDS.index(field)))
-            for prefix, field, name in _PER_KIND.get(kind, ()):
-                out.append((f"{prefix}/{path}/{name}", i * width +
-                            stats.ACTIVATION_FIELDS.index(field)))
-        offset = len(tables.activation_paths) * width
-        for i, path in enumerate(tables.weight_paths):
-            for field in self.weight_fields:
-                out.append((f"weight/{path}/{field}", offset + i * len(stats.WEIGHT_FIELDS)
-                            + stats.WEIGHT_FIELDS.index(field)))
-        return out
+        return scalar_tags(tables.activation_paths, tables.kinds, tables.weight_paths,
+                           self.activation_fields, self.weight_fields)
 
     def __call__(self, tables, step, first):
         from tensorboard.plugins.scalar.metadata import create_summary_metadata

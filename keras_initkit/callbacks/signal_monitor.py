@@ -11,6 +11,7 @@ from ..base_models import check_sizes
 from ..diagnostics import Finding, Probe, Thresholds, cached_probe, judge
 from ..diagnostics.probe import layer_paths
 from ..distribution import multi_worker
+from .event_writer import EventWriter, scalar_tags
 
 ON_FINDING = ("warn", "stop", "raise")
 # The statistics written as TensorBoard scalars (all of them stay in `history`).
@@ -171,9 +172,9 @@ class SignalMonitor(keras.callbacks.Callback):
         self._signal = self._pictured_step = None
 
     def on_train_begin(self, logs=None):
-        import tensorflow as tf
-
-        strategy = getattr(self.model, "distribute_strategy", None)  # TensorFlow's trainer
+        on_tensorflow = keras.backend.backend() == "tensorflow"
+        # TensorFlow's trainer only; JAX and PyTorch have no tf.distribute strategy.
+        strategy = getattr(self.model, "distribute_strategy", None) if on_tensorflow else None
         # The default strategy says True: a single process is its own chief.
         chief = strategy is None or strategy.extended.should_save_summary
         if strategy is not None and multi_worker(strategy) and self._any_worker is None:
@@ -184,20 +185,25 @@ class SignalMonitor(keras.callbacks.Callback):
         if self._writer is None and chief:  # kept across fit() calls: the trace captured it
             # A flush syncs the file: at the default queue of 10 events, once per 10 probes,
             # it cost 5% of a probe's time.
-            self._writer = tf.summary.create_file_writer(self.log_dir, max_queue=100)
+            if on_tensorflow:
+                import tensorflow as tf
+
+                self._writer = tf.summary.create_file_writer(self.log_dir, max_queue=100)
+            else:  # TensorBoard's own writer, from the probe's numbers on the host
+                self._writer = EventWriter(self.log_dir, max_queue=100)
         if self.x is None:  # no probe_data: the first training batch
             self.x, self.y = _first_batch_of_fit(self.model)
         if self._probe is None or self._probe.model is not self.model:  # reuse its trace
             from .in_graph_scalars import InGraphScalars
 
-            scalars = None if self._writer is None else InGraphScalars(
+            scalars = None if self._writer is None or not on_tensorflow else InGraphScalars(
                 self._writer, _ACTIVATION_SCALARS, _WEIGHT_SCALARS)
             self._probe = Probe(self.model, loss=self.loss,
                                 saturation_threshold=self.thresholds.saturation_threshold,
                                 in_graph_hook=scalars,
                                 tensors_of=self.layers and self.layers(self.model))
         # On the device once: each probe then skips the host-to-device copy.
-        on_device = lambda data: keras.tree.map_structure(tf.convert_to_tensor, data)  # noqa
+        on_device = lambda data: keras.tree.map_structure(keras.ops.convert_to_tensor, data)  # noqa
         self._batch = (on_device(self.x), None if self.y is None else on_device(self.y))
         self._step = self._epoch_base = self._iterations()
         self._probe_if_due(force=True)  # the state training starts from
@@ -239,6 +245,9 @@ class SignalMonitor(keras.callbacks.Callback):
         self._probed_step = self._step
         findings = []
         try:
+            # On JAX, fit keeps the training state apart from the variables between syncs;
+            # a callback's `self.model` syncs them, so the probe sees this step's weights.
+            self.model
             # The scalars are written inside the probe's own compiled call.
             with_tensors = self.histograms and self._writer is not None
             result = self._probe(*self._batch, with_tensors=with_tensors, step=self._step)
@@ -247,6 +256,8 @@ class SignalMonitor(keras.callbacks.Callback):
                 self._notes.add(note)
                 warnings.warn(f"SignalMonitor at step {self._step}: {note}", stacklevel=2)
             self._record(result, findings)
+            if isinstance(self._writer, EventWriter):  # TensorFlow writes them in the probe
+                self._write_scalars(result)
             self._write(result, findings)
             if self.images and self._writer is not None:
                 self._signal = _signal_of(self._step, result)
@@ -305,32 +316,50 @@ class SignalMonitor(keras.callbacks.Callback):
                 series[key].append(value)
         self.history["findings"] += [(self._step, f) for f in findings]
 
-    def _write(self, result, findings):
-        """Histograms and findings; the probe wrote the scalars already."""
-        import tensorflow as tf
+    def _write_scalars(self, result):
+        """The scalars that TensorFlow's probe writes in its compiled call, from the host."""
+        numbers = [v for row in result.activations for v in row.stats.values()] + [
+            v for row in result.weights for v in row.stats.values()]
+        tags = scalar_tags([row.path for row in result.activations], result.shared["kinds"],
+                           [row.path for row in result.weights], _ACTIVATION_SCALARS,
+                           _WEIGHT_SCALARS)
+        self._writer.scalars([(tag, numbers[at]) for tag, at in tags], self._step)
 
+    def _write(self, result, findings):
+        """Histograms and findings; the scalars are written already."""
         if self._writer is None or not (self.histograms or findings):  # not the chief, or nothing
             return
+        text = None if not findings else (
+            "| severity | kind | signal | layer | value | message |\n|---|---|---|---|---|---|\n"
+            + "\n".join(f"| {f.severity} | {f.kind} | {f.signal} | {f.layer} | {f.value:.3g} | "
+                        f"{f.message} |" for f in findings))
+        variables = {v.path: v for v in self.model.trainable_variables}
+        if isinstance(self._writer, EventWriter):
+            to_numpy, step = keras.ops.convert_to_numpy, self._step
+            if self.histograms:
+                for path, tensor in result.activation_tensors:
+                    self._writer.histogram(f"activation/{path}", to_numpy(tensor), step)
+                for path, grad in result.gradient_tensors:
+                    self._writer.histogram(f"gradient/{path}", to_numpy(grad), step)
+                    self._writer.histogram(f"weight/{path}", to_numpy(variables[path].value), step)
+            if text:
+                self._writer.text("findings", text, step)
+            return
+        import tensorflow as tf
+
         with self._writer.as_default(step=self._step):
             if self.histograms:
                 for path, tensor in result.activation_tensors:
                     tf.summary.histogram(f"activation/{path}", tensor)
-                variables = {v.path: v for v in self.model.trainable_variables}
                 for path, grad in result.gradient_tensors:
                     tf.summary.histogram(f"gradient/{path}", grad)
                     tf.summary.histogram(f"weight/{path}", variables[path].value)
-            if findings:
-                rows = "\n".join(f"| {f.severity} | {f.kind} | {f.signal} | {f.layer} | "
-                                 f"{f.value:.3g} | {f.message} |" for f in findings)
-                tf.summary.text("findings", "| severity | kind | signal | layer | value | "
-                                "message |\n|---|---|---|---|---|---|\n" + rows)
+            if text:
+                tf.summary.text("findings", text)
 
     def _write_images(self):
         """The signal-propagation picture of the last probe and the heat map of the history
         so far, through the chief's writer; a failure warns and training goes on."""
-        import tensorflow as tf
-        from tensorboard.plugins.image.metadata import create_summary_metadata
-
         from . import signal_images
 
         signal = self._signal
@@ -342,20 +371,29 @@ class SignalMonitor(keras.callbacks.Callback):
                                                    title=f"step {step}"),
                         HEAT_MAP_TAG: signal_images.heat_map(
                             signal_images.history_table(self.history))}
-            with self._writer.as_default(step=step):
-                for tag, picture in pictures.items():
-                    # What tf.summary.image writes ([width, height, PNG], the images
-                    # plugin's metadata), but at zlib level 1: faster to encode, and
-                    # flat-coloured pictures compress about as well.
-                    height, width = picture.shape[:2]
-                    tf.summary.write(tag, tf.stack([
-                        tf.as_string(width), tf.as_string(height),
-                        tf.io.encode_png(picture, compression=1)]),
-                        metadata=create_summary_metadata(
-                            display_name=None, description=_IMAGE_DESCRIPTIONS[tag]))
+            for tag, picture in pictures.items():
+                self._write_image(tag, picture, step)
         except Exception as error:  # a diagnostics failure must never lose the training
             warnings.warn(f"SignalMonitor: the images at step {step} failed and were "
                           f"skipped ({_first_line(error)}).", stacklevel=2)
+
+    def _write_image(self, tag, picture, step):
+        if isinstance(self._writer, EventWriter):
+            self._writer.image(tag, picture, step, _IMAGE_DESCRIPTIONS[tag])
+            return
+        import tensorflow as tf
+        from tensorboard.plugins.image.metadata import create_summary_metadata
+
+        # What tf.summary.image writes ([width, height, PNG], the images plugin's metadata),
+        # but at zlib level 1: faster to encode, and flat-coloured pictures compress about
+        # as well.
+        height, width = picture.shape[:2]
+        with self._writer.as_default(step=step):
+            tf.summary.write(tag, tf.stack([
+                tf.as_string(width), tf.as_string(height),
+                tf.io.encode_png(picture, compression=1)]),
+                metadata=create_summary_metadata(display_name=None,
+                                                 description=_IMAGE_DESCRIPTIONS[tag]))
 
     def _act(self, finding):
         if callable(self.on_finding):
@@ -530,15 +568,15 @@ def _first_batch_of_fit(model):
     twice: it asks for `probe_data`, as does a dataset that cannot be copied.
     """
     import inspect
+    import sys
 
-    import tensorflow as tf
-
+    tf = sys.modules.get("tensorflow")  # a tf.data pipeline means TensorFlow is imported
     frame = inspect.currentframe()
     while frame is not None:
         if frame.f_code.co_name == "fit" and frame.f_locals.get("self") is model:
             x, y = frame.f_locals.get("x"), frame.f_locals.get("y")
             size = frame.f_locals.get("batch_size") or 32
-            if isinstance(x, tf.data.Dataset):
+            if tf is not None and isinstance(x, tf.data.Dataset):
                 copy = _independent_copy(x)
                 if copy is None:
                     break

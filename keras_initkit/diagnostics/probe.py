@@ -110,7 +110,9 @@ class ProbeResult:
         weights: `WeightRow`s, one per trainable weight.
         loss: the loss the gradients are of.
         shared: A dict that every result of the same trace of its probe shares, for
-            what depends on the layers alone (the findings keep their layout in it).
+            what depends on the layers alone: "kinds", each activation row's extra
+            statistics (`stats.ATTENTION`, `stats.SEQUENCE` or None); the findings keep
+            their layout in it.
     """
 
     def __init__(self, activations, weights, loss, shared=None):
@@ -187,6 +189,7 @@ class Probe:
                            if isinstance(sub, keras.layers.Softmax)}
         self._records = None  # filled while the probe function traces
         self._taps = None  # JAX: record slot -> zeros added to that output (its gradient)
+        self._kinds = None  # per row of the last trace: stats.ATTENTION, SEQUENCE or None
         self._traced = None  # (path, layer, parent) of each recorded call, from the last trace
         self._traced_loss = _NOT_YET  # the loss the traces in `_concrete` compute
         # Input signature -> (concrete function, its _traced): a fixed probe batch traces once,
@@ -353,6 +356,7 @@ class Probe:
         kinds = [self._kind(layer, t, alive)
                  for (layer, *_), t, alive in zip(traced, tensors, live)]
         probs = self._attention_probabilities(traced, tensors, kinds)
+        self._kinds = kinds  # fixed with the trace: each row's extra statistics
 
         def table(rows, fields):  # rows stacked, or an empty (0, fields) table
             return ops.stack(rows) if rows else ops.zeros((0, len(fields)))
@@ -445,7 +449,8 @@ class Probe:
             weight_names = [(v.path, owners.get(id(v)), tuple(v.shape))
                             for v in self.model.trainable_variables]
             self._concrete[key] = (function, (self._traced, weight_names,
-                                              self._kept if args[3] else None, {}))
+                                              self._kept if args[3] else None,
+                                              {"kinds": self._kinds}))
             # Freezing layer after layer (gradual unfreezing) makes a trace per step of it:
             # keep the latest few, so that memory stays flat.
             for old in list(self._concrete)[:-MAX_TRACES]:
@@ -483,7 +488,8 @@ class Probe:
             owners = _weight_owners(model)
             weight_names = [(v.path, owners.get(id(v)), tuple(v.shape))
                             for v in model.trainable_variables]
-            entry[1] = (self._traced, weight_names, self._kept if with_tensors else None, {})
+            entry[1] = (self._traced, weight_names, self._kept if with_tensors else None,
+                        {"kinds": self._kinds})
             _warn_if_weights_unseen(model, self._traced, owners)
             _warn_if_attention_unseen(model, self._traced, self._attention)
         return out, ops.convert_to_numpy(out[0] if with_tensors else out), entry[1], None

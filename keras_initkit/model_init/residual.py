@@ -29,7 +29,6 @@ import typing
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from .._compat import flat_layers
 from ..activations import is_normalization
@@ -171,6 +170,8 @@ def structure_of(model, x=None):
 
 
 def _trace(model, x):
+    import tensorflow as tf  # here, not at import: JAX and PyTorch users need not load it
+
     if x is None:
         try:
             structure = model.input

@@ -1,6 +1,7 @@
 """Run as a script under KERAS_BACKEND=jax/torch (tests/diagnostics/test_probe_backends.py):
-probes three small models at the weights in `argv[1]`, writes every statistic to `argv[2]`.
-Imported under TensorFlow, it gives the same numbers in-process."""
+probes three small models at the weights in `argv[1]`, diagnoses one and fits one under a
+SignalMonitor logging to `argv[3]`; writes what it found to `argv[2]`. Imported under
+TensorFlow, it gives the same in-process."""
 import json
 import sys
 
@@ -14,16 +15,21 @@ def models():
     """name -> (model, x, y): an MLP, a residual CNN with BatchNormalization, a token model
     with MultiHeadAttention; batches drawn by NumPy, the same on every backend."""
     rng = np.random.default_rng(0)
-    mlp = keras.Sequential([keras.Input((16,)), L.Dense(32, activation="relu"),
-                            L.Dense(32, activation="tanh"), L.Dense(4)], name="mlp")
+    # Named layers: paths that do not depend on how many layers the process made before.
+    mlp = keras.Sequential([keras.Input((16,)), L.Dense(32, activation="relu", name="relu"),
+                            L.Dense(32, activation="tanh", name="tanh"),
+                            L.Dense(4, name="out")], name="mlp")
     image = keras.Input((8, 8, 3))
-    h = L.ReLU()(L.BatchNormalization()(L.Conv2D(8, 3, padding="same")(image)))
-    h = L.GlobalAveragePooling2D()(L.Add()([h, L.Conv2D(8, 1)(h)]))
-    cnn = keras.Model(image, L.Dense(3)(h), name="cnn")
+    h = L.BatchNormalization(name="bn")(L.Conv2D(8, 3, padding="same", name="conv")(image))
+    h = L.ReLU(name="relu")(h)
+    h = L.Add(name="sum")([h, L.Conv2D(8, 1, name="branch")(h)])
+    h = L.GlobalAveragePooling2D(name="pool")(h)
+    cnn = keras.Model(image, L.Dense(3, name="out")(h), name="cnn")
     tokens = keras.Input((6,), dtype="int32")
-    e = L.Embedding(20, 16)(tokens)
-    a = L.LayerNormalization()(L.Add()([e, L.MultiHeadAttention(2, 8)(e, e)]))
-    attention = keras.Model(tokens, L.Dense(5)(L.GlobalAveragePooling1D()(a)), name="attention")
+    e = L.Embedding(20, 16, name="embed")(tokens)
+    a = L.Add(name="sum")([e, L.MultiHeadAttention(2, 8, name="mha")(e, e)])
+    a = L.GlobalAveragePooling1D(name="pool")(L.LayerNormalization(name="norm")(a))
+    attention = keras.Model(tokens, L.Dense(5, name="out")(a), name="attention")
     return {
         "mlp": (mlp, rng.normal(size=(8, 16)), rng.normal(size=(8, 4))),
         "cnn": (cnn, rng.normal(size=(4, 8, 8, 3)), rng.normal(size=(4, 3))),
@@ -55,6 +61,29 @@ def statistics(weights_file, save=False):
     return out
 
 
+def monitored_fit(weights_file, log_dir):
+    """A SignalMonitor fit of the MLP at the saved weights (histograms, images, findings):
+    `{tag: (plugin, steps)}` of what it wrote, read with TensorBoard's reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from keras_initkit.callbacks import SignalMonitor
+
+    model, x, _ = models()["mlp"]
+    arrays = np.load(weights_file)
+    model.set_weights([arrays[f"mlp/{i}"] for i in range(len(model.weights))])
+    model.compile(keras.optimizers.SGD(0.5), "sparse_categorical_crossentropy")
+    labels = np.arange(len(x)) % 4
+    monitor = SignalMonitor(log_dir, every_n_steps=2, histograms=True, images=True)
+    # Inputs 10 times too large: the tanh layer saturates, a finding (text) is written.
+    model.fit(10 * x.astype("float32"), labels, batch_size=16, epochs=1, shuffle=False, verbose=0,
+              callbacks=[monitor])
+    events = EventAccumulator(log_dir, size_guidance={"tensors": 0})
+    events.Reload()
+    return {tag: [events.SummaryMetadata(tag).plugin_data.plugin_name,
+                  [event.step for event in events.Tensors(tag)]]
+            for tag in events.Tags()["tensors"]}
+
+
 def refusals():
     """What a stateless backend's probe refuses, by name: the in-graph hook."""
     from keras_initkit.diagnostics import Probe
@@ -73,7 +102,7 @@ def diagnosis():
     rng = np.random.default_rng(3)
     model = keras.Sequential([keras.Input((16,))] + [
         L.Dense(32, activation="relu", name=f"relu_{i}") for i in range(8)] + [
-        L.Dense(4, kernel_initializer="zeros", name="head")])
+        L.Dense(4, kernel_initializer="zeros", name="head")], name="deep")
     model.set_weights([rng.normal(scale=0.01, size=w.shape) if i < 16 else np.zeros(w.shape)
                        for i, w in enumerate(model.weights)])
     report = keras_initkit.diagnose(model, rng.normal(size=(32, 16)))
@@ -83,4 +112,5 @@ def diagnosis():
 if __name__ == "__main__":
     with open(sys.argv[2], "w") as f:
         json.dump({"statistics": statistics(sys.argv[1]), "refusal": refusals(),
-                   "diagnosis": diagnosis()}, f)
+                   "diagnosis": diagnosis(), "events": monitored_fit(sys.argv[1], sys.argv[3])},
+                  f)

@@ -1,5 +1,6 @@
-"""The probe on JAX and PyTorch: the same statistics as on TensorFlow, for the same weights
-and batch, to 1e-5 relative (float32)."""
+"""The diagnostics on JAX and PyTorch: the probe's statistics equal TensorFlow's for the same
+weights and batch to 1e-5 relative (float32), `diagnose` finds the same, and a SignalMonitor
+fit writes the same TensorBoard tags at the same steps."""
 import json
 import subprocess
 import sys
@@ -41,13 +42,16 @@ def differences(reference, other):
 
 
 @pytest.mark.slow
-def test_every_statistic_agrees_on_tensorflow_jax_and_torch(subprocess_env, tmp_path):
+def test_the_diagnostics_agree_on_tensorflow_jax_and_torch(subprocess_env, tmp_path):
     weights = str(tmp_path / "weights.npz")
     reference = script.statistics(weights, save=True)  # TensorFlow, in this process
     diagnosis = json.loads(json.dumps(script.diagnosis()))
     assert diagnosis[1] and "vanishing" in {kind for kind, _ in diagnosis[0]}  # the control
+    events = json.loads(json.dumps(script.monitored_fit(weights, str(tmp_path / "tensorflow"))))
+    assert {"scalars", "histograms", "images", "text"} <= {p for p, _ in events.values()}
     runs = {backend: subprocess.Popen(
-        [sys.executable, script.__file__, weights, str(tmp_path / f"{backend}.json")],
+        [sys.executable, script.__file__, weights, str(tmp_path / f"{backend}.json"),
+         str(tmp_path / backend)],
         env=dict(subprocess_env, KERAS_BACKEND=backend), stderr=subprocess.PIPE, text=True)
         for backend in ("jax", "torch")}
     for backend, run in runs.items():
@@ -58,7 +62,9 @@ def test_every_statistic_agrees_on_tensorflow_jax_and_torch(subprocess_env, tmp_
         assert differences(reference, other["statistics"]) == [], backend
         assert "in_graph_hook" in other["refusal"] and backend in other["refusal"]
         assert other["diagnosis"] == diagnosis, backend
+        # The monitor writes the same tags, with the same plugins, at the same steps.
+        assert other["events"] == events, backend
     # The comparison can fail: a weight changed by one part in 1e4 is seen.
     moved = json.loads(json.dumps(reference))
     moved["mlp/True"]["rows"][0][1]["std"] *= 1 + 1e-4
-    assert [d[:3] for d in differences(reference, moved)] == [("mlp/True", "mlp/dense", "std")]
+    assert [d[:3] for d in differences(reference, moved)] == [("mlp/True", "mlp/relu", "std")]

@@ -38,9 +38,9 @@ TASK = STRATEGY.cluster_resolver.task_id
 def _symbolic_build(model):
     def build(iterator=None, data_batch=None):
         if iterator is not None:
-            for _, _, it in iterator:
+            for step in iterator:  # (step, iterator) before Keras 3.11, then (begin, end, it)
                 data_batch = keras.tree.map_structure(
-                    lambda v: STRATEGY.experimental_local_results(v)[0], next(it))
+                    lambda v: STRATEGY.experimental_local_results(v)[0], next(step[-1]))
                 break
         with STRATEGY.scope():
             model._symbolic_build(data_batch=data_batch)
