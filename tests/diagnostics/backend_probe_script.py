@@ -1,6 +1,7 @@
 """Run as a script under KERAS_BACKEND=jax/torch (tests/diagnostics/test_probe_backends.py):
-probes three small models at the weights in `argv[1]`, diagnoses one and fits one under a
-SignalMonitor logging to `argv[3]`; writes what it found to `argv[2]`. Imported under
+probes three small models at the weights in `argv[1]`, diagnoses one, fits one under
+LSUVInit and a SignalMonitor logging to `argv[3]`, runs `lsuv` and `reinitialize`; writes what
+it found to `argv[2]`. Imported under
 TensorFlow, it gives the same in-process."""
 import json
 import sys
@@ -66,22 +67,41 @@ def monitored_fit(weights_file, log_dir):
     `{tag: (plugin, steps)}` of what it wrote, read with TensorBoard's reader."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from keras_initkit.callbacks import SignalMonitor
+    from keras_initkit.callbacks import LSUVInit, SignalMonitor
 
     model, x, _ = models()["mlp"]
     arrays = np.load(weights_file)
     model.set_weights([arrays[f"mlp/{i}"] for i in range(len(model.weights))])
     model.compile(keras.optimizers.SGD(0.5), "sparse_categorical_crossentropy")
     labels = np.arange(len(x)) % 4
+    x = x.astype("float32")
+    # LSUVInit first (without its random orthonormal start, which each backend draws its own
+    # way), so the monitor sees the weights it set: to variance 25, where the tanh saturates
+    # (a finding, written as text).
+    lsuv = LSUVInit(x, target_var=25.0, tol=1.0, orthonormal=False)
     monitor = SignalMonitor(log_dir, every_n_steps=2, histograms=True, images=True)
-    # Inputs 10 times too large: the tanh layer saturates, a finding (text) is written.
-    model.fit(10 * x.astype("float32"), labels, batch_size=16, epochs=1, shuffle=False, verbose=0,
-              callbacks=[monitor])
+    model.fit(x, labels, batch_size=16, epochs=1, shuffle=False, verbose=0,
+              callbacks=[lsuv, monitor])
     events = EventAccumulator(log_dir, size_guidance={"tensors": 0})
     events.Reload()
     return {tag: [events.SummaryMetadata(tag).plugin_data.plugin_name,
                   [event.step for event in events.Tensors(tag)]]
             for tag in events.Tags()["tensors"]}
+
+
+def initialized(weights_file):
+    """`lsuv` (kernels scaled, not drawn) of the CNN at the saved weights, and the He variance
+    ratio of every kernel `reinitialize` draws (each backend draws its own numbers)."""
+    import keras_initkit
+
+    model, x, _ = models()["cnn"]
+    arrays = np.load(weights_file)
+    model.set_weights([arrays[f"cnn/{i}"] for i in range(len(model.weights))])
+    keras_initkit.lsuv(model, x.astype("float32"), orthonormal=False)
+    scaled = [keras.ops.convert_to_numpy(w).tolist() for w in model.weights]
+    keras_initkit.reinitialize(model, "kit_he", seed=3)
+    kernels = [keras.ops.convert_to_numpy(w) for w in model.weights if len(w.shape) > 1]
+    return scaled, [[float(k.var() * np.prod(k.shape[:-1]) / 2), k.size] for k in kernels]
 
 
 def refusals():
@@ -112,5 +132,6 @@ def diagnosis():
 if __name__ == "__main__":
     with open(sys.argv[2], "w") as f:
         json.dump({"statistics": statistics(sys.argv[1]), "refusal": refusals(),
-                   "diagnosis": diagnosis(), "events": monitored_fit(sys.argv[1], sys.argv[3])},
+                   "diagnosis": diagnosis(), "events": monitored_fit(sys.argv[1], sys.argv[3]),
+                   "initialized": initialized(sys.argv[1])},
                   f)

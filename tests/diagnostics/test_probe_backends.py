@@ -1,11 +1,13 @@
 """The diagnostics on JAX and PyTorch: the probe's statistics equal TensorFlow's for the same
-weights and batch to 1e-5 relative (float32), `diagnose` finds the same, and a SignalMonitor
-fit writes the same TensorBoard tags at the same steps."""
+weights and batch to 1e-5 relative (float32), `diagnose` finds the same, a SignalMonitor fit
+(after LSUVInit) writes the same TensorBoard tags at the same steps, `lsuv` scales to the same
+weights and `reinitialize` draws He variances."""
 import json
 import subprocess
 import sys
 
 import backend_probe_script as script
+import numpy as np
 import pytest
 
 RTOL = 1e-5
@@ -47,6 +49,7 @@ def test_the_diagnostics_agree_on_tensorflow_jax_and_torch(subprocess_env, tmp_p
     reference = script.statistics(weights, save=True)  # TensorFlow, in this process
     diagnosis = json.loads(json.dumps(script.diagnosis()))
     assert diagnosis[1] and "vanishing" in {kind for kind, _ in diagnosis[0]}  # the control
+    initialized = json.loads(json.dumps(script.initialized(weights)))
     events = json.loads(json.dumps(script.monitored_fit(weights, str(tmp_path / "tensorflow"))))
     assert {"scalars", "histograms", "images", "text"} <= {p for p, _ in events.values()}
     runs = {backend: subprocess.Popen(
@@ -64,6 +67,12 @@ def test_the_diagnostics_agree_on_tensorflow_jax_and_torch(subprocess_env, tmp_p
         assert other["diagnosis"] == diagnosis, backend
         # The monitor writes the same tags, with the same plugins, at the same steps.
         assert other["events"] == events, backend
+        scaled, ratios = other["initialized"]
+        np.testing.assert_allclose(np.concatenate([np.ravel(w) for w in scaled]),
+                                   np.concatenate([np.ravel(w) for w in initialized[0]]),
+                                   rtol=RTOL, atol=RTOL)
+        for ratio, size in ratios + initialized[1]:  # 5 standard errors of a sample variance
+            assert abs(ratio - 1) < 5 * (2 / size) ** 0.5, (backend, ratio, size)
     # The comparison can fail: a weight changed by one part in 1e4 is seen.
     moved = json.loads(json.dumps(reference))
     moved["mlp/True"]["rows"][0][1]["std"] *= 1 + 1e-4
