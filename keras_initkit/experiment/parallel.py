@@ -149,13 +149,20 @@ def run(function, tasks, jobs, on_epoch, on_done):
 
 
 def _start(reports, threads):
-    """A worker's first act: its queue to the parent, and its TensorFlow thread pools."""
+    """A worker's first act: its queue to the parent, and its backend's thread pools."""
     global _reports
     _reports = reports
-    import tensorflow as tf
+    import keras
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    elif keras.backend.backend() == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _call(function, task, index):

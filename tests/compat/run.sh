@@ -23,8 +23,9 @@ python3 -m venv "$workdir/venv"
 pip install -q -e . "keras==$keras_version" "tensorflow==$tf_version" keras-hub \
     pytest hypothesis jax torch==2.13.0 pyyaml pandas
 pip install -q --no-deps mup==1.0.0
-# TensorBoard before 2.20 imports pkg_resources, which setuptools 81 dropped.
-python -c "import tensorboard, sys; sys.exit(tensorboard.__version__ < '2.20')" ||
+# TensorBoard before 2.21 imports pkg_resources, which setuptools 81 dropped (and torch
+# pulls the newest setuptools).
+python -c "import tensorboard, sys; sys.exit(tensorboard.__version__ < '2.21')" ||
     pip install -q "setuptools<81"
 python -c "import keras, keras_hub, tensorflow as tf; print('keras', keras.__version__,
     'tensorflow', tf.__version__, 'keras-hub', keras_hub.__version__)"

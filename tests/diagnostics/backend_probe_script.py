@@ -129,9 +129,24 @@ def diagnosis():
     return [[f.kind, f.layer] for f in report.findings], bool(report.note)
 
 
+def command_line(folder):
+    """`initkit diagnose` of a saved model: its exit code (1: an error found) and picture."""
+    import os
+
+    from keras_initkit import cli
+
+    model = keras.Sequential([keras.Input((16,))] + [
+        L.Dense(16, activation="relu", kernel_initializer=keras.initializers.RandomNormal(
+            stddev=0.01)) for _ in range(6)])
+    model.save(os.path.join(folder, "small.keras"))
+    code = cli.main(["diagnose", os.path.join(folder, "small.keras"), "--out", folder])
+    return code, os.path.isfile(os.path.join(folder, "diagnosis.png"))
+
+
 if __name__ == "__main__":
     with open(sys.argv[2], "w") as f:
         json.dump({"statistics": statistics(sys.argv[1]), "refusal": refusals(),
                    "diagnosis": diagnosis(), "events": monitored_fit(sys.argv[1], sys.argv[3]),
-                   "initialized": initialized(sys.argv[1])},
+                   "initialized": initialized(sys.argv[1]),
+                   "command_line": command_line(sys.argv[3])},
                   f)

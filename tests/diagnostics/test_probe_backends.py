@@ -67,6 +67,7 @@ def test_the_diagnostics_agree_on_tensorflow_jax_and_torch(subprocess_env, tmp_p
         assert other["diagnosis"] == diagnosis, backend
         # The monitor writes the same tags, with the same plugins, at the same steps.
         assert other["events"] == events, backend
+        assert other["command_line"] == [1, True], backend  # vanishing: an error, exit 1
         scaled, ratios = other["initialized"]
         np.testing.assert_allclose(np.concatenate([np.ravel(w) for w in scaled]),
                                    np.concatenate([np.ravel(w) for w in initialized[0]]),
