@@ -680,7 +680,10 @@ def _rank_collapse(net):
     limit = net.t.rank_collapse_cosine
     seq = [(i, r) for i, r in enumerate(net.rows)
            if r.stats["token_cosine"] >= 0 and not net.skipped(i) and _finite_row(r)]
-    if not seq or seq[0][1].stats["token_cosine"] > limit:
+    # Where the tokens stood before the first sequence layer: its input (a model input of
+    # tokens, which a first attention layer may already collapse), or else its output.
+    before = seq[0][1].stats["input_token_cosine"] if seq else -1.0
+    if not seq or (before if before >= 0 else seq[0][1].stats["token_cosine"]) > limit:
         return []  # the tokens came in alike: nothing collapsed in the network
     for i, row in seq:
         if net.live[i] and row.stats["token_cosine"] > limit:

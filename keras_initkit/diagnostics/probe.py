@@ -654,6 +654,7 @@ class Probe:
             if parent is not None:  # the input is that layer's output: its numbers
                 source = activations[parent].stats
                 s["input_std"], s["input_rms"] = source["std"], source["rms"]
+                s["input_token_cosine"] = source["token_cosine"]
                 s["input_nonfinite_count"] = source["nan_count"] + source["inf_count"]
             activations.append(LayerRow(path, layer, s, parent, is_output, shape))
         weight_rows = [WeightRow(path, owner, dict(zip(stats.WEIGHT_FIELDS, row)), shape)

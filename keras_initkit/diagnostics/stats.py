@@ -22,11 +22,12 @@ from ..activations import BOUNDED
 # mean cosine similarity of two tokens of one sample; `attention_entropy` and
 # `attention_max_entropy` (attention probabilities, keys on the last axis) are the mean
 # entropy of a query's distribution and the mean of log(number of keys it can see), in nats.
-# Each is -1 where it does not apply.
+# `input_token_cosine` is the token cosine of the layer's input (a sequence): where the
+# tokens stood before the layer mixed them. Each is -1 where it does not apply.
 ACTIVATION_FIELDS = ("mean", "std", "rms", "min", "max", "zero_fraction", "dead_fraction",
                      "saturated_fraction", "nan_count", "inf_count", "input_nonfinite_count",
                      "input_std", "input_rms", "grad_rms", "token_cosine", "attention_entropy",
-                     "attention_max_entropy")
+                     "attention_max_entropy", "input_token_cosine")
 # What extra statistics an output gets: the kinds `activation_stats` takes.
 SEQUENCE, ATTENTION = "sequence", "attention"
 WEIGHT_FIELDS = ("weight_norm", "weight_rms", "grad_norm", "grad_rms", "grad_max",
@@ -111,7 +112,16 @@ def activation_stats(y, bounded=None, saturation_threshold=0.97, x=None, g=None,
         *_std_and_rms(x),
         _std_and_rms(g)[1] if g is not None else ops.zeros((), "float32"),
         *(e[0] for e in extra),
+        _input_token_cosine(x),
     ])
+
+
+def _input_token_cosine(x):
+    """The token cosine of a float sequence input (batch, tokens, features), else -1."""
+    if x is None or len(x.shape) != 3 or (x.shape[1] or 0) < 2 or \
+            not keras.backend.is_float_dtype(keras.backend.standardize_dtype(x.dtype)):
+        return -ops.ones((), "float32")
+    return token_cosine(ops.expand_dims(ops.cast(x, "float32"), 0))[0]
 
 
 def _per_kind(y, kind, probs=None):
@@ -260,10 +270,11 @@ def finite_activation_table(outputs, bounded, saturation_threshold=0.97, inputs=
         nothing = ops.zeros_like(mean)
         x = inputs[group[0]]
         if x is None:
-            input_std = input_rms = -ops.ones_like(mean)
+            input_std = input_rms = input_cosine = -ops.ones_like(mean)
             checks.append(mean + g_rms)  # finite iff y and g are
         else:  # a group of one: the layer reads a model input
             input_std, input_rms = (ops.reshape(v, (1,)) for v in _std_and_rms(x))
+            input_cosine = ops.reshape(_input_token_cosine(x), (1,))
             checks.append(mean + g_rms + ops.mean(ops.cast(x, "float32")))
         parts.append(ops.stack([
             # RMS^2 = variance + mean^2: one pass over the tensor fewer than squaring it again.
@@ -273,6 +284,7 @@ def finite_activation_table(outputs, bounded, saturation_threshold=0.97, inputs=
             nothing, nothing, nothing, input_std, input_rms,
             g_rms,
             *_per_kind(y, kinds[group[0]], _group_probs(probs, outputs, group, y)),
+            input_cosine,
         ], axis=1))
     if not parts:
         return ops.zeros((0, len(ACTIVATION_FIELDS))), ops.zeros((0,))
