@@ -6,7 +6,7 @@ import warnings
 
 import keras
 
-from .._compat import dataset_variant, flat_layers
+from .._compat import dataset_variant, fit_arguments, flat_layers
 from ..base_models import check_sizes
 from ..diagnostics import Finding, Probe, Thresholds, cached_probe, judge
 from ..diagnostics.probe import layer_paths
@@ -559,37 +559,31 @@ def _independent_copy(dataset):
 def _first_batch_of_fit(model):
     """The first batch of the `fit` call that is running, read without touching training.
 
-    A Keras callback is never handed the data, so this finds `fit`'s own
-    arguments on the call stack: arrays and tensors give their first
+    A Keras callback is never handed the data, so this reads `fit`'s own
+    arguments (`_compat.fit_arguments`): arrays and tensors give their first
     `batch_size` samples, a `keras.utils.PyDataset` its item 0, and a
     `tf.data.Dataset` the first batch of an independent copy (a second
     iterator over the dataset itself would move its shuffle seeds on and
     change the order training sees). A Python generator cannot be read
     twice: it asks for `probe_data`, as does a dataset that cannot be copied.
     """
-    import inspect
     import sys
 
     tf = sys.modules.get("tensorflow")  # a tf.data pipeline means TensorFlow is imported
-    frame = inspect.currentframe()
-    while frame is not None:
-        if frame.f_code.co_name == "fit" and frame.f_locals.get("self") is model:
-            x, y = frame.f_locals.get("x"), frame.f_locals.get("y")
-            size = frame.f_locals.get("batch_size") or 32
-            if tf is not None and isinstance(x, tf.data.Dataset):
-                copy = _independent_copy(x)
-                if copy is None:
-                    break
-                first = next(iter(copy.take(1)))
-                return first[:2] if isinstance(first, tuple) else (first, None)
-            if isinstance(x, keras.utils.PyDataset):
-                first = x[0]
-                return first[:2] if isinstance(first, tuple) else (first, None)
-            if x is not None and hasattr(keras.tree.flatten(x)[0], "shape"):
-                take = lambda data: keras.tree.map_structure(lambda a: a[:size], data)  # noqa
-                return take(x), (take(y) if y is not None else None)
-            break
-        frame = frame.f_back
+    arguments = fit_arguments(model) or {}
+    x, y = arguments.get("x"), arguments.get("y")
+    size = arguments.get("batch_size") or 32  # fit's own default
+    if tf is not None and isinstance(x, tf.data.Dataset):
+        copy = _independent_copy(x)
+        if copy is not None:
+            first = next(iter(copy.take(1)))
+            return first[:2] if isinstance(first, tuple) else (first, None)
+    elif isinstance(x, keras.utils.PyDataset):
+        first = x[0]
+        return first[:2] if isinstance(first, tuple) else (first, None)
+    elif x is not None and hasattr(keras.tree.flatten(x)[0], "shape"):
+        take = lambda data: keras.tree.map_structure(lambda a: a[:size], data)  # noqa
+        return take(x), (take(y) if y is not None else None)
     raise ValueError(
         "SignalMonitor could not take a probe batch from this fit() call without touching "
         "training (its data is a Python generator, a tf.data.Dataset built on one or on a "
