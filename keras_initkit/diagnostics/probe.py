@@ -478,12 +478,8 @@ class Probe:
             for old in list(self._concrete)[:-MAX_TRACES]:
                 del self._concrete[old]
         entry = self._concrete[key]
-        originals = self._wrap_calls()
-        try:
-            out = entry[0]([v.value for v in model.trainable_variables],
-                           [v.value for v in model.non_trainable_variables], x, y)
-        finally:
-            self._unwrap_calls(originals)
+        out = entry[0]([v.value for v in model.trainable_variables],
+                       [v.value for v in model.non_trainable_variables], x, y)
         if entry[1] is None:  # the first run recorded the layers
             owners = _weight_owners(model)
             weight_names = [(v.path, owners.get(id(v)), tuple(v.shape))
@@ -509,6 +505,14 @@ class Probe:
         import jax
 
         def numbers(trainable, non_trainable, x, y):
+            # Python here runs only while jax.jit traces: the layer calls are wrapped then.
+            originals = self._wrap_calls()
+            try:
+                return traced_numbers(trainable, non_trainable, x, y)
+            finally:
+                self._unwrap_calls(originals)
+
+        def traced_numbers(trainable, non_trainable, x, y):
             def forward(trainable, taps):
                 self._taps = taps
                 try:
@@ -545,6 +549,13 @@ class Probe:
         import torch
 
         def numbers(trainable, non_trainable, x, y):
+            originals = self._wrap_calls()
+            try:
+                return eager_numbers(trainable, non_trainable, x, y)
+            finally:
+                self._unwrap_calls(originals)
+
+        def eager_numbers(trainable, non_trainable, x, y):
             # Fresh leaves: the gradient of each, and of every float input (layers before the
             # first weight then have a backward signal too), without touching the variables.
             trainable = [t.detach().requires_grad_(t.is_floating_point()) for t in trainable]
