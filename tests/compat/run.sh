@@ -4,7 +4,7 @@
 # pairs that passed.
 #
 #   bash tests/compat/run.sh KERAS_VERSION TENSORFLOW_VERSION [pytest arguments]
-#   bash tests/compat/run.sh 3.10.0 2.19.0 -x -q
+#   bash tests/compat/run.sh 3.10.0 2.19.0 -q -n 2 --dist loadfile
 #
 # The [dev] extra pins keras-hub to the release that goes with the newest Keras; here pip
 # picks the keras-hub (and its tensorflow-text, which pins one TensorFlow release) that
@@ -21,7 +21,7 @@ python3 -m venv "$workdir/venv"
 # shellcheck disable=SC1091
 . "$workdir/venv/bin/activate"
 pip install -q -e . "keras==$keras_version" "tensorflow==$tf_version" keras-hub \
-    pytest hypothesis jax torch==2.13.0 pyyaml pandas
+    pytest pytest-xdist hypothesis jax torch==2.13.0 pyyaml pandas
 pip install -q --no-deps mup==1.0.0
 # TensorBoard before 2.21 imports pkg_resources, which setuptools 81 dropped (and torch
 # pulls the newest setuptools).
