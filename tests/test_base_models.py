@@ -40,7 +40,9 @@ def test_the_residual_mlp_has_a_branch_per_block():
 
 def test_token_collapse_behind_skip_connections_is_a_warning():
     # DeepNorm's small branch gains on a pre-LN decoder leave the stream to the branches, which
-    # add the same vector to every token: cosine > 0.9, yet the skips let it train.
+    # add the same vector to every token: cosine > 0.9, yet the skips let it train. The recipe
+    # keeps the embeddings as drawn, and the cosine sits near 0.9: the draw is seeded.
+    keras.utils.set_random_seed(1)
     model = decoder(length=16, vocabulary=16, depth=8, width=64)
     keras_initkit.reinitialize(model, "deepnorm", seed=0)
     x, _ = delayed_copy(samples=64, seed=0)
