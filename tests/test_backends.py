@@ -43,6 +43,11 @@ report["pretrained"] = keras.ops.convert_to_numpy(I.Pretrained(sys.argv[1], "w")
 layer = keras.layers.Dense(8, kernel_initializer="kit_he")
 layer.build((None, 16))
 report["dense_kernel_var"] = float(np.var(keras.ops.convert_to_numpy(layer.kernel)))
+try:  # the recipes trace a call, which the numpy backend cannot show: refused by name
+    tiny = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    keras_initkit.reinitialize(tiny, "fixup")
+except ValueError as error:
+    report["recipe_refusal"] = str(error)
 print(json.dumps(report))
 """
 
@@ -70,3 +75,5 @@ def test_every_scheme_runs_on_the_numpy_backend(subprocess_env, tmp_path):
     assert report["orth_error"] < 1e-5 and report["orth_cholesky_error"] < 1e-5
     assert report["pretrained"] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
     assert abs(report["dense_kernel_var"] * 16 / 2 - 1) < 0.6  # 128 draws: a loose sanity bound
+    assert "'numpy' backend" in report["recipe_refusal"], report.get("recipe_refusal")
+    assert "KERAS_BACKEND=tensorflow, jax or torch" in report["recipe_refusal"]

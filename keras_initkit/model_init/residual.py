@@ -5,11 +5,12 @@ DeepNorm) need to know which kernel writes a residual branch back into the
 stream, which kernels project queries, keys and values, which variable is an
 embedding and which kernel is the readout. A Functional model shows its `Add`
 layers, but a keras-hub block adds `x + f(x)` inside its own `call`, out of
-Keras' sight. So the model is traced once with TensorFlow (inference mode) and
-the roles are read off the graph of operations, where every sum is visible:
+Keras' sight. So one inference call of the model is traced (`traced_graph`:
+TensorFlow's graph, JAX's jaxpr or the torch functions PyTorch runs) and the
+roles are read off its operations, where every sum is visible:
 
-- a *kernel op* multiplies the signal by a weight of rank >= 2 (MatMul,
-  Einsum, Conv...); a *lookup* gathers rows of a weight (an embedding);
+- a *kernel op* multiplies the signal by a weight of rank >= 2 (a bilinear
+  product or a convolution); a *lookup* gathers rows of a weight (an embedding);
 - a sum `a + b` of two signals of the same shape is a *residual sum* when one
   side holds more kernel ops of its own (not shared with the other side) than
   the other, and the other holds at most one (an identity skip has none, a
@@ -20,35 +21,17 @@ the roles are read off the graph of operations, where every sum is visible:
 - an attention is found at its softmax: walking back from the scores reaches
   the query and key kernels; the probabilities multiply a signal whose kernels
   are the values; the first kernel op after that product is the output
-  projection;
+  projection. A fused attention (PyTorch's `scaled_dot_product_attention`)
+  takes query, key and value as its inputs 0, 1 and 2;
 - the *readout* kernels are the first kernel ops met walking back from the
   model's outputs without crossing a residual sum.
 """
 import collections
 import typing
 
-import keras
-import numpy as np
-
 from .._compat import flat_layers
 from ..activations import is_normalization
-
-_BILINEAR = ("MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "Einsum")
-_LOOKUPS = ("ResourceGather", "GatherV2", "Gather")
-_SUMS = ("AddV2", "Add")
-# The sizes a free (None) axis gets in the trace: batch 2, not 1, since Keras turns the sum
-# of a (1, n) tensor into a bias add.
-_FREE_SIZE = 32
-# Ops whose output describes the signal's shape, not its values: the walks do not pass them.
-_METADATA = ("Shape", "ShapeN", "Size", "Rank", "ZerosLike", "OnesLike")
-
-
-def _key(tensor):
-    return tensor.op.name, tensor.value_index
-
-
-def _is_kernel_op(op_type):
-    return op_type in _BILINEAR or "Conv" in op_type
+from .traced_graph import trace
 
 
 class Branch(typing.NamedTuple):
@@ -154,55 +137,11 @@ def structure_of(model, x=None):
         A `Structure`.
 
     Raises:
-        ValueError: the backend is not TensorFlow, or the model has no
-            symbolic inputs and no `x` was given.
+        ValueError: the backend is not TensorFlow, JAX or PyTorch, or the
+            model has no symbolic inputs and no `x` was given.
     """
-    if keras.backend.backend() != "tensorflow":
-        raise ValueError(
-            "Finding a model's residual blocks traces it with TensorFlow; received a model "
-            f"on the {keras.backend.backend()!r} backend. Allowed: KERAS_BACKEND=tensorflow.")
-    graph = _trace(model, x)
     variables = {v.path: v for v in model.weights}
-    by_handle = {id(v.value.handle): v.path for v in model.weights
-                 if hasattr(v.value, "handle")}
-    owner = _owners(model)
-    return _Reader(graph, by_handle).read(variables, owner)
-
-
-def _trace(model, x):
-    import tensorflow as tf  # here, not at import: JAX and PyTorch users need not load it
-
-    if x is None:
-        try:
-            structure = model.input
-        except (AttributeError, ValueError):
-            structure = None
-        if structure is None:
-            raise ValueError(
-                f"Model {model.name!r} has no symbolic inputs (a subclassed model): pass a "
-                "sample batch as `x=` so that its graph can be traced.")
-    else:
-        structure = x
-
-    def specs(sized):
-        def spec(t):
-            dtype = keras.backend.standardize_dtype(getattr(t, "dtype", None) or "float32")
-            shape = (2 if sized else None,) + tuple(
-                (_FREE_SIZE if d is None and sized else d) for d in tuple(np.shape(t))[1:])
-            return tf.TensorSpec(shape, tf.as_dtype(dtype))
-        return tf.nest.map_structure(spec, structure)
-
-    def call(inputs):
-        return model(inputs, training=False)
-
-    # wrap_function builds the graph without tf.function's automatic control dependencies,
-    # which the walks do not need. Static sizes (batch 2, free axes _FREE_SIZE) spare the
-    # shape arithmetic of dynamic ones: 0.47 s instead of 0.7 s for GPT-2 small. A model that
-    # cannot take them is traced with its dynamic shapes.
-    try:
-        return tf.compat.v1.wrap_function(call, [specs(sized=True)]).graph
-    except Exception:  # any failure at those sizes: fall back to dynamic ones
-        return tf.compat.v1.wrap_function(call, [specs(sized=False)]).graph
+    return _Reader(trace(model, x)).read(variables, _owners(model))
 
 
 def _owners(model):
@@ -214,62 +153,50 @@ def _owners(model):
 
 
 class _Reader:
-    """Walks one traced graph."""
+    """Walks one traced graph (`traced_graph.Graph`)."""
 
-    def __init__(self, graph, by_handle):
-        self.ops = graph.get_operations()
+    def __init__(self, graph):
+        self.ops, self.shapes, self.outputs = graph.ops, graph.shapes, graph.outputs
         self.index = {op: i for i, op in enumerate(self.ops)}
-        captured = {_key(internal): by_handle.get(id(external))
-                    for external, internal in graph.captures}
-        inputs = {_key(t) for t in graph.inputs if _key(t) not in captured}
-        # Per tensor: does it carry the signal (depend on an input), and which weights feed it.
-        self.signal, self.weights = set(), {}
+        self.producer = {k: op for op in self.ops for k in op.outputs}
+        self.consumers = collections.defaultdict(list)
         for op in self.ops:
-            feeds = set()
-            carries = False
-            for t in op.inputs:
-                if _key(t) in self.signal:
+            for k in dict.fromkeys(op.inputs):
+                self.consumers[k].append(op)
+        # Per tensor: does it carry the signal (depend on an input), and which weights feed it.
+        self.signal = set(graph.inputs)
+        self.weights = {k: {path} for k, path in graph.weights.items()}
+        for op in self.ops:
+            feeds, carries = set(), False
+            for k in op.inputs:
+                if k in self.signal:
                     carries = True
                 else:
-                    feeds |= self.weights.get(_key(t), set())
-            if op.type == "Placeholder":
-                t = _key(op.outputs[0])
-                if t in inputs:
-                    self.signal.add(t)
-                elif captured.get(t):
-                    self.weights[t] = {captured[t]}
-                continue
-            for t in op.outputs:
-                if carries and op.type not in _METADATA:
-                    self.signal.add(_key(t))
+                    feeds |= self.weights.get(k, set())
+            for k in op.outputs:
+                if carries and op.kind != "metadata":
+                    self.signal.add(k)
                 elif feeds:
-                    self.weights[_key(t)] = feeds
-        self.outputs = list(graph.outputs)
+                    self.weights[k] = feeds
         # Per op: the inputs that carry the signal, and the weights that feed it.
-        self.signal_inputs, self.fed_by = {}, {}
+        self.signal_inputs, self.fed_by, self.parents = {}, {}, {}
         for op in self.ops:
-            keys = [(t, _key(t)) for t in op.inputs]
-            self.signal_inputs[op] = [t for t, k in keys if k in self.signal]
-            self.fed_by[op] = sorted({p for t, k in keys if k not in self.signal
+            self.signal_inputs[op] = [k for k in op.inputs if k in self.signal]
+            self.fed_by[op] = sorted({p for k in op.inputs if k not in self.signal
                                       for p in self.weights.get(k, ())})
-        self.parents = {op: [t.op for t in ts] for op, ts in self.signal_inputs.items()}
-
-    def _signal_inputs(self, op):
-        return self.signal_inputs[op]
-
-    def _weights_of(self, op):
-        return self.fed_by[op]
+            self.parents[op] = [self.producer[k] for k in self.signal_inputs[op]
+                                if k in self.producer]
 
     def read(self, variables, owner):
         rank = {path: len(v.shape) for path, v in variables.items()}
         self.kernel_ops, lookups = {}, set()
         for op in self.ops:
-            if not self._signal_inputs(op):
+            if not self.signal_inputs[op]:
                 continue
-            heavy = [p for p in self._weights_of(op) if rank.get(p, 0) >= 2]
-            if heavy and (op.type in _LOOKUPS):
+            heavy = [p for p in self.fed_by[op] if rank.get(p, 0) >= 2]
+            if heavy and op.kind == "lookup":
                 lookups.update(heavy)
-            elif heavy and _is_kernel_op(op.type):
+            elif heavy and op.kind in ("bilinear", "conv"):
                 self.kernel_ops[op] = tuple(heavy)
         norm_scales = {p for p, layer in owner.items()
                        if rank.get(p) == 1 and is_normalization(layer, _input_shape(layer))
@@ -282,14 +209,14 @@ class _Reader:
                 sums.add(op)
         self.sums = sums
         kernels = self._paths(self.kernel_ops)
-        readout = self._paths(op for t in self.outputs
-                              for op in self._first_kernels(t, stop=sums)[0])
+        readout = self._paths(op for k in self.outputs
+                              for op in self._first_kernels(k, stop=sums)[0])
         return Structure(variables, owner, branches, self._attention(), readout,
                          tuple(sorted(lookups)), kernels)
 
-    def _ancestors(self, tensor):
-        """Ops the signal `tensor` depends on."""
-        seen, stack, parents = set(), [tensor.op], self.parents
+    def _ancestors(self, key):
+        """Ops the signal `key` depends on."""
+        seen, stack, parents = set(), self._producers(key), self.parents
         while stack:
             op = stack.pop()
             if op not in seen:
@@ -297,9 +224,12 @@ class _Reader:
                 stack.extend(parents[op])
         return seen
 
-    def _first_kernels(self, tensor, stop=()):
-        """Kernel ops first met walking back from `tensor`, and the weights passed on the way."""
-        found, passed, seen, stack = [], set(), set(), [tensor.op]
+    def _producers(self, key):
+        return [self.producer[key]] if key in self.producer else []
+
+    def _first_kernels(self, key, stop=()):
+        """Kernel ops first met walking back from `key`, and the weights passed on the way."""
+        found, passed, seen, stack = [], set(), set(), self._producers(key)
         while stack:
             op = stack.pop()
             if op in seen:
@@ -314,14 +244,17 @@ class _Reader:
             stack.extend(self.parents[op])
         return sorted(found, key=self.index.get), passed
 
+    def _same_shape(self, a, b):
+        a, b = self.shapes[a], self.shapes[b]
+        return (a is not None and b is not None and len(a) == len(b) >= 2
+                and all(i is None or j is None or i == j for i, j in zip(a, b)))
+
     def _residual(self, op, norm_scales):
-        if op.type not in _SUMS or len(self._signal_inputs(op)) != 2:
+        if op.kind != "sum" or len(op.inputs) != 2 or len(self.signal_inputs[op]) != 2:
             return None
-        a, b = op.inputs
-        if not (a.shape.is_compatible_with(b.shape) and a.shape.rank == b.shape.rank
-                and a.shape.rank is not None and a.shape.rank >= 2):
+        if not self._same_shape(*op.inputs):
             return None
-        ancestors = [self._ancestors(t) for t in (a, b)]
+        ancestors = [self._ancestors(k) for k in op.inputs]
         own = [sorted((o for o in ancestors[i] - ancestors[1 - i] if o in self.kernel_ops),
                       key=self.index.get) for i in (0, 1)]
         branch = 0 if len(own[0]) > len(own[1]) else 1
@@ -343,29 +276,37 @@ class _Reader:
     def _attention(self):
         found = []
         for op in self.ops:
-            if op.type != "Softmax" or not self._signal_inputs(op):
+            if not self.signal_inputs[op]:
                 continue
-            query_key, _ = self._first_kernels(op.inputs[0])
-            # The first product of the probabilities with another signal (not a kernel).
-            products = self._forward(op.outputs[0], lambda o: o.type in _BILINEAR
-                                     and o not in self.kernel_ops, first=True)
-            if not products:
+            if op.kind == "softmax":
+                query_key, _ = self._first_kernels(op.inputs[0])
+                # The first product of the probabilities with another signal (not a kernel).
+                products = self._forward(op.outputs[0], lambda o: o.kind == "bilinear"
+                                         and o not in self.kernel_ops, first=True)
+                if not products:
+                    continue
+                product = products[0]
+                values = [k for k in self.signal_inputs[product]
+                          if op not in self._ancestors(k)]
+            elif op.kind == "attention" and len(op.inputs) >= 3:
+                query_key = sorted({o for k in op.inputs[:2] for o in self._first_kernels(k)[0]},
+                                   key=self.index.get)
+                product, values = op, op.inputs[2:3]
+            else:
                 continue
-            product = products[0]
-            other = [t for t in self._signal_inputs(product) if op not in self._ancestors(t)]
-            value = [o for t in other for o in self._first_kernels(t)[0]]
+            value = [o for k in values for o in self._first_kernels(k)[0]]
             output = self._forward(product.outputs[0], lambda o: o in self.kernel_ops)
             found.append(Attention(self._paths(query_key), self._paths(value),
                                    self._paths(output)))
         return found
 
-    def _forward(self, tensor, wanted, first=False):
-        """Ops for which `wanted` holds, first met walking forward from `tensor` (not past
+    def _forward(self, key, wanted, first=False):
+        """Ops for which `wanted` holds, first met walking forward from `key` (not past
         them, nor past a residual sum), in graph order; only the nearest with `first`."""
-        found, seen, queue = [], set(), collections.deque([tensor])
+        found, seen, queue = [], set(), collections.deque([key])
         while queue:
-            t = queue.popleft()
-            for op in t.consumers():
+            k = queue.popleft()
+            for op in self.consumers.get(k, ()):
                 if op in seen:
                     continue
                 seen.add(op)
