@@ -271,8 +271,11 @@ def _normalize_channels(layer, kernel, call, args, kwargs, report):
         z = ops.cast(call(*args, **kwargs), "float32")
         axes = tuple(range(len(z.shape) - 1))
         mean, std = ops.mean(z, axis=axes), ops.std(z, axis=axes)
+        # A constant channel's std, computed in float32, is rounding noise of its mean:
+        # below 1e-5 of it counts as zero.
+        resolvable = ops.convert_to_numpy(std / (1e-5 * ops.abs(mean) + 1e-30))
         smallest = float(ops.convert_to_numpy(ops.min(std)))
-        if not math.isfinite(smallest) or smallest <= 0:
+        if not math.isfinite(smallest) or not (resolvable > 1).all():
             raise ValueError(
                 f"weight_norm_init: layer '{layer_path(layer)}' has an output channel whose "
                 f"pre-activation std is {smallest} on the batch, so it cannot be normalized: "
