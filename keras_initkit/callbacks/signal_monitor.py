@@ -1,4 +1,5 @@
 """SignalMonitor: per-layer activation and gradient statistics to TensorBoard, during `fit`."""
+import math
 import os
 import re
 import typing
@@ -8,12 +9,15 @@ import keras
 
 from .._compat import dataset_variant, fit_arguments, flat_layers
 from ..base_models import check_sizes
-from ..diagnostics import Finding, Probe, Thresholds, cached_probe, judge
+from ..diagnostics import KINDS, Finding, Probe, Thresholds, cached_probe, judge
+from ..diagnostics.findings import update_findings
 from ..diagnostics.probe import layer_paths
 from ..distribution import multi_worker
 from .event_writer import EventWriter, scalar_tags
+from .run_guard import AFTER_RESTORE, KEEP, LossWatch, Snapshot, check_factor, lower_learning_rate
+from .weight_updates import WeightUpdates
 
-ON_FINDING = ("warn", "stop", "raise")
+ON_FINDING = ("warn", "stop", "raise", "restore")
 # The statistics written as TensorBoard scalars (all of them stay in `history`).
 # Besides these, `token_cosine` for sequence outputs and `attention/<path>/entropy` for
 # attention probabilities (callbacks.in_graph_scalars).
@@ -99,9 +103,38 @@ class SignalMonitor(keras.callbacks.Callback):
             Default: every layer. Scalars cover every layer either way.
         on_finding: What a finding of severity "error" does: `"warn"` (a
             Python warning, once per kind and layer), `"stop"` (sets
-            `model.stop_training`), `"raise"` (raises `FindingError`), or a
-            callable that receives each `Finding`, warnings included. A
-            warning (it trains, worse) is only warned of, except to a callable.
+            `model.stop_training`), `"raise"` (raises `FindingError`),
+            `"restore"` (see below), or a callable that receives each
+            `Finding`, warnings included. A warning (it trains, worse) is
+            only warned of, except to a callable.
+        restore_on: With `on_finding="restore"`, the kinds of error findings
+            that mean the run diverges. Default `("nonfinite", "exploding")`.
+            At each probe without one, the monitor keeps a copy of the
+            model's variables and the optimizer's state (`keep`); when a
+            probe finds one, or a batch's training loss is not finite or
+            spikes (`loss_spike`), it puts the copy back, says so in a
+            warning, in TensorBoard text (`restore`) and in
+            `history["restores"]`, and does `after_restore`. The optimizer's
+            step count is not put back (TensorBoard's steps and a schedule's
+            position go on), nor its learning rate. The weights are also
+            checked to be finite at each epoch's end, before the callbacks
+            after the monitor (a `ModelCheckpoint`) see them. Not on a
+            multi-worker job.
+        after_restore: `"stop"` (training stops with the restored weights,
+            bit for bit) or `"lower_lr"` (training goes on with the learning
+            rate times `lr_factor`: a float is assigned, a schedule is wrapped
+            in `run_guard.ScaledSchedule` and the step traced again).
+        lr_factor: The factor of `"lower_lr"`, in (0, 1). Default 0.1, as
+            `keras.callbacks.ReduceLROnPlateau`'s.
+        keep: Where the copy lives: `"host"` (NumPy, no device memory) or
+            `"device"` (no transfer). It holds one copy of the weights and
+            the optimizer's state (`monitor.snapshot_bytes`).
+        loss_spike: With `"restore"`, a batch's loss above this times the
+            median of the last 100 batches (after 2) diverges; None judges
+            only non-finite losses. Default 10. The loss is read from the
+            `logs` Keras hands `on_train_batch_end`, which makes Keras wait
+            for each step's logs (it does for any callback with a batch-end
+            hook): `"restore"` costs that sync, the other choices do not.
         loss: Loss for `y` when the model is not compiled with one.
         images: Also draw two pictures into TensorBoard's Images tab (off by
             default): `"signal/propagation"`, the activation RMS and the
@@ -126,10 +159,19 @@ class SignalMonitor(keras.callbacks.Callback):
             probes takes about 0.1 s.
         **thresholds: Any field of `keras_initkit.diagnostics.Thresholds`.
 
+    At each probe after the first, each weight's mean relative update per step
+    since the last probe, ||W_now - W_before|| / ||W_before|| / steps, is
+    logged as `weight/<path>/update_ratio` and judged (`kind="update"`: too
+    large, or a weight that did not move). When training ends, the last step
+    is probed if it was not.
+
     Attributes:
         history: `{"step": [...], "activations": {path: {stat: [...]}},
-            "weights": {path: {stat: [...]}}, "findings": [(step, Finding)]}`;
-            it grows by one entry per probe, nothing else.
+            "weights": {path: {stat: [...]}}, "findings": [(step, Finding)],
+            "restores": [{"step", "restored_step", "reason", "action"}]}`;
+            it grows by one entry per probe (and per restore), nothing else.
+            `weights[path]["update_ratio"]` is NaN at the first probe.
+        snapshot_bytes: With `"restore"`, the bytes of the last copy kept.
 
     Example:
     >>> monitor = SignalMonitor("logs/he", probe_data=x_train[:256], every_n_steps=50)
@@ -142,7 +184,9 @@ class SignalMonitor(keras.callbacks.Callback):
 
     def __init__(self, log_dir, probe_data=None, every_n_steps=200, histograms=False,
                  on_finding="warn", loss=None, layers=None, images=False,
-                 image_every_n_probes=IMAGE_EVERY_N_PROBES, **thresholds):
+                 image_every_n_probes=IMAGE_EVERY_N_PROBES, restore_on=("nonfinite", "exploding"),
+                 after_restore="stop", lr_factor=0.1, keep="host", loss_spike=10.0,
+                 **thresholds):
         super().__init__()
         if not isinstance(log_dir, (str, os.PathLike)):
             raise TypeError(f"`log_dir` must be a path; received log_dir={log_dir!r}.")
@@ -159,9 +203,27 @@ class SignalMonitor(keras.callbacks.Callback):
         self.images, self.image_every_n_probes = images, image_every_n_probes
         self.layers = _layer_selector(layers, self.histograms)
         self.on_finding = on_finding
+        self.restore_on, self.after_restore, self.keep = _check_restore(
+            restore_on, after_restore, keep)
+        check_factor(lr_factor, "lr_factor")
+        if loss_spike is not None and (isinstance(loss_spike, bool) or not isinstance(
+                loss_spike, (int, float)) or not loss_spike > 1):
+            raise ValueError("`loss_spike` must be None or a number > 1; received "
+                             f"loss_spike={loss_spike!r}.")
+        self.lr_factor, self.loss_spike = float(lr_factor), loss_spike
+        self.snapshot_bytes = 0
+        self._snapshot = self._loss_watch = None
+        self._restore_at_batch_end = False
+        self._updates = WeightUpdates()
+        if on_finding == "restore":
+            self._loss_watch = LossWatch(loss_spike)
+            # An instance attribute, not a method of the class: Keras waits for each step's
+            # logs only for callbacks with a batch-end hook, so only "restore" has one.
+            self.on_train_batch_end = self._watch_loss
         self.loss = loss
         self.thresholds = Thresholds(**thresholds)
-        self.history = {"step": [], "activations": {}, "weights": {}, "findings": []}
+        self.history = {"step": [], "activations": {}, "weights": {}, "findings": [],
+                        "restores": []}
         self._warned, self._notes = set(), set()
         self._step = self._epoch_base = self._next_probe = 0
         self._probed_step = None  # the last step probed, whether or not the probe succeeded
@@ -177,8 +239,13 @@ class SignalMonitor(keras.callbacks.Callback):
         strategy = getattr(self.model, "distribute_strategy", None) if on_tensorflow else None
         # The default strategy says True: a single process is its own chief.
         chief = strategy is None or strategy.extended.should_save_summary
-        if strategy is not None and multi_worker(strategy) and self._any_worker is None:
-            self._any_worker = _any_worker(strategy)
+        if strategy is not None and multi_worker(strategy):
+            if self.on_finding == "restore":
+                raise ValueError("SignalMonitor(on_finding='restore') restores one process's "
+                                 "copy; on a multi-worker job use on_finding='stop' or 'raise' "
+                                 "and restart from a checkpoint.")
+            if self._any_worker is None:
+                self._any_worker = _any_worker(strategy)
         if chief:
             ensure_writable(self.log_dir,
                             f"SignalMonitor cannot write to log_dir={self.log_dir!r}")
@@ -210,6 +277,29 @@ class SignalMonitor(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_base = self._iterations()  # one read per epoch; exact under any chunking
+        if self._loss_watch is not None:
+            self._loss_watch.reset()
+
+    def on_epoch_end(self, epoch, logs=None):
+        # Before the callbacks after this one (a ModelCheckpoint) save the weights.
+        if self._snapshot is not None and not self._weights_finite():
+            self._restore("a weight is not finite at the epoch's end")
+
+    def _watch_loss(self, batch, logs=None):
+        """`on_train_batch_end` of `on_finding="restore"`: the batch's loss, judged."""
+        if self._restore_at_batch_end:  # "stop" after a probe's restore: this step undone
+            self._restore_at_batch_end = False
+            self._snapshot.restore()
+            return
+        try:
+            reason = self._loss_watch(batch, (logs or {}).get("loss"))
+        except Exception as error:  # diagnostics never end the training
+            warnings.warn(f"SignalMonitor: the loss check failed ({_first_line(error)}).",
+                          stacklevel=2)
+            return
+        if reason is not None:
+            self._step = self._epoch_base + batch + 1  # the step the weights are after
+            self._restore(reason, last_batch=batch)
 
     # Probing at the start of a batch (of the weights after the steps done so far), not at
     # its end: Keras runs training asynchronously only for callbacks without *_batch_end
@@ -220,7 +310,9 @@ class SignalMonitor(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._step = self._iterations()
-        self._probe_if_due()
+        if self._snapshot is not None and not self._weights_finite():
+            self._restore("a weight is not finite at the end of training")
+        self._probe_if_due(force=True)  # the final state, always in the history
         # Training ends with the picture of its last probe, due or not.
         if self._signal is not None and self._signal.step != self._pictured_step:
             self._write_images()
@@ -252,12 +344,15 @@ class SignalMonitor(keras.callbacks.Callback):
             with_tensors = self.histograms and self._writer is not None
             result = self._probe(*self._batch, with_tensors=with_tensors, step=self._step)
             findings, note = self._judge(result)
+            updates = self._updates(self.model, self._step)
+            findings += update_findings(updates, self.thresholds)
             if note and note not in self._notes:
                 self._notes.add(note)
                 warnings.warn(f"SignalMonitor at step {self._step}: {note}", stacklevel=2)
-            self._record(result, findings)
+            self._record(result, findings, updates)
             if isinstance(self._writer, EventWriter):  # TensorFlow writes them in the probe
                 self._write_scalars(result)
+            self._write_updates(updates)
             self._write(result, findings)
             if self.images and self._writer is not None:
                 self._signal = _signal_of(self._step, result)
@@ -267,6 +362,9 @@ class SignalMonitor(keras.callbacks.Callback):
         except Exception as error:  # a diagnostics failure must never lose the training
             warnings.warn(f"SignalMonitor: the probe at step {self._step} failed and was "
                           f"skipped ({_first_line(error)}).", stacklevel=2)
+            return
+        if self.on_finding == "restore":
+            self._guard(findings)
         if self._any_worker is None:
             for finding in findings:
                 self._act(finding)
@@ -304,17 +402,110 @@ class SignalMonitor(keras.callbacks.Callback):
                                   stepped_probe=quiet, result=result)
         return findings, note
 
-    def _record(self, result, findings):
+    def _guard(self, findings):
+        """`on_finding="restore"` at a probe: restore on a diverging finding, else keep a
+        copy of this healthy state."""
+        diverging = [f for f in findings if f.severity == "error" and f.kind in self.restore_on]
+        if diverging:
+            self._restore(f"{diverging[0].kind}: {diverging[0].message}",
+                          last_batch=self._step - self._epoch_base - 1)
+            # With "stop", the step of this batch runs still: undone at its end.
+            self._restore_at_batch_end = (self.after_restore == "stop"
+                                          and self._snapshot is not None)
+            return
+        try:
+            self._snapshot = Snapshot(self.model, self.keep, self._step)
+            self.snapshot_bytes = self._snapshot.nbytes
+        except Exception as error:  # the last copy stays
+            warnings.warn(f"SignalMonitor: the copy at step {self._step} failed "
+                          f"({_first_line(error)}).", stacklevel=2)
+
+    def _restore(self, reason, last_batch=-1):
+        """Puts the last healthy copy back, then stops or lowers the learning rate."""
+        model = self.model  # on JAX, syncs the training state first
+        snapshot = self._snapshot
+        if snapshot is None:
+            action = "stopped: no probe found the run healthy before, nothing to restore"
+            model.stop_training = True
+        else:
+            try:
+                snapshot.restore()
+                model.reset_metrics()  # the epoch's mean loss held the diverged steps
+                self._loss_watch.reset(last_batch)
+                self._updates.forget()
+                action = "stopped"
+                if self.after_restore == "lower_lr":
+                    rate = lower_learning_rate(model, self.lr_factor)
+                    action = (f"lowered the learning rate to {rate}" if rate is not None else
+                              "stopped: the learning rate is a plain callable, not lowered")
+                if not action.startswith("lowered"):
+                    model.stop_training = True
+            except Exception as error:  # a failed restore must not go on diverging
+                model.stop_training = True
+                action = f"stopped: the restore failed ({_first_line(error)})"
+        restored = None if snapshot is None else snapshot.step
+        message = (f"SignalMonitor at step {self._step}: {reason}. Restored the weights and "
+                   f"optimizer state of step {restored} (the last healthy probe) and "
+                   f"{action}." if restored is not None else
+                   f"SignalMonitor at step {self._step}: {reason}; {action}.")
+        warnings.warn(message, stacklevel=2)
+        self.history["restores"].append(dict(step=self._step, restored_step=restored,
+                                             reason=reason, action=action))
+        self._write_text("restore", message)
+
+    def _weights_finite(self):
+        ops = keras.ops
+        try:
+            return bool(ops.convert_to_numpy(ops.all(ops.stack([
+                ops.all(ops.isfinite(v.value)) for v in self.model.trainable_variables]))))
+        except Exception:  # a check that cannot run finds nothing
+            return True
+
+    def _write_text(self, tag, text):
+        if self._writer is None:
+            return
+        try:
+            if isinstance(self._writer, EventWriter):
+                self._writer.text(tag, text, self._step)
+            else:
+                import tensorflow as tf
+
+                with self._writer.as_default(step=self._step):
+                    tf.summary.text(tag, text)
+            self._writer.flush()
+        except Exception as error:
+            warnings.warn(f"SignalMonitor: writing {tag!r} failed ({_first_line(error)}).",
+                          stacklevel=2)
+
+    def _write_updates(self, updates):
+        if self._writer is None or not updates:
+            return
+        scalars = [(f"weight/{u.path}/update_ratio", u.ratio) for u in updates
+                   if math.isfinite(u.ratio)]
+        if isinstance(self._writer, EventWriter):
+            self._writer.scalars(scalars, self._step)
+            return
+        import tensorflow as tf
+
+        with self._writer.as_default(step=self._step):
+            for tag, value in scalars:
+                tf.summary.scalar(tag, value)
+
+    def _record(self, result, findings, updates=()):
         self.history["step"].append(self._step)
-        for path, _, s, *_ in result.activations:
-            series = self.history["activations"].setdefault(path, {k: [] for k in s})
-            for key, value in s.items():
-                series[key].append(value)
-        for path, _, s, *_ in result.weights:
-            series = self.history["weights"].setdefault(path, {k: [] for k in s})
-            for key, value in s.items():
-                series[key].append(value)
+        for group, rows in (("activations", result.activations), ("weights", result.weights)):
+            for path, _, s, *_ in rows:
+                series = self.history[group].setdefault(path, {})
+                for key, value in s.items():
+                    series.setdefault(key, []).append(value)
         self.history["findings"] += [(self._step, f) for f in findings]
+        # One value per probe for every watched weight: NaN where none was measured.
+        ratios = {u.path: u.ratio for u in updates}
+        for path in self._updates.paths or ():
+            series = self.history["weights"].setdefault(path, {})
+            column = series.setdefault("update_ratio", [])
+            column += [float("nan")] * (len(self.history["step"]) - 1 - len(column))
+            column.append(ratios.get(path, float("nan")))
 
     def _write_scalars(self, result):
         """The scalars that TensorFlow's probe writes in its compiled call, from the host."""
@@ -399,7 +590,7 @@ class SignalMonitor(keras.callbacks.Callback):
         if callable(self.on_finding):
             self.on_finding(finding)
             return
-        if finding.severity != "error" or self.on_finding == "warn":
+        if finding.severity != "error" or self.on_finding in ("warn", "restore"):
             key = (finding.kind, finding.signal, finding.path or finding.layer)
             if key not in self._warned:
                 self._warned.add(key)
@@ -411,6 +602,19 @@ class SignalMonitor(keras.callbacks.Callback):
                 self._writer.flush()
             raise FindingError(finding)
         self.model.stop_training = True  # "stop"
+
+
+def _check_restore(restore_on, after_restore, keep):
+    kinds = (restore_on,) if isinstance(restore_on, str) else restore_on
+    if not isinstance(kinds, (list, tuple, set)) or not kinds or not set(kinds) <= set(KINDS):
+        raise ValueError(f"`restore_on` must be a non-empty list of finding kinds from {KINDS}; "
+                         f"received restore_on={restore_on!r}.")
+    if after_restore not in AFTER_RESTORE:
+        raise ValueError(f"`after_restore` must be one of {AFTER_RESTORE}; received "
+                         f"after_restore={after_restore!r}.")
+    if keep not in KEEP:
+        raise ValueError(f"`keep` must be one of {KEEP}; received keep={keep!r}.")
+    return tuple(kinds), after_restore, keep
 
 
 def _first_line(error):

@@ -7,6 +7,7 @@ names its source.
 """
 import dataclasses
 import math
+import typing
 
 import keras
 
@@ -15,8 +16,8 @@ from .._compat import flat_layers
 from .probe import live_rows
 
 KINDS = ("vanishing", "exploding", "dead", "saturated", "nonfinite", "rank_collapse",
-         "entropy_collapse")
-SIGNALS = ("activation", "gradient", "attention")
+         "entropy_collapse", "update")
+SIGNALS = ("activation", "gradient", "attention", "weight")
 SEVERITIES = ("error", "warning")
 
 
@@ -29,9 +30,11 @@ class Finding:
 
     Attributes:
         kind: One of `KINDS`: `vanishing`, `exploding`, `dead`, `saturated`,
-            `nonfinite`, `rank_collapse`, `entropy_collapse`.
+            `nonfinite`, `rank_collapse`, `entropy_collapse`, `update` (the
+            weights' steps between two probes of `SignalMonitor`).
         signal: `activation` (the forward signal), `gradient` (the backward
-            signal or a weight's gradient) or `attention`.
+            signal or a weight's gradient), `attention` or `weight` (a
+            weight's own change).
         layer: The layer's name (`path` is its unique path).
         value: The measured number the rule compared.
         threshold: The threshold it crossed.
@@ -142,6 +145,15 @@ class Thresholds:
             log of the number of keys a query sees) below which attention has
             collapsed onto one key per query (an error; Zhai et al. 2023).
             Default 0.2: stock transformers start near 1.
+        update_ratio: A kernel's mean relative update per training step,
+            ||W_now - W_before|| / ||W_before|| / steps between two probes of
+            `SignalMonitor`, above which its steps are too large: a warning.
+            Default 1e-1: about 1e-3 is healthy (CS231n, "Neural Networks
+            Part 3": ratio of update to weight magnitudes); at 1e-1 the
+            weights are replaced within tens of steps.
+        update_error_ratio: The same ratio above which it is an error.
+            Default 1.0: each step moves the kernel by more than its own norm,
+            as a learning rate far too high does before the loss diverges.
     """
 
     vanishing_ratio: float = 1e-2
@@ -161,6 +173,8 @@ class Thresholds:
     gradient_floor: float = 2.0 ** -24
     rank_collapse_cosine: float = 0.9
     entropy_collapse_ratio: float = 0.2
+    update_ratio: float = 1e-1
+    update_error_ratio: float = 1.0
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -191,7 +205,8 @@ class Thresholds:
                 ("gradient_vanishing_ratio", "gradient_vanishing_error_ratio", True),
                 ("gradient_exploding_ratio", "gradient_exploding_error_ratio", False),
                 ("dead_fraction", "dead_error_fraction", False),
-                ("saturated_fraction", "saturated_error_fraction", False)):
+                ("saturated_fraction", "saturated_error_fraction", False),
+                ("update_ratio", "update_error_ratio", False)):
             w, e = getattr(self, warning), getattr(self, error)
             if (e > w) if below else (e < w):
                 raise ValueError(f"`{error}` must lie beyond `{warning}` (the error band is "
@@ -768,3 +783,57 @@ def _owner_name(layer, weight_path):
 def _owner_path(weight_path):
     """The path of the layer that holds a weight (Keras names a weight `<layer path>/<name>`)."""
     return weight_path.rsplit("/", 1)[0]
+
+
+class WeightUpdate(typing.NamedTuple):
+    """One weight's change between two probes (`callbacks.weight_updates`)."""
+    path: str
+    layer: str       # the owning layer's name
+    ratio: float     # ||W_now - W_before|| / ||W_before|| / steps; NaN where ||W_before|| = 0
+    moved: bool      # False: bit for bit the same weight after `steps` steps
+    trainable: bool
+    kernel: bool     # rank >= 2: a kernel or an embedding, which the ratio rule judges
+    steps: int
+
+
+def update_findings(updates, thresholds):
+    """The `update` findings of one probe: kernels whose steps are too large, and weights
+    that did not move at all (a frozen layer, a detached branch, a zero gradient).
+
+    Args:
+        updates: `WeightUpdate`s, in the model's weight order.
+        thresholds: `Thresholds`.
+
+    Returns:
+        At most two `Finding`s of kind `update` and signal `weight`: the largest
+        ratio past `update_ratio`, and the first weight that did not move over
+        two steps or more (the message counts the others).
+    """
+    found = []
+    large = [u for u in updates if u.kernel and u.ratio > thresholds.update_ratio]
+    if large:
+        worst = max(large, key=lambda u: u.ratio)
+        error = worst.ratio > thresholds.update_error_ratio
+        others = f" ({len(large) - 1} other kernels too)" if len(large) > 1 else ""
+        found.append(Finding(
+            "update", "weight", worst.layer, worst.ratio,
+            thresholds.update_error_ratio if error else thresholds.update_ratio,
+            f"The weight '{worst.path}' moved {worst.ratio:.3g} of its own norm per step over "
+            f"the last {worst.steps} steps{others}, where about 1e-3 is healthy: the steps are "
+            "too large. Lower the learning rate, or clip the gradients (clipnorm= on the "
+            "optimizer).", worst.path, severity="error" if error else "warning"))
+    # Over two steps at least: a layer behind a readout that starts at zero gets its first
+    # gradient at the second step.
+    frozen = [u for u in updates if not u.moved and (u.trainable or u.kernel) and u.steps >= 2]
+    if frozen:
+        first = frozen[0]
+        others = f" ({len(frozen) - 1} other weights too)" if len(frozen) > 1 else ""
+        cause = ("its layer is not trainable (trainable=False): if it should learn, set "
+                 "trainable=True and compile again" if not first.trainable else
+                 "its gradient is zero: a branch cut from the loss (stop_gradient, an output "
+                 "not used), or units that never activate")
+        found.append(Finding(
+            "update", "weight", first.layer, 0.0, 0.0,
+            f"The weight '{first.path}' did not change in {first.steps} training steps"
+            f"{others}: {cause}.", first.path, severity="warning"))
+    return found

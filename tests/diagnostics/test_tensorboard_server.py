@@ -111,7 +111,7 @@ def test_tensorboard_serves_the_per_layer_signals_of_the_history(tensorboard):
                             every_n_steps=3, histograms=True, images=True)
     model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[monitor])
     steps = monitor.history["step"]
-    assert steps == [0, 3, 6, 9, 12, 15]  # every 3 of the 16 steps
+    assert steps == [0, 3, 6, 9, 12, 15, 16]  # every 3 of the 16 steps, and the last
     layers, weights = monitor.history["activations"], monitor.history["weights"]
     assert "tiny/block/dense" in layers and "tiny/block/dense/kernel" in weights  # nested paths
 

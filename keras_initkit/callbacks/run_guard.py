@@ -1,0 +1,180 @@
+"""What `SignalMonitor(on_finding="restore")` keeps, watches and puts back.
+
+- `Snapshot`: a copy of the model's variables and its optimizer's state, taken
+  at a probe that found the run healthy, put back when it diverges.
+- `LossWatch`: the per-batch loss recovered from the running mean Keras puts in
+  `logs`, judged against its running median.
+- `lower_learning_rate`: the optimizer's learning rate scaled down after a
+  restore, a float or a schedule (wrapped in `ScaledSchedule`).
+"""
+import collections
+import contextlib
+import math
+import statistics
+
+import keras
+import numpy as np
+
+KEEP = ("host", "device")
+AFTER_RESTORE = ("stop", "lower_lr")
+
+
+def state_variables(model):
+    """The variables a restore puts back: the model's (weights, normalization statistics,
+    seed states) and the optimizer's, less its step count and learning rate. The step count
+    keeps counting (TensorBoard's steps and a schedule's position go on), and the learning
+    rate is what `after_restore="lower_lr"` changes."""
+    optimizer = getattr(model, "optimizer", None)
+    kept = list(model.variables)
+    if optimizer is not None:
+        # A schedule's learning rate is a tensor computed from the step count, not one of them.
+        left_out = {id(optimizer.iterations), id(optimizer.learning_rate)}
+        kept += [v for v in optimizer.variables if id(v) not in left_out]
+    return kept
+
+
+def _build_optimizer(model):
+    """Keras builds the optimizer's state (momenta, moments) at the first step; a copy taken
+    before it needs that state as the step will find it, so it is built here."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or optimizer.built:
+        return
+    strategy = (getattr(model, "distribute_strategy", None)
+                if keras.backend.backend() == "tensorflow" else None)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        optimizer.build(model.trainable_variables)
+
+
+class Snapshot:
+    """A copy of `state_variables(model)`, kept on the host (NumPy) or on the device.
+
+    Args:
+        model: The model being trained.
+        keep: `"host"` (a NumPy copy: no device memory) or `"device"` (a copy
+            on the variables' device: no transfer).
+        step: The training step the copy is of.
+    """
+
+    def __init__(self, model, keep, step):
+        self.step = step
+        _build_optimizer(model)
+        self.variables = state_variables(model)
+        copy = keras.ops.convert_to_numpy if keep == "host" else keras.ops.copy
+        self.values = [copy(v.value) for v in self.variables]
+
+    @property
+    def nbytes(self):
+        """Bytes the copy holds: one copy of the weights and the optimizer's state."""
+        return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in self.variables)
+
+    def restore(self):
+        for variable, value in zip(self.variables, self.values):
+            variable.assign(value)
+
+
+@keras.saving.register_keras_serializable(package="keras_initkit")
+class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """A learning-rate schedule times a constant factor.
+
+    Args:
+        schedule: A `keras.optimizers.schedules.LearningRateSchedule`.
+        factor: The factor, > 0.
+
+    Returns:
+        `schedule(step) * factor` when called with a step.
+
+    Example:
+    >>> ScaledSchedule(keras.optimizers.schedules.CosineDecay(1e-3, 1000), 0.1)
+    """
+
+    def __init__(self, schedule, factor):
+        if not isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+            raise TypeError("`schedule` must be a keras.optimizers.schedules."
+                            f"LearningRateSchedule; received schedule={schedule!r}.")
+        check_factor(factor)
+        self.schedule, self.factor = schedule, float(factor)
+
+    def __call__(self, step):
+        return self.schedule(step) * self.factor
+
+    def get_config(self):
+        return {"schedule": keras.optimizers.schedules.serialize(self.schedule),
+                "factor": self.factor}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.optimizers.schedules.deserialize(config["schedule"]), config["factor"])
+
+
+def check_factor(factor, name="factor"):
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (
+            0 < factor < 1):
+        raise ValueError(f"`{name}` must be a number strictly between 0 and 1; received "
+                         f"{name}={factor!r}.")
+
+
+def lower_learning_rate(model, factor):
+    """Scales the optimizer's learning rate by `factor`; returns a description of the new
+    rate, or None when it cannot be lowered (a plain Python callable)."""
+    optimizer = model.optimizer
+    if isinstance(optimizer.learning_rate, keras.Variable):
+        new = float(keras.ops.convert_to_numpy(optimizer.learning_rate)) * factor
+        optimizer.learning_rate = new  # assigned to its variable: no retrace
+        return f"{new:.3g}"
+    config = optimizer.get_config().get("learning_rate")
+    if not isinstance(config, dict):
+        return None
+    schedule = keras.optimizers.schedules.deserialize(config)
+    if isinstance(schedule, ScaledSchedule):  # lowered before: one wrapper, factors multiplied
+        factor, schedule = factor * schedule.factor, schedule.schedule
+    optimizer.learning_rate = ScaledSchedule(schedule, factor)
+    # The compiled step computed the schedule it was traced with: trace it again.
+    model.make_train_function(force=True)
+    return f"{type(schedule).__name__} x {factor:.3g}"
+
+
+class LossWatch:
+    """The loss of each batch, judged as it comes.
+
+    Keras' `logs["loss"]` at a batch's end is the mean over the epoch so far (its
+    loss tracker weighs each batch by its size), so one batch's loss is recovered
+    from two successive means: `(n_b * m_b - n_a * m_a) / (n_b - n_a)` with `n`
+    the batches counted, exact for batches of one size (the last, smaller one
+    of an epoch is weighed a little off). A batch whose loss is not finite, or
+    above `spike` times the median of the last `window` batches' losses (after at
+    least `warmup` of them), diverges.
+    """
+
+    def __init__(self, spike, window=100, warmup=2):
+        self.spike, self.warmup = spike, warmup
+        self.recent = collections.deque(maxlen=window)
+        self.reset()
+
+    def reset(self, last_batch=-1):
+        """Keras' loss tracker was reset after batch `last_batch` of the epoch: -1 when an
+        epoch begins, the batch of a restore (which resets the metrics) otherwise."""
+        self.base, self.seen = last_batch, (0, 0.0)
+
+    def __call__(self, batch, loss):
+        """`batch` is Keras' batch index in the epoch (the last of a chunk of
+        `steps_per_execution`); returns a reason to restore, or None."""
+        if loss is None:
+            return None
+        loss = float(loss)
+        if not math.isfinite(loss):
+            return f"the training loss is {loss}"
+        counted = batch - self.base
+        done, mean = self.seen
+        if counted <= done:  # a batch index seen before: nothing new
+            return None
+        latest = (counted * loss - done * mean) / (counted - done)
+        self.seen = counted, loss
+        reason = None
+        if self.spike is not None and len(self.recent) >= self.warmup:
+            median = statistics.median(self.recent)
+            if median > 0 and latest > self.spike * median:
+                reason = (f"the batch loss {latest:.4g} is above {self.spike:g} x the median "
+                          f"of the last {len(self.recent)} batches ({median:.4g})")
+        if reason is None:
+            self.recent.append(latest)
+        return reason
