@@ -225,6 +225,7 @@ class SignalMonitor(keras.callbacks.Callback):
         self.history = {"step": [], "activations": {}, "weights": {}, "findings": [],
                         "restores": []}
         self._warned, self._notes = set(), set()
+        self._described = set()  # the update-ratio tags written once, with their metadata
         self._step = self._epoch_base = self._next_probe = 0
         self._probed_step = None  # the last step probed, whether or not the probe succeeded
         self._probe = self._writer = None
@@ -312,7 +313,8 @@ class SignalMonitor(keras.callbacks.Callback):
         self._step = self._iterations()
         if self._snapshot is not None and not self._weights_finite():
             self._restore("a weight is not finite at the end of training")
-        self._probe_if_due(force=True)  # the final state, always in the history
+        if not self.model.stop_training:  # a stopped run ends on the probe that stopped it
+            self._probe_if_due(force=True)  # the final state, always in the history
         # Training ends with the picture of its last probe, due or not.
         if self._signal is not None and self._signal.step != self._pictured_step:
             self._write_images()
@@ -486,10 +488,15 @@ class SignalMonitor(keras.callbacks.Callback):
             self._writer.scalars(scalars, self._step)
             return
         import tensorflow as tf
+        from tensorboard.plugins.scalar.metadata import create_summary_metadata
 
+        # As the probe's own scalars: the plugin's metadata in a tag's first event only.
+        metadata = create_summary_metadata(display_name=None, description=None)
         with self._writer.as_default(step=self._step):
             for tag, value in scalars:
-                tf.summary.scalar(tag, value)
+                tf.summary.write(tag, tf.constant(value, tf.float32), metadata=(
+                    None if tag in self._described else metadata))
+                self._described.add(tag)
 
     def _record(self, result, findings, updates=()):
         self.history["step"].append(self._step)

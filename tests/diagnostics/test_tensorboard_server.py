@@ -130,7 +130,7 @@ def test_tensorboard_serves_the_per_layer_signals_of_the_history(tensorboard):
                 for stat in ("mean", "std", "grad_rms", "dead_fraction", "saturated_fraction",
                              "nan_count")}
     expected |= {f"weight/{path}/{stat}" for path in weights
-                 for stat in ("weight_norm", "grad_norm", "grad_to_weight")}
+                 for stat in ("weight_norm", "grad_norm", "grad_to_weight", "update_ratio")}
     assert set(tags) == expected
 
     # Activations of every layer, gradients and weights of every variable: TensorBoard's
