@@ -415,6 +415,8 @@ class SignalMonitor(keras.callbacks.Callback):
             self._restore_at_batch_end = (self.after_restore == "stop"
                                           and self._snapshot is not None)
             return
+        if any(f.kind == "nonfinite" for f in findings):  # not restored on, and not healthy
+            return
         try:
             self._snapshot = Snapshot(self.model, self.keep, self._step)
             self.snapshot_bytes = self._snapshot.nbytes

@@ -42,7 +42,8 @@ class WeightUpdates:
             steps = step - self.step
             for w, (moved, base) in zip(weights, squares):
                 ratio = float(np.sqrt(moved / base) / steps) if base > 0 else float("nan")
-                updates.append(WeightUpdate(w.path, _owner(w.path), ratio, bool(moved > 0),
+                # NaN moved: a diverged weight, not a frozen one.
+                updates.append(WeightUpdate(w.path, _owner(w.path), ratio, bool(moved != 0),
                                             bool(w.trainable), len(w.shape) >= 2, steps))
         self.before = [keras.ops.cast(keras.ops.copy(w.value), "float32") for w in weights]
         self.step, self.paths = step, paths

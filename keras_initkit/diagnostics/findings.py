@@ -600,6 +600,20 @@ def _shape(weight_row):
     return tuple(weight_row.shape)
 
 
+def _nonfinite_weights(net):
+    """The first weight that is not finite: a diverged update, which a ReLU may hide from
+    every activation and from the loss (it maps NaN to 0)."""
+    for w in net.weights:
+        if not math.isfinite(w.stats["weight_norm"]):
+            return [Finding(
+                "nonfinite", "weight", _owner_name(w.layer, w.path), w.stats["weight_norm"],
+                0.0, f"The weight '{w.path}' holds NaN or Inf: an update diverged (a learning "
+                "rate too high, or NaN in a training batch that reached the gradient). "
+                "Restore the last finite weights, then lower the learning rate, clip the "
+                "gradients or clean the data.", _owner_path(w.path))]
+    return []
+
+
 def _nonfinite_gradient(net):
     for w in net.weights:
         bad = w.stats["grad_nan_count"] + w.stats["grad_inf_count"]
@@ -749,7 +763,7 @@ def _entropy_collapse(net):
     return []
 
 
-RULES = (_nonfinite_activations, _forward_scale, _layer_gain, _dead, _saturated,
+RULES = (_nonfinite_activations, _nonfinite_weights, _forward_scale, _layer_gain, _dead, _saturated,
          _nonfinite_gradient, _backward_scale, _gradient_floor, _rank_collapse,
          _entropy_collapse)
 

@@ -142,6 +142,41 @@ def monitor(log_dir):
             "events": sorted(f for f in os.listdir(log_dir) if "tfevents" in f)}
 
 
+def restore(log_dir):
+    """on_finding="restore" under the strategy: a NaN in batch 4 reaches every weight; the
+    probe at step 6 restores step 3's state."""
+    from keras_initkit.callbacks.run_guard import state_variables
+
+    x, y = data()
+    x[4 * 32 + 1, 2] = np.nan
+    out = {}
+    for keep in ("host", "device"):
+        with STRATEGY.scope():
+            model = net(norm=False)
+        states = {}
+
+        class Recorder(keras.callbacks.Callback):
+            def on_train_batch_begin(self, batch, logs=None):
+                step = int(self.model.optimizer.iterations.numpy())
+                states[step] = [replicas(v)[0] for v in state_variables(self.model)]
+
+        watcher = SignalMonitor(os.path.join(log_dir, keep), every_n_steps=3,
+                                on_finding="restore", keep=keep)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0,
+                      callbacks=[watcher, Recorder()])
+        (restored,) = watcher.history["restores"]
+        kept = states[restored["restored_step"]]
+        out[keep] = {"restore": restored,
+                     "equal_to_kept": all(np.array_equal(r, k) for v, k in zip(
+                         state_variables(model), kept) for r in replicas(v)),
+                     "finite": all(np.all(np.isfinite(r)) for v in state_variables(model)
+                                   for r in replicas(v)),
+                     "replicas": replica_report(model)}
+    return out
+
+
 def lsuv_and_reinitialize():
     x, _ = data()
     out = {}
@@ -176,6 +211,6 @@ if __name__ == "__main__":
     results = {"replicas_in_sync": STRATEGY.num_replicas_in_sync,
                "initializers": initializers(), "diagnose": diagnoses(),
                "gradients": gradients(), "monitor": monitor(log_dir),
-               "model_init": lsuv_and_reinitialize()}
+               "model_init": lsuv_and_reinitialize(), "restore": restore(log_dir)}
     with open(out_path, "w") as f:
         json.dump(results, f)

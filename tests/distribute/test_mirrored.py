@@ -133,3 +133,13 @@ def test_reinitialize_under_the_strategy(run):
     reinit = run["model_init"]["reinitialize"]
     assert reinit["max_diff"] == 0.0  # the same seed draws the same weights
     assert all(w["identical"] and w["copies"] == 2 for w in reinit["replicas"].values())
+
+
+@pytest.mark.parametrize("keep", ["host", "device"])
+def test_restore_under_the_strategy_puts_every_replica_back_alike(run, keep):
+    out = run["restore"][keep]
+    restore = out["restore"]
+    assert restore["reason"].startswith("nonfinite: ") and "NaN" in restore["reason"]
+    assert (restore["step"], restore["restored_step"], restore["action"]) == (6, 3, "stopped")
+    assert out["equal_to_kept"] and out["finite"]  # on both devices, bit for bit
+    assert all(w["identical"] for w in out["replicas"].values())

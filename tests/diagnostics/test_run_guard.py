@@ -1,0 +1,300 @@
+"""SignalMonitor(on_finding="restore") and the update ratios: a diverging run is put back to its
+last healthy probe, bit for bit; the updates are measured and judged."""
+import math
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+import keras_initkit
+from keras_initkit.base_models import mlp
+from keras_initkit.callbacks import SignalMonitor
+from keras_initkit.callbacks.run_guard import (
+    LossWatch,
+    ScaledSchedule,
+    lower_learning_rate,
+    state_variables,
+)
+
+L = keras.layers
+BATCH = 64
+STEPS = math.ceil(1797 / BATCH)  # steps per epoch of the digits
+
+
+def digits():
+    d = load_digits()
+    return (d.data / 16.0).astype("float32"), d.target.astype("int32")
+
+
+def he_mlp(learning_rate, momentum=0.9, seed=0):
+    """Six He/ReLU Dense layers on the digits: SGD at 3.0 passes a loss of 1e2 by step 3."""
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [keras.Input((64,))] + [L.Dense(64, activation="relu", kernel_initializer="he_normal",
+                                        name=f"dense_{i}") for i in range(5)]
+        + [L.Dense(10, name="head")], name="mlp")
+    model.compile(keras.optimizers.SGD(learning_rate, momentum=momentum),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+class StateAtEachStep(keras.callbacks.Callback):
+    """What a restore puts back, as arrays, at the start of every step (after the monitor's
+    probe, which comes first in the callback list and changes nothing)."""
+
+    def __init__(self):
+        super().__init__()
+        self.states = {}
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        self.states[step] = state(self.model)
+
+
+def state(model):
+    return [np.array(v.numpy()) for v in state_variables(model)]
+
+
+def fit_quietly(model, x, y, callbacks, epochs=3, **kwargs):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0,
+                            callbacks=callbacks, **kwargs).history
+    return history, [str(w.message) for w in caught if "SignalMonitor" in str(w.message)]
+
+
+def all_finite(arrays):
+    return all(np.all(np.isfinite(a)) for a in arrays)
+
+
+@pytest.mark.parametrize("keep", ["host", "device"])
+def test_a_diverging_run_is_put_back_to_its_last_healthy_probe_and_stopped(tmp_path, keep):
+    x, y = digits()
+    lost = he_mlp(3.0)
+    lost.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    assert not all_finite(state(lost))  # without the guard, the run is lost
+
+    model = he_mlp(3.0)
+    monitor = SignalMonitor(tmp_path / "logs", every_n_steps=5, on_finding="restore", keep=keep)
+    recorder = StateAtEachStep()
+    checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "ckpt-{epoch}.weights.h5"),
+                                                 save_weights_only=True)
+    _, said = fit_quietly(model, x, y, [monitor, recorder, checkpoint])
+    (restore,) = monitor.history["restores"]
+    assert restore["action"] == "stopped"
+    assert restore["restored_step"] in recorder.states
+    assert restore["restored_step"] < restore["step"] < STEPS  # caught in the first epoch
+    assert int(model.optimizer.iterations.numpy()) == restore["step"] + 1 or \
+        int(model.optimizer.iterations.numpy()) == restore["step"]
+    # Bit for bit: the weights and the optimizer's momenta of the last healthy probe.
+    final = state(model)
+    for kept, now, v in zip(recorder.states[restore["restored_step"]], final,
+                            state_variables(model)):
+        np.testing.assert_array_equal(now, kept, err_msg=v.path)
+    assert monitor.snapshot_bytes == sum(a.nbytes for a in final)
+    assert any("Restored the weights and optimizer state of step" in s for s in said)
+    # The checkpoint after the monitor saved the restored weights, never a NaN.
+    saved = sorted(tmp_path.glob("ckpt-*.weights.h5"))
+    assert saved
+    for path in saved:
+        copy = he_mlp(3.0, seed=1)
+        copy.load_weights(path)
+        assert all_finite(copy.get_weights()), path.name
+    # And TensorBoard says so.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "logs"), size_guidance={"tensors": 0}).Reload()
+    assert [e.step for e in events.Tensors("restore")] == [restore["step"]]
+
+
+def test_after_restore_lower_lr_goes_on_to_a_finite_decreasing_loss(tmp_path):
+    x, y = digits()
+    model = he_mlp(3.0)
+    monitor = SignalMonitor(tmp_path, every_n_steps=5, on_finding="restore",
+                            after_restore="lower_lr")
+    history, _ = fit_quietly(model, x, y, [monitor])
+    restores = monitor.history["restores"]
+    assert restores and all(r["action"].startswith("lowered the learning rate") for r in restores)
+    assert int(model.optimizer.iterations.numpy()) == 3 * STEPS  # not stopped
+    rate = float(model.optimizer.learning_rate.numpy())
+    assert rate == pytest.approx(3.0 * 0.1 ** len(restores), rel=1e-6)
+    losses = history["loss"]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    assert all_finite(state(model))
+
+
+def test_lower_lr_wraps_a_schedule_and_the_step_follows_it(tmp_path):
+    x, y = digits()
+    model = he_mlp(keras.optimizers.schedules.ExponentialDecay(3.0, 100, 0.9))
+    monitor = SignalMonitor(tmp_path, every_n_steps=5, on_finding="restore",
+                            after_restore="lower_lr")
+    history, _ = fit_quietly(model, x, y, [monitor], epochs=2)
+    restores = monitor.history["restores"]
+    assert restores and restores[-1]["action"].endswith(f"x {0.1 ** len(restores):.3g}")
+    wrapped = keras.optimizers.schedules.deserialize(
+        model.optimizer.get_config()["learning_rate"])
+    assert isinstance(wrapped, ScaledSchedule)  # one wrapper, its factors multiplied
+    assert isinstance(wrapped.schedule, keras.optimizers.schedules.ExponentialDecay)
+    assert all(math.isfinite(v) for v in history["loss"])
+    assert history["loss"][-1] < history["loss"][0]
+
+
+def test_a_nan_batch_is_undone_and_the_run_goes_on(tmp_path):
+    # One NaN pixel in batch 10. The first ReLU maps the NaN to 0, so the loss stays finite,
+    # but the first kernel's gradient (x^T delta) is NaN: the probe at step 12 finds the
+    # weight, and the run goes on from step 8, the last healthy probe.
+    x, y = digits()
+    x = x.copy()
+    x[10 * BATCH + 3, 5] = np.nan
+    model = he_mlp(0.05)
+    monitor = SignalMonitor(tmp_path, every_n_steps=4, on_finding="restore",
+                            after_restore="lower_lr")
+    recorder = StateAtEachStep()
+    history, said = fit_quietly(model, x, y, [monitor, recorder], epochs=1)
+    (restore,) = monitor.history["restores"]
+    assert restore["reason"].startswith("nonfinite: The weight 'mlp/dense_0/kernel' holds NaN")
+    assert restore["step"] == 12 and restore["restored_step"] == 8
+    assert int(model.optimizer.iterations.numpy()) == STEPS  # the whole epoch ran
+    for kept, now in zip(recorder.states[8], recorder.states[12]):  # step 12 began from 8
+        np.testing.assert_array_equal(now, kept)
+    assert all_finite(state(model)) and math.isfinite(history["loss"][-1])
+    assert any("holds NaN" in s for s in said)
+
+
+def test_non_finite_weights_at_an_epoch_end_are_restored_before_the_checkpoint(tmp_path):
+    # Weights that turn NaN at an epoch's last step, whose loss was still finite: the
+    # monitor's epoch-end check restores them before the checkpoint after it saves.
+    x, y = digits()
+
+    class Poison(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == STEPS - 1:
+                kernel = self.model.layers[0].kernel
+                kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+    model = he_mlp(0.05)
+    monitor = SignalMonitor(tmp_path / "logs", every_n_steps=5, on_finding="restore")
+    checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "ckpt.weights.h5"),
+                                                 save_weights_only=True)
+    fit_quietly(model, x, y, [Poison(), monitor, checkpoint], epochs=1)
+    (restore,) = monitor.history["restores"]
+    assert restore["reason"] == "a weight is not finite at the epoch's end"
+    copy = he_mlp(0.05, seed=1)
+    copy.load_weights(tmp_path / "ckpt.weights.h5")
+    assert all_finite(copy.get_weights())
+
+
+def test_update_ratios_are_the_relative_change_per_step(tmp_path):
+    x, y = digits()
+    model = he_mlp(1e-3, momentum=0.0)
+    model.compile(keras.optimizers.Adam(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    monitor = SignalMonitor(tmp_path, every_n_steps=4)
+    recorder = StateAtEachStep()
+    fit_quietly(model, x, y, [monitor, recorder], epochs=1)
+    steps = monitor.history["step"]
+    assert steps[-1] == STEPS  # the last probe, at the end of training
+    recorder.states[STEPS] = state(model)
+    index = {v.path: i for i, v in enumerate(state_variables(model))}
+    compared = 0
+    for path, series in monitor.history["weights"].items():
+        ratios = series["update_ratio"]
+        assert len(ratios) == len(steps) and math.isnan(ratios[0])
+        for before, after, ratio in zip(steps, steps[1:], ratios[1:]):
+            old = recorder.states[before][index[path]].astype(np.float64)
+            new = recorder.states[after][index[path]].astype(np.float64)
+            if not np.any(old):  # a bias that starts at zero: no ratio
+                assert math.isnan(ratio)
+                continue
+            expected = np.linalg.norm(new - old) / np.linalg.norm(old) / (after - before)
+            assert ratio == pytest.approx(expected, rel=1e-4), (path, before)
+            compared += 1
+    assert compared >= 6 * (len(steps) - 1)  # every kernel at every probe after the first
+
+
+class CutGradient(L.Layer):
+    def call(self, x):
+        return keras.ops.stop_gradient(x)
+
+
+@pytest.mark.parametrize("how, cause", [("frozen", "trainable=False"),
+                                        ("cut", "its gradient is zero")])
+def test_a_weight_that_does_not_move_is_flagged(tmp_path, how, cause):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((64,))
+    side = L.Dense(32, activation="relu", name="side")(inputs)
+    if how == "cut":
+        side = CutGradient()(side)
+    main = L.Dense(32, activation="relu", name="main")(inputs)
+    model = keras.Model(inputs, L.Dense(10, name="head")(L.Concatenate()([main, side])))
+    if how == "frozen":
+        model.get_layer("side").trainable = False  # its kernel is still in model.weights
+    model.compile(keras.optimizers.SGD(0.05),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = digits()
+    monitor = SignalMonitor(tmp_path, every_n_steps=3)
+    fit_quietly(model, x[:BATCH * 9], y[:BATCH * 9], [monitor], epochs=1)
+    found = [f for _, f in monitor.history["findings"] if f.kind == "update"]
+    assert found and {f.path for f in found} == {"side/kernel"}
+    assert all(f.severity == "warning" and cause in f.message for f in found)
+    assert monitor.history["weights"]["side/kernel"]["update_ratio"][1:] == [0.0] * 3
+    assert monitor.history["weights"]["main/kernel"]["update_ratio"][1] > 0
+
+
+def test_a_healthy_he_mlp_of_initkit_compare_raises_no_update_finding(tmp_path):
+    x, y = digits()
+    net = mlp((64,), 10)  # `initkit compare`'s base model: 20 Dense(64, relu)
+    keras_initkit.reinitialize(net, "kit_he", seed=0)  # its scheme "he"
+    net.compile(keras.optimizers.Adam(1e-3),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    monitor = SignalMonitor(tmp_path, every_n_steps=STEPS // 2)
+    fit_quietly(net, x, y, [monitor], epochs=2)
+    ratios = [r for s in monitor.history["weights"].values() for r in s["update_ratio"][1:]
+              if math.isfinite(r)]
+    assert ratios and max(ratios) < 0.1
+    assert [f for _, f in monitor.history["findings"] if f.kind == "update"] == []
+
+
+def test_loss_watch_recovers_each_batch_loss_from_the_running_mean():
+    watch = LossWatch(spike=10.0)
+    losses = [2.0, 1.8, 1.7, 1.6, 40.0]
+    means = np.cumsum(losses) / np.arange(1, len(losses) + 1)
+    said = [watch(batch, mean) for batch, mean in enumerate(means)]
+    assert said[:4] == [None] * 4 and list(watch.recent) == pytest.approx(losses[:4])
+    assert said[4].startswith("the batch loss 40 is above 10 x the median")
+    assert watch(4, means[4]) is None  # the same batch again (a chunk of steps): nothing new
+    assert watch(5, float("inf")) == "the training loss is inf"
+    watch.reset(last_batch=5)  # a restore reset Keras' mean after batch 5
+    assert watch(6, 1.5) is None and watch.recent[-1] == pytest.approx(1.5)
+
+
+def test_scaled_schedule_round_trips_and_scales():
+    schedule = ScaledSchedule(keras.optimizers.schedules.CosineDecay(1e-2, 100), 0.1)
+    again = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+    assert isinstance(again, ScaledSchedule) and again.get_config() == schedule.get_config()
+    for step in (0, 50, 100):
+        inner = float(schedule.schedule(step))
+        assert float(again(step)) == pytest.approx(0.1 * inner, rel=1e-6)
+    optimizer = keras.optimizers.SGD(schedule)
+    model = keras.Sequential([keras.Input((2,)), L.Dense(1)])
+    model.compile(optimizer, "mse")
+    assert lower_learning_rate(model, 0.5) == "CosineDecay x 0.05"  # one wrapper
+    with pytest.raises(TypeError, match="received schedule=0.1"):
+        ScaledSchedule(0.1, 0.5)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(restore_on=["exploding", "slow"]), "`restore_on` must be"),
+    (dict(restore_on=[]), "`restore_on` must be"),
+    (dict(after_restore="continue"), "`after_restore` must be"),
+    (dict(keep="disk"), "`keep` must be"),
+    (dict(lr_factor=1.5), "`lr_factor` must be a number strictly between 0 and 1; received "
+                          "lr_factor=1.5"),
+    (dict(loss_spike=1.0), "`loss_spike` must be None or a number > 1; received "
+                           "loss_spike=1.0"),
+])
+def test_bad_restore_arguments_are_refused_at_construction(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match.replace("(", r"\(")):
+        SignalMonitor(tmp_path, on_finding="restore", **kwargs)
