@@ -30,6 +30,7 @@ EXAMPLES = {
     "transfer_learning.py": ["--quick", "--out", "out"],
     "custom_initializer.py": ["--quick", "--out", "out"],
     "compare_initializers.py": ["--quick", "--out", "out"],
+    "guard_a_diverging_run.py": ["--quick", "--out", "out"],
 }
 # A line each example prints only when its own checks passed (None: return code only).
 KEY_LINES = {
@@ -39,6 +40,7 @@ KEY_LINES = {
     "transfer_learning.py": r"^Body layers hidden_1, hidden_2 identical to the source;",
     "custom_initializer.py": r"^Reloaded: weights identical: True;",
     "compare_initializers.py": r"^best mean validation accuracy: ",
+    "guard_a_diverging_run.py": r"^Guarded run: finite weights: True, ",
 }
 # Files each example writes under --out.
 OUTPUTS = {
@@ -47,6 +49,7 @@ OUTPUTS = {
     "lsuv_resnet.py": ["lsuv_report.json", "diagnosis_before.png", "diagnosis_after.png"],
     "transfer_learning.py": ["digits_source.keras"],
     "custom_initializer.py": ["custom_init.keras"],
+    "guard_a_diverging_run.py": ["guard.png"],
 }
 FAST = {"custom_initializer.py"}  # a few seconds; the others train or trace a large model
 
@@ -62,7 +65,17 @@ def check_quickstart(stdout):
     assert rows["kit_random_normal"][5] > rows["kit_he"][5]  # the monitor saw more findings
 
 
-EXTRA_CHECKS = {"quickstart.py": check_quickstart}
+def check_guard(stdout):
+    # Without the guard the weights are lost; with it they are kept, and the run that goes on
+    # at a lower rate learns.
+    assert "(the run is lost): " in stdout and "weights finite: False" in stdout
+    assert stdout.count("weights finite: True") == 2  # the two guarded runs
+    start, end = map(float, re.search(r"loss ([\d.]+) at the start, ([\d.]+) over", stdout)
+                     .groups())
+    assert end < 0.5 * start
+
+
+EXTRA_CHECKS = {"quickstart.py": check_quickstart, "guard_a_diverging_run.py": check_guard}
 
 
 def _param(script):
