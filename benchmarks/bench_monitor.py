@@ -114,10 +114,13 @@ class HookTimer:
     def __init__(self, callbacks):
         self.seconds = 0.0
         for callback in callbacks:
-            for name in dir(type(callback)):
-                hook = getattr(type(callback), name)
-                if name.startswith("on_") and hook is not getattr(keras.callbacks.Callback,
-                                                                   name, None):
+            for name in dir(callback):
+                # Overridden in the class, or set on the instance (the batch-end hook of
+                # SignalMonitor(on_finding="restore")).
+                own = name in vars(callback)
+                hook = getattr(type(callback), name, None)
+                if name.startswith("on_") and (own or hook is not getattr(
+                        keras.callbacks.Callback, name, None)):
                     setattr(callback, name, self._timed(getattr(callback, name)))
 
     def _timed(self, hook):
@@ -201,6 +204,16 @@ class Interleaved(keras.callbacks.Callback):
                  if i + self.segment <= len(steps)]
         return [means[j] / (0.5 * (means[j - 1] + means[j + 1]))
                 for j in range(3, len(means) - 1, 2)]
+
+
+class InterleavedWithEnd(Interleaved):
+    """`Interleaved` for a callback with a batch-end hook too (`on_finding="restore"`): Keras
+    then waits for every step's logs in every segment, so the ratio is the callback's own
+    time; the wait itself is the whole-fit row "no-op on_train_batch_end"."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (len(self.stamps) - 1) // self.segment % 2 == 1:
+            self.callback.on_train_batch_end(batch, logs)
 
 
 def median_interval(values, draws=4000):
@@ -287,7 +300,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=None, help="default 11; 2 with --quick")
     parser.add_argument("--quick", action="store_true", help="the MLP only, 2 rounds")
-    parser.add_argument("--part", choices=("overhead", "segments", "depth", "images", "all"),
+    parser.add_argument("--part", choices=("overhead", "segments", "depth", "images", "restore",
+                                           "all"),
                         default="all", help="segments: only the within-fit measure; images: "
                         "SignalMonitor(images=True) alone, against images=False and none")
     parser.add_argument("--image-every", default="",
@@ -301,6 +315,8 @@ def main():
         overhead_part(rounds, args.quick)
     if args.part == "segments":
         segments_part(rounds, args.quick)
+    if args.part == "restore":
+        restore_part(rounds, args.quick)
     if args.part == "images":
         images_part(rounds, args.quick, [int(k) for k in args.image_every.split(",") if k])
     if args.part in ("depth", "all"):
@@ -480,6 +496,100 @@ def segments_part(rounds, quick, batch=32, logs=None):
             interval = median_interval(values)
             print(f"| {kind} | {name} | {len(values)} | {mid:.3f} | {interval[0]:.3f}-"
                   f"{interval[1]:.3f} | {low:.3f}-{high:.3f} |", flush=True)
+
+
+def restore_part(rounds, quick, batch=32):
+    """SignalMonitor(on_finding="restore") against the same monitor with "warn", no callback
+    and a no-op batch-end hook: whole fits, then within fits; then the copy's own time."""
+    logs = tempfile.mkdtemp(prefix="bench_restore_")
+    steps = 600
+    print(f"on_finding='restore', whole fits: batch {batch}, {steps} steps per fit, median of "
+          f"{rounds} rounds\n")
+    print("| model | callback | ms / step | ratio to none | ratio to no-op batch-end "
+          "| ratio by self-time |")
+    print("|---|---|---|---|---|---|")
+    for kind, x, y, model in models(quick, batch * steps):
+        def monitor(name, **options):
+            return [SignalMonitor(os.path.join(logs, kind, name), **options)]
+
+        configs = {
+            "none": [],
+            "no-op on_train_batch_end": [_NoOpBatchEnd()],
+            "SignalMonitor() defaults": monitor("default"),
+            "SignalMonitor(on_finding='restore')": monitor("restore", on_finding="restore"),
+            "SignalMonitor(every_n_steps=16)": monitor("every16", every_n_steps=16),
+            "SignalMonitor(every_n_steps=16, on_finding='restore')": monitor(
+                "restore16", every_n_steps=16, on_finding="restore"),
+            "the same, keep='device'": monitor("restore16d", every_n_steps=16,
+                                               on_finding="restore", keep="device"),
+        }
+        times, own = timed_fits(model, x, y, configs, rounds, batch)
+        for name in configs:
+            print(f"| {kind} | {name} | {1e3 * statistics.median(times[name]):.2f} | "
+                  f"{paired(times[name], times['none']):.3f} | "
+                  f"{paired(times[name], times['no-op on_train_batch_end']):.3f} | "
+                  f"{1 + paired(own[name], times['none']):.3f} |", flush=True)
+
+    segments = 20
+    print(f"\nWithin fits ({rounds} fits of {64 * segments} steps per row): segments of 64 "
+          "steps with the monitor's hooks against the two around them without\n")
+    print("| model | callback | segments | median ratio | 95% interval |")
+    print("|---|---|---|---|---|")
+    for kind, x, y, model in models(quick, batch * 64 * segments):
+        rows = {"every_n_steps=16 (on_finding='warn')": Interleaved(SignalMonitor(
+            os.path.join(logs, kind, "inter_warn"), every_n_steps=16), segment=64)}
+        rows.update({f"every_n_steps=16, on_finding='restore', keep='{keep}'": InterleavedWithEnd(
+            SignalMonitor(os.path.join(logs, kind, f"inter_{keep}"), every_n_steps=16,
+                          on_finding="restore", keep=keep), segment=64)
+            for keep in ("host", "device")})
+        ratios = {name: [] for name in rows}
+        for callback in rows.values():  # warm-up: tracing
+            model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=[callback])
+        for i in range(rounds):
+            for name in (list(rows) if i % 2 == 0 else list(reversed(rows))):
+                model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=[rows[name]])
+                ratios[name] += rows[name].ratios()
+        for name, values in ratios.items():
+            low, high = median_interval(values)
+            print(f"| {kind} | {name} | {len(values)} | {np.median(values):.3f} | "
+                  f"{low:.3f}-{high:.3f} |", flush=True)
+    copy_cost(quick)
+
+
+def copy_cost(quick, repeats=21):
+    """The copy a healthy probe takes (weights and Adam's two moments), host and device,
+    against one training step of the same model."""
+    from keras_initkit.callbacks.run_guard import Snapshot
+
+    print(f"\nThe copy of one healthy probe (Adam: weights and two moments), median of "
+          f"{repeats}\n")
+    print("| model | bytes | keep | copy ms | training step ms | copy / step |")
+    print("|---|---|---|---|---|---|")
+    builds = [("mlp", mlp, (64,)), ("cnn", cnn, (16, 16, 3))]
+    if not quick:
+        builds.append(("ResNet50 64x64", resnet50, (64, 64, 3)))
+    for kind, build, shape in builds:
+        keras.utils.set_random_seed(0)
+        model = build()
+        model.compile(keras.optimizers.Adam(1e-3),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        x = np.random.default_rng(0).normal(size=(32 * 11,) + shape).astype("float32")
+        y = np.zeros(len(x), "int32")
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0)  # built, traced
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+        step = (time.perf_counter() - start) / 11
+        for keep in ("host", "device"):
+            seconds = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                snapshot = Snapshot(model, keep, 0)
+                if keep == "device":  # the copies are made when the values are ready
+                    keras.ops.convert_to_numpy(snapshot.values[-1])
+                seconds.append(time.perf_counter() - start)
+            copy = statistics.median(seconds)
+            print(f"| {kind} | {snapshot.nbytes / 1e6:.1f} MB | {keep} | {1e3 * copy:.2f} | "
+                  f"{1e3 * step:.2f} | {copy / step:.2f} |", flush=True)
 
 
 def memory_part(batch, logs):

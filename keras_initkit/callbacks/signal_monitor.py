@@ -490,15 +490,24 @@ class SignalMonitor(keras.callbacks.Callback):
             self._writer.scalars(scalars, self._step)
             return
         import tensorflow as tf
+        from tensorboard.compat.proto import summary_pb2, tensor_pb2, types_pb2
         from tensorboard.plugins.scalar.metadata import create_summary_metadata
 
-        # As the probe's own scalars: the plugin's metadata in a tag's first event only.
+        # One Summary in one write (eager, a write per tag cost 4 ms a probe), each value a
+        # float32 scalar tensor as tf.summary.scalar writes it; the scalars plugin's
+        # metadata in a tag's first event only, as the probe's own scalars.
         metadata = create_summary_metadata(display_name=None, description=None)
-        with self._writer.as_default(step=self._step):
-            for tag, value in scalars:
-                tf.summary.write(tag, tf.constant(value, tf.float32), metadata=(
-                    None if tag in self._described else metadata))
+        values = []
+        for tag, number in scalars:
+            value = summary_pb2.Summary.Value(tag=tag, tensor=tensor_pb2.TensorProto(
+                dtype=types_pb2.DT_FLOAT, float_val=[number]))
+            if tag not in self._described:
+                value.metadata.CopyFrom(metadata)
                 self._described.add(tag)
+            values.append(value)
+        with self._writer.as_default(step=self._step):
+            tf.summary.experimental.write_raw_pb(
+                summary_pb2.Summary(value=values).SerializeToString(), step=self._step)
 
     def _record(self, result, findings, updates=()):
         self.history["step"].append(self._step)
