@@ -135,6 +135,12 @@ class SignalMonitor(keras.callbacks.Callback):
             `logs` Keras hands `on_train_batch_end`, which makes Keras wait
             for each step's logs (it does for any callback with a batch-end
             hook): `"restore"` costs that sync, the other choices do not.
+            Keras' `logs["loss"]` is the epoch's running mean; each batch's
+            loss is recovered from two successive means (`run_guard.LossWatch`).
+            With `steps_per_execution=k` Keras hands the logs once per k steps:
+            the check then judges the mean of those k batches. A batch's loss is
+            computed before its update, so an update that makes the weights
+            non-finite shows in the next batch's loss, or at the next probe.
         loss: Loss for `y` when the model is not compiled with one.
         images: Also draw two pictures into TensorBoard's Images tab (off by
             default): `"signal/propagation"`, the activation RMS and the
@@ -161,9 +167,14 @@ class SignalMonitor(keras.callbacks.Callback):
 
     At each probe after the first, each weight's mean relative update per step
     since the last probe, ||W_now - W_before|| / ||W_before|| / steps, is
-    logged as `weight/<path>/update_ratio` and judged (`kind="update"`: too
-    large, or a weight that did not move). When training ends, the last step
-    is probed if it was not.
+    logged as `weight/<path>/update_ratio` and judged (`kind="update"`): a
+    kernel above `update_ratio` (1e-1 a step, a warning; above
+    `update_error_ratio`, 1.0, an error) where about 1e-3 is healthy (CS231n,
+    "Neural Networks Part 3"), and a weight whose float32 value did not change
+    at all over two steps or more (an update below float32's resolution of the
+    weight changes nothing): a layer with `trainable=False`, a branch cut from
+    the loss, a zero gradient. When training ends, the last step is probed if
+    it was not, unless the monitor itself stopped the run.
 
     Attributes:
         history: `{"step": [...], "activations": {path: {stat: [...]}},
@@ -180,6 +191,12 @@ class SignalMonitor(keras.callbacks.Callback):
 
     With pictures of the signal, in TensorBoard's Images tab:
     >>> monitor = SignalMonitor("logs/he", probe_data=x_train[:256], images=True)
+
+    Guarding a run: a diverging step is undone, then the rate is lowered:
+    >>> monitor = SignalMonitor("logs/run", every_n_steps=50, on_finding="restore",
+    ...                         after_restore="lower_lr")
+    >>> model.fit(x_train, y_train, callbacks=[monitor, keras.callbacks.ModelCheckpoint(path)])
+    >>> monitor.history["restores"]
     """
 
     def __init__(self, log_dir, probe_data=None, every_n_steps=200, histograms=False,
