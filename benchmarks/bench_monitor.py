@@ -326,9 +326,7 @@ def main():
 def overhead_part(rounds, quick):
     batch, steps = 32, 600
     print(f"batch {batch}, {steps} steps per fit, median of {rounds} rounds\n")
-    print("| model | callback | ms / step | ratio to none | ratio to no-op batch-end "
-          "| ratio by self-time |")
-    print("|---|---|---|---|---|---|")
+    print(WHOLE_FITS_HEADER)
     logs = tempfile.mkdtemp(prefix="bench_monitor_")
     for kind, x, y, model in models(quick, batch * steps):
         configs = {
@@ -343,15 +341,37 @@ def overhead_part(rounds, quick):
             "TensorBoard(histogram_freq=1)": [keras.callbacks.TensorBoard(
                 os.path.join(logs, kind, "keras"), histogram_freq=1)],
         }
-        times, own = timed_fits(model, x, y, configs, rounds, batch)
-        for name in configs:
-            print(f"| {kind} | {name} | {1e3 * statistics.median(times[name]):.2f} | "
-                  f"{paired(times[name], times['none']):.3f} | "
-                  f"{paired(times[name], times['no-op on_train_batch_end']):.3f} | "
-                  f"{1 + paired(own[name], times['none']):.3f} |", flush=True)
+        print_whole_fits(kind, *timed_fits(model, x, y, configs, rounds, batch))
 
     segments_part(rounds, quick, batch, logs)
     memory_part(batch, logs)
+
+
+WHOLE_FITS_HEADER = ("| model | callback | ms / step | ratio to none | ratio to no-op batch-end "
+                     "| ratio by self-time |\n|---|---|---|---|---|---|")
+
+
+def print_whole_fits(kind, times, own):
+    """One table row per configuration of `timed_fits`: the median step, and the paired
+    ratios to no callback, to a no-op batch-end hook and by the hooks' own time."""
+    for name in times:
+        print(f"| {kind} | {name} | {1e3 * statistics.median(times[name]):.2f} | "
+              f"{paired(times[name], times['none']):.3f} | "
+              f"{paired(times[name], times['no-op on_train_batch_end']):.3f} | "
+              f"{1 + paired(own[name], times['none']):.3f} |", flush=True)
+
+
+def interleaved_fits(model, x, y, rows, rounds, batch):
+    """`{name: [segment ratios]}` of `Interleaved` callbacks: one warm-up `fit` each
+    (tracing), then `rounds` rounds of one `fit` each, in alternating order."""
+    ratios = {name: [] for name in rows}
+    for callback in rows.values():
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=[callback])
+    for i in range(rounds):
+        for name in (list(rows) if i % 2 == 0 else list(reversed(rows))):
+            model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=[rows[name]])
+            ratios[name] += rows[name].ratios()
+    return ratios
 
 
 def timed_fits(model, x, y, configs, rounds, batch):
@@ -484,13 +504,7 @@ def segments_part(rounds, quick, batch=32, logs=None):
             "forward and backward pass of the probe batch, every 16": Interleaved(
                 _OwnPass(model, x[:batch], y[:batch], every=16), segment=64),
         }
-        ratios = {name: [] for name in rows}
-        for callback in rows.values():  # warm-up: tracing
-            model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=[callback])
-        for i in range(rounds):
-            for name in (list(rows) if i % 2 == 0 else list(reversed(rows))):
-                model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=[rows[name]])
-                ratios[name] += rows[name].ratios()
+        ratios = interleaved_fits(model, x, y, rows, rounds, batch)
         for name, values in ratios.items():
             low, mid, high = np.percentile(values, [25, 50, 75])
             interval = median_interval(values)
@@ -505,9 +519,7 @@ def restore_part(rounds, quick, batch=32):
     steps = 600
     print(f"on_finding='restore', whole fits: batch {batch}, {steps} steps per fit, median of "
           f"{rounds} rounds\n")
-    print("| model | callback | ms / step | ratio to none | ratio to no-op batch-end "
-          "| ratio by self-time |")
-    print("|---|---|---|---|---|---|")
+    print(WHOLE_FITS_HEADER)
     for kind, x, y, model in models(quick, batch * steps):
         def monitor(name, **options):
             return [SignalMonitor(os.path.join(logs, kind, name), **options)]
@@ -523,12 +535,7 @@ def restore_part(rounds, quick, batch=32):
             "the same, keep='device'": monitor("restore16d", every_n_steps=16,
                                                on_finding="restore", keep="device"),
         }
-        times, own = timed_fits(model, x, y, configs, rounds, batch)
-        for name in configs:
-            print(f"| {kind} | {name} | {1e3 * statistics.median(times[name]):.2f} | "
-                  f"{paired(times[name], times['none']):.3f} | "
-                  f"{paired(times[name], times['no-op on_train_batch_end']):.3f} | "
-                  f"{1 + paired(own[name], times['none']):.3f} |", flush=True)
+        print_whole_fits(kind, *timed_fits(model, x, y, configs, rounds, batch))
 
     segments = 20
     print(f"\nWithin fits ({rounds} fits of {64 * segments} steps per row): segments of 64 "
@@ -542,13 +549,7 @@ def restore_part(rounds, quick, batch=32):
             SignalMonitor(os.path.join(logs, kind, f"inter_{keep}"), every_n_steps=16,
                           on_finding="restore", keep=keep), segment=64)
             for keep in ("host", "device")})
-        ratios = {name: [] for name in rows}
-        for callback in rows.values():  # warm-up: tracing
-            model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=[callback])
-        for i in range(rounds):
-            for name in (list(rows) if i % 2 == 0 else list(reversed(rows))):
-                model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=[rows[name]])
-                ratios[name] += rows[name].ratios()
+        ratios = interleaved_fits(model, x, y, rows, rounds, batch)
         for name, values in ratios.items():
             low, high = median_interval(values)
             print(f"| {kind} | {name} | {len(values)} | {np.median(values):.3f} | "

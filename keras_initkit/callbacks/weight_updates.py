@@ -78,8 +78,12 @@ def _measurer(weights):
         call = flat_call(function)
         if call is None:
             return function
-        # _call_flat gives the one output as it is, or in a list (TensorFlow releases differ).
-        return lambda: (lambda out: out[0] if isinstance(out, (list, tuple)) else out)(call([]))
+
+        def flat_measure():
+            out = call([])  # the one output as it is, or in a list (TensorFlow releases differ)
+            return out[0] if isinstance(out, (list, tuple)) else out
+
+        return flat_measure
     state = {"before": [ops.copy(ops.cast(w.value, "float32")) for w in weights]}
 
     def step(values, before):
