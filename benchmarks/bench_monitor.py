@@ -581,10 +581,10 @@ def copy_cost(quick, repeats=21):
         model.fit(x, y, batch_size=32, epochs=1, verbose=0)
         step = (time.perf_counter() - start) / 11
         for keep in ("host", "device"):
-            seconds = []
+            snapshot, seconds = Snapshot(model, keep), []  # made once, taken at each probe
             for _ in range(repeats):
                 start = time.perf_counter()
-                snapshot = Snapshot(model, keep, 0)
+                snapshot.take(0)
                 if keep == "device":  # the copies are made when the values are ready
                     keras.ops.convert_to_numpy(snapshot.values[-1])
                 seconds.append(time.perf_counter() - start)

@@ -110,6 +110,24 @@ def flat_call(function):
     return lambda tensors: call(tensors, function.captured_inputs)
 
 
+def flat_function(function):
+    """`function`, of no arguments, compiled by TensorFlow once, and called flat: each call
+    binds nothing (binding 20 arguments cost 1.5 ms a call). Returns the list of its
+    output tensors ([] when it returns none)."""
+    import tensorflow as tf
+
+    concrete = tf.function(function, autograph=False).get_concrete_function()
+    call = flat_call(concrete)
+
+    def flat():
+        out = call([]) if call is not None else concrete()
+        if out is None:
+            return []
+        return list(out) if isinstance(out, (list, tuple)) else [out]
+
+    return flat
+
+
 def clear_strategy_stack(graph):
     """Empties the distribution-strategy stack a function graph holds while it traces, so a
     probe traced inside a replica context runs on the whole batch (probe.py says why)."""

@@ -15,6 +15,8 @@ import statistics
 import keras
 import numpy as np
 
+from .._compat import flat_function
+
 KEEP = ("host", "device")
 AFTER_RESTORE = ("stop", "lower_lr")
 
@@ -33,9 +35,10 @@ def state_variables(model):
     return kept
 
 
-def _build_optimizer(model):
+def build_optimizer(model):
     """Keras builds the optimizer's state (momenta, moments) at the first step; a copy taken
-    before it needs that state as the step will find it, so it is built here."""
+    before it (or a probe's call traced to read it) needs that state as the step will find
+    it, so it is built here."""
     optimizer = getattr(model, "optimizer", None)
     if optimizer is None or optimizer.built:
         return
@@ -46,30 +49,65 @@ def _build_optimizer(model):
 
 
 class Snapshot:
-    """A copy of `state_variables(model)`, kept on the host (NumPy) or on the device.
+    """A copy of `state_variables(model)`, kept on the host (NumPy) or on the device, taken
+    again at each healthy probe (`take`) and put back by `restore`.
 
     Args:
         model: The model being trained.
         keep: `"host"` (a NumPy copy: no device memory) or `"device"` (a copy
             on the variables' device: no transfer).
-        step: The training step the copy is of.
+
+    On TensorFlow the copy is the values read, kept: a tensor read from a variable
+    shares its buffer until the next step writes the variable, which then writes a
+    new buffer (TensorFlow's tensors never change), so the copy costs no copying of
+    its own, and `take` no call where the probe's call read the values already. On
+    JAX (whose step reuses the buffers it is given) and PyTorch (which updates in
+    place) the values are copied.
     """
 
-    def __init__(self, model, keep, step):
-        self.step = step
-        _build_optimizer(model)
+    def __init__(self, model, keep):
+        build_optimizer(model)
         self.variables = state_variables(model)
-        copy = keras.ops.convert_to_numpy if keep == "host" else keras.ops.copy
-        self.values = [copy(v.value) for v in self.variables]
+        self.ids = tuple(id(v) for v in self.variables)
+        self.keep, self.step, self.values = keep, None, None
+        self._read = _reader(self.variables, keep)
+        # Bytes the copy holds: one copy of the weights and the optimizer's state.
+        self.nbytes = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
+                          for v in self.variables)
 
-    @property
-    def nbytes(self):
-        """Bytes the copy holds: one copy of the weights and the optimizer's state."""
-        return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in self.variables)
+    def matches(self, model):
+        """Whether `model`'s state is still these variables (a layer unfrozen, an optimizer
+        replaced, and it is not)."""
+        return self.ids == tuple(id(v) for v in state_variables(model))
+
+    def take(self, step, values=None):
+        """Keeps the variables' values now, the state after `step` training steps: the
+        `values` read already (TensorFlow tensors, in the order of `variables`), or read."""
+        self.step = None  # a copy that fails half-way is no copy
+        if values is None:
+            self.values = self._read()
+        else:
+            self.values = [v.numpy() for v in values] if self.keep == "host" else list(values)
+        self.step = step
+
 
     def restore(self):
         for variable, value in zip(self.variables, self.values):
             variable.assign(value)
+
+
+def _reader(variables, keep):
+    """A function of no arguments that gives the values of `variables`, kept: NumPy arrays
+    on the host, or tensors on the device; on TensorFlow by one compiled call."""
+    if keras.backend.backend() != "tensorflow":
+        copy = keras.ops.convert_to_numpy if keep == "host" else keras.ops.copy
+        return lambda: [copy(v.value) for v in variables]
+    import tensorflow as tf
+
+    read = flat_function(lambda: [tf.identity(v.value) for v in variables])
+    if keep == "host":
+        return lambda: [t.numpy() for t in read()]
+    return read
 
 
 @keras.saving.register_keras_serializable(package="keras_initkit")

@@ -11,11 +11,20 @@ from .._compat import dataset_variant, fit_arguments, flat_layers
 from ..base_models import check_sizes
 from ..diagnostics import KINDS, Finding, Probe, Thresholds, cached_probe, judge
 from ..diagnostics.findings import update_findings
-from ..diagnostics.probe import layer_paths
+from ..diagnostics.probe import HookOutput, layer_paths
 from ..distribution import multi_worker
 from .event_writer import EventWriter, scalar_tags
-from .run_guard import AFTER_RESTORE, KEEP, LossWatch, Snapshot, check_factor, lower_learning_rate
-from .weight_updates import WeightUpdates
+from .run_guard import (
+    AFTER_RESTORE,
+    KEEP,
+    LossWatch,
+    Snapshot,
+    build_optimizer,
+    check_factor,
+    lower_learning_rate,
+    state_variables,
+)
+from .weight_updates import WeightUpdates, update_tag
 
 ON_FINDING = ("warn", "stop", "raise", "restore")
 # The statistics written as TensorBoard scalars (all of them stay in `history`).
@@ -242,7 +251,6 @@ class SignalMonitor(keras.callbacks.Callback):
         self.history = {"step": [], "activations": {}, "weights": {}, "findings": [],
                         "restores": []}
         self._warned, self._notes = set(), set()
-        self._described = set()  # the update-ratio tags written once, with their metadata
         self._step = self._epoch_base = self._next_probe = 0
         self._probed_step = None  # the last step probed, whether or not the probe succeeded
         self._probe = self._writer = None
@@ -278,6 +286,8 @@ class SignalMonitor(keras.callbacks.Callback):
                 self._writer = EventWriter(self.log_dir, max_queue=100)
         if self.x is None:  # no probe_data: the first training batch
             self.x, self.y = _first_batch_of_fit(self.model)
+        if self.on_finding == "restore":  # before the probe's call is traced to read it
+            build_optimizer(self.model)
         if self._probe is None or self._probe.model is not self.model:  # reuse its trace
             from .in_graph_scalars import InGraphScalars
 
@@ -285,13 +295,31 @@ class SignalMonitor(keras.callbacks.Callback):
                 self._writer, _ACTIVATION_SCALARS, _WEIGHT_SCALARS)
             self._probe = Probe(self.model, loss=self.loss,
                                 saturation_threshold=self.thresholds.saturation_threshold,
-                                in_graph_hook=scalars,
+                                in_graph_hook=self._in_graph_hook(scalars) if on_tensorflow
+                                else None,
                                 tensors_of=self.layers and self.layers(self.model))
         # On the device once: each probe then skips the host-to-device copy.
         on_device = lambda data: keras.tree.map_structure(keras.ops.convert_to_tensor, data)  # noqa
         self._batch = (on_device(self.x), None if self.y is None else on_device(self.y))
         self._step = self._epoch_base = self._iterations()
         self._probe_if_due(force=True)  # the state training starts from
+
+    def _in_graph_hook(self, scalars):
+        """TensorFlow: inside the probe's compiled call, the update ratios, then every
+        scalar written in one event (`scalars`, None where this process writes none); it
+        returns what `WeightUpdates` reads from the probe's result, and with
+        `on_finding="restore"` the values the copy of a healthy state keeps."""
+        def hook(tables, step, first):
+            *updates, measured = self._updates.in_graph(self.model, step, tables.all_finite)
+            if scalars is not None:
+                scalars(tables, step, first, updates)
+            if self.on_finding != "restore":
+                return HookOutput(measured)
+            # The state the copy of a healthy probe keeps, read in the same call.
+            state = state_variables(self.model)
+            return HookOutput(measured, [v.value for v in state], tuple(id(v) for v in state))
+
+        return hook
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_base = self._iterations()  # one read per epoch; exact under any chunking
@@ -363,15 +391,14 @@ class SignalMonitor(keras.callbacks.Callback):
             with_tensors = self.histograms and self._writer is not None
             result = self._probe(*self._batch, with_tensors=with_tensors, step=self._step)
             findings, note = self._judge(result)
-            updates = self._updates(self.model, self._step)
+            updates = self._updates(self.model, self._step, result.hook_numbers)
             findings += update_findings(updates, self.thresholds)
             if note and note not in self._notes:
                 self._notes.add(note)
                 warnings.warn(f"SignalMonitor at step {self._step}: {note}", stacklevel=2)
             self._record(result, findings, updates)
             if isinstance(self._writer, EventWriter):  # TensorFlow writes them in the probe
-                self._write_scalars(result)
-            self._write_updates(updates)
+                self._write_scalars(result, updates)
             self._write(result, findings)
             if self.images and self._writer is not None:
                 self._signal = _signal_of(self._step, result)
@@ -383,7 +410,7 @@ class SignalMonitor(keras.callbacks.Callback):
                           f"skipped ({_first_line(error)}).", stacklevel=2)
             return
         if self.on_finding == "restore":
-            self._guard(findings)
+            self._guard(findings, result)
         if self._any_worker is None:
             for finding in findings:
                 self._act(finding)
@@ -421,7 +448,7 @@ class SignalMonitor(keras.callbacks.Callback):
                                   stepped_probe=quiet, result=result)
         return findings, note
 
-    def _guard(self, findings):
+    def _guard(self, findings, result):
         """`on_finding="restore"` at a probe: restore on a diverging finding, else keep a
         copy of this healthy state."""
         diverging = [f for f in findings if f.severity == "error" and f.kind in self.restore_on]
@@ -435,9 +462,14 @@ class SignalMonitor(keras.callbacks.Callback):
         if any(f.kind == "nonfinite" for f in findings):  # not restored on, and not healthy
             return
         try:
-            self._snapshot = Snapshot(self.model, self.keep, self._step)
+            if self._snapshot is None or not self._snapshot.matches(self.model):
+                self._snapshot = Snapshot(self.model, self.keep)
+            # The values the probe's call read, where it read these variables.
+            read = result.shared.get("hook", (0, None))[1] == self._snapshot.ids
+            self._snapshot.take(self._step, result.hook_tensors if read else None)
             self.snapshot_bytes = self._snapshot.nbytes
-        except Exception as error:  # the last copy stays
+        except Exception as error:  # nothing to restore until the next healthy probe
+            self._snapshot = None
             warnings.warn(f"SignalMonitor: the copy at step {self._step} failed "
                           f"({_first_line(error)}).", stacklevel=2)
 
@@ -498,34 +530,6 @@ class SignalMonitor(keras.callbacks.Callback):
             warnings.warn(f"SignalMonitor: writing {tag!r} failed ({_first_line(error)}).",
                           stacklevel=2)
 
-    def _write_updates(self, updates):
-        if self._writer is None or not updates:
-            return
-        scalars = [(f"weight/{u.path}/update_ratio", u.ratio) for u in updates
-                   if math.isfinite(u.ratio)]
-        if isinstance(self._writer, EventWriter):
-            self._writer.scalars(scalars, self._step)
-            return
-        import tensorflow as tf
-        from tensorboard.compat.proto import summary_pb2, tensor_pb2, types_pb2
-        from tensorboard.plugins.scalar.metadata import create_summary_metadata
-
-        # One Summary in one write (eager, a write per tag cost 4 ms a probe), each value a
-        # float32 scalar tensor as tf.summary.scalar writes it; the scalars plugin's
-        # metadata in a tag's first event only, as the probe's own scalars.
-        metadata = create_summary_metadata(display_name=None, description=None)
-        values = []
-        for tag, number in scalars:
-            value = summary_pb2.Summary.Value(tag=tag, tensor=tensor_pb2.TensorProto(
-                dtype=types_pb2.DT_FLOAT, float_val=[number]))
-            if tag not in self._described:
-                value.metadata.CopyFrom(metadata)
-                self._described.add(tag)
-            values.append(value)
-        with self._writer.as_default(step=self._step):
-            tf.summary.experimental.write_raw_pb(
-                summary_pb2.Summary(value=values).SerializeToString(), step=self._step)
-
     def _record(self, result, findings, updates=()):
         self.history["step"].append(self._step)
         for group, rows in (("activations", result.activations), ("weights", result.weights)):
@@ -542,14 +546,17 @@ class SignalMonitor(keras.callbacks.Callback):
             column += [float("nan")] * (len(self.history["step"]) - 1 - len(column))
             column.append(ratios.get(path, float("nan")))
 
-    def _write_scalars(self, result):
-        """The scalars that TensorFlow's probe writes in its compiled call, from the host."""
+    def _write_scalars(self, result, updates):
+        """The scalars and update ratios that TensorFlow's probe writes in its compiled
+        call, from the host."""
         numbers = [v for row in result.activations for v in row.stats.values()] + [
             v for row in result.weights for v in row.stats.values()]
         tags = scalar_tags([row.path for row in result.activations], result.shared["kinds"],
                            [row.path for row in result.weights], _ACTIVATION_SCALARS,
                            _WEIGHT_SCALARS)
-        self._writer.scalars([(tag, numbers[at]) for tag, at in tags], self._step)
+        self._writer.scalars([(tag, numbers[at]) for tag, at in tags] + [
+            (update_tag(u.path), u.ratio) for u in updates if math.isfinite(u.ratio)],
+            self._step)
 
     def _write(self, result, findings):
         """Histograms and findings; the scalars are written already."""

@@ -2,7 +2,6 @@
 import keras
 import numpy as np
 
-from .._compat import flat_call
 from ..diagnostics.findings import WeightUpdate
 
 
@@ -10,42 +9,75 @@ def _owner(path):
     return path.rsplit("/", 2)[-2] if "/" in path else path
 
 
-class WeightUpdates:
-    """Keeps a copy of the watched weights at each probe (on their device), and gives each
-    one's mean relative update per step since the last probe.
+def watched(model):
+    """Every trainable weight, and every non-trainable float one of rank >= 2 (a kernel of a
+    frozen layer; normalization statistics and seed states are rank 1)."""
+    return [w for w in model.weights
+            if w.trainable or (len(w.shape) >= 2 and "float" in str(w.dtype))]
 
-    Watched: every trainable weight, and every non-trainable one of rank >= 2 (a kernel
-    of a frozen layer; normalization statistics and seed states are rank 1). The copy
-    costs one copy of those weights in device memory.
+
+def update_tag(path):
+    return f"weight/{path}/update_ratio"
+
+
+class WeightUpdates:
+    """Keeps a copy of the watched weights (`watched`) at each probe, on their device, and
+    gives each one's mean relative update per step since the last probe. The copy costs
+    one copy of those weights in device memory.
+
+    On TensorFlow the ratios are computed inside the probe's own compiled call
+    (`in_graph`, the monitor's in-graph hook) and written with its scalars; on JAX
+    and PyTorch by one compiled (JAX) or eager (PyTorch) call after the probe.
     """
 
     def __init__(self):
         self.step = self.paths = self._measure = None
+        self._copies = {}  # TensorFlow: the watched paths -> their _GraphCopy
 
     def forget(self):
         """The weights jumped (a restore): the next probe starts a new baseline."""
         self.step = None
+        for copy in self._copies.values():
+            copy.last_step.assign(-1)
 
-    def __call__(self, model, step):
+    def in_graph(self, model, step, keep):
+        """Inside TensorFlow's compiled probe: `(tags, ratios, described, measured)`, the
+        update ratios since the last probe (NaN where there is no baseline), whether a
+        finite one was kept before (TensorBoard reads a tag's metadata from its first
+        event), and what `__call__` reads: the squares (as `_squares`) then the steps they
+        span (0: no baseline), flat. Where `keep` (a bool tensor: the probe's numbers are
+        the ones kept) is true, the copy is refreshed."""
+        import tensorflow as tf
+
+        weights = watched(model)
+        paths = tuple(w.path for w in weights)
+        if paths not in self._copies:
+            with tf.init_scope():  # made once, outside the trace
+                self._copies[paths] = _GraphCopy(weights)
+        self.paths = list(paths)
+        return ([update_tag(p) for p in paths],) + self._copies[paths](weights, step, keep)
+
+    def __call__(self, model, step, measured=None):
         """`WeightUpdate`s since the last call (none at the first, or where no step was
-        taken), and keeps this step's copy."""
-        weights = [w for w in model.weights
-                   if w.trainable or (len(w.shape) >= 2 and "float" in str(w.dtype))]
+        taken), and keeps this step's copy; on TensorFlow, from the numbers `measured`
+        that the probe's call returned from `in_graph`."""
+        weights = watched(model)
         paths = [w.path for w in weights]
-        if self._measure is None or self.paths != paths:  # compiled once per set of weights
-            self._measure, self.paths = _measurer(weights), paths
-            self.step = step
+        if measured is not None and len(measured):
+            squares, steps = measured[:-1].reshape(-1, 2), int(measured[-1])
+        else:
+            if self._measure is None or self.paths != paths:  # compiled once per weight set
+                self._measure, self.paths, self.step = _measurer(weights), paths, None
+            squares = self._measure()
+            steps = step - self.step if self.step is not None else 0
+            if steps > 0:
+                # One compiled call and one transfer for all: eager, 10 weights took 9 ms.
+                squares = keras.ops.convert_to_numpy(squares)
+        self.paths, self.step = paths, step
+        if steps <= 0:
             return []
-        if self.step is None or step <= self.step:  # a new baseline: the copy is refreshed
-            self._measure()
-            self.step = step
-            return []
-        # One compiled call and one transfer for all: eager, 10 weights took 9 ms.
-        squares = self._measure()
-        squares = keras.ops.convert_to_numpy(squares).astype(np.float64)
-        steps, self.step = step - self.step, step
         updates = []
-        for w, (moved, base) in zip(weights, squares):
+        for w, (moved, base) in zip(weights, squares.astype(np.float64)):
             ratio = float(np.sqrt(moved / base) / steps) if base > 0 else float("nan")
             # NaN moved: a diverged weight, not a frozen one.
             updates.append(WeightUpdate(w.path, _owner(w.path), ratio, bool(moved != 0),
@@ -53,44 +85,54 @@ class WeightUpdates:
         return updates
 
 
-def _measurer(weights):
-    """A function of no arguments that gives, per weight, the squared norms of its change
-    since its last call and of its value then (`(n, 2)`), and keeps the new value; compiled
-    where the backend compiles."""
-    ops = keras.ops
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
+class _GraphCopy:
+    """TensorFlow: the copies of the watched weights as variables the probe's compiled call
+    reads and assigns (no arguments to bind), with the step they are of (-1: none) and
+    which weights had a finite ratio kept."""
+
+    def __init__(self, weights):
         import tensorflow as tf
 
-        # The copies are variables the compiled call reads and assigns: no arguments to
-        # bind on each call (binding 20 tensors cost 1.5 ms a probe).
-        copies = [tf.Variable(tf.cast(w.value, "float32"), trainable=False) for w in weights]
+        self.copies = [tf.Variable(tf.cast(w.value, "float32"), trainable=False)
+                       for w in weights]
+        self.last_step = tf.Variable(-1, dtype="int64", trainable=False)
+        self.described = tf.Variable(tf.zeros((len(weights),), "bool"), trainable=False)
 
-        def measure():
-            now = [tf.cast(w.value, "float32") for w in weights]
-            squares = _squares(now, copies)
-            with tf.control_dependencies([squares]):
-                for copy, value in zip(copies, now):
-                    copy.assign(value)
-            return tf.identity(squares)
+    def __call__(self, weights, step, keep):
+        import tensorflow as tf
 
-        function = tf.function(measure, autograph=False).get_concrete_function()
-        call = flat_call(function)
-        if call is None:
-            return function
+        now = [tf.cast(w.value, "float32") for w in weights]
+        squares = _squares(now, self.copies)
+        steps = tf.where(self.last_step >= 0, step - self.last_step, 0)
+        ratios = tf.where(steps > 0, tf.sqrt(squares[:, 0] / squares[:, 1])
+                          / tf.cast(tf.maximum(steps, 1), "float32"), float("nan"))
 
-        def flat_measure():
-            out = call([])  # the one output as it is, or in a list (TensorFlow releases differ)
-            return out[0] if isinstance(out, (list, tuple)) else out
+        described = self.described.read_value()
 
-        return flat_measure
+        def refresh():
+            with tf.control_dependencies([squares, ratios, described]):  # read, then assigned
+                ops = [c.assign(n) for c, n in zip(self.copies, now)]
+                ops += [self.last_step.assign(step),
+                        self.described.assign(described | tf.math.is_finite(ratios))]
+            return tf.group(ops)
+
+        with tf.control_dependencies([tf.cond(keep, refresh, tf.no_op)]):
+            measured = tf.concat([tf.reshape(squares, (-1,)), tf.cast([steps], "float32")], 0)
+            return tf.identity(ratios), tf.identity(described), tf.identity(measured)
+
+
+def _measurer(weights):
+    """JAX and PyTorch: a function of no arguments that gives, per weight, the squared
+    norms of its change since its last call and of its value then (`(n, 2)`), and keeps
+    the new value; compiled on JAX."""
+    ops = keras.ops
     state = {"before": [ops.copy(ops.cast(w.value, "float32")) for w in weights]}
 
     def step(values, before):
         now = [ops.cast(v, "float32") for v in values]
         return _squares(now, before), [ops.copy(n) for n in now]
 
-    if backend == "jax":
+    if keras.backend.backend() == "jax":
         import jax
 
         step = jax.jit(step)

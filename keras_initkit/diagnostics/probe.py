@@ -102,6 +102,16 @@ class InGraphTables(typing.NamedTuple):
     kinds: list = ()
 
 
+class HookOutput(typing.NamedTuple):
+    """What an `in_graph_hook` may return: `numbers` (a float tensor, flat, brought to the
+    host with the statistics), `tensors` (left on the device), and `about` (a Python
+    object kept with the trace, to say what the tensors are)."""
+
+    numbers: object
+    tensors: list = ()
+    about: object = None
+
+
 class ProbeResult:
     """The numbers of one probe, on the host.
 
@@ -113,11 +123,15 @@ class ProbeResult:
             what depends on the layers alone: "kinds", each activation row's extra
             statistics (`stats.ATTENTION`, `stats.SEQUENCE` or None); the findings keep
             their layout in it.
+        hook_numbers, hook_tensors: What the probe's `in_graph_hook` returned
+            (`HookOutput`): its numbers, flat, on the host (a NumPy array, empty
+            without a hook), and its tensors; `shared["hook"][1]` is its `about`.
     """
 
     def __init__(self, activations, weights, loss, shared=None):
         self.activations, self.weights, self.loss = activations, weights, loss
         self.shared = {} if shared is None else shared
+        self.hook_numbers, self.hook_tensors = np.zeros(0, "float32"), []
 
 
 def _first_float(output):
@@ -145,8 +159,10 @@ class Probe:
             row paths, and whether every number is finite), `step` the `step`
             of the call as a tensor, and `first` a bool tensor, true on the
             first call of each trace series. The monitor writes its TensorBoard
-            scalars there (`callbacks.in_graph_scalars`), at no extra call.
-            TensorFlow only.
+            scalars there (`callbacks.in_graph_scalars`), at no extra call. What
+            it returns, a `HookOutput` or None, comes back in the result
+            (`hook_numbers` in the same transfer as the statistics). TensorFlow
+            only.
         tensors_of: Optional predicate `layer -> bool`: the layers whose raw
             outputs, and the weights (by owning layer) whose gradients, a call
             `with_tensors` returns. Default: all of them.
@@ -190,6 +206,7 @@ class Probe:
         self._records = None  # filled while the probe function traces
         self._taps = None  # JAX: record slot -> zeros added to that output (its gradient)
         self._kinds = None  # per row of the last trace: stats.ATTENTION, SEQUENCE or None
+        self._hook = None  # the last trace's count of hook numbers, and the hook's `about`
         self._traced = None  # (path, layer, parent) of each recorded call, from the last trace
         self._traced_loss = _NOT_YET  # the loss the traces in `_concrete` compute
         # Input signature -> (concrete function, its _traced): a fixed probe batch traces once,
@@ -300,14 +317,18 @@ class Probe:
             grads, output_grads = grads[:len(trainable)], grads[len(trainable):]
             numbers, all_finite, tables = self._tables(
                 traced, tensors, inputs_of, trainable, grads, output_grads, loss, exact)
+            extra = HookOutput(tf.zeros((0,)))
             if self.in_graph_hook is not None:
-                self.in_graph_hook(InGraphTables(
+                extra = self.in_graph_hook(InGraphTables(
                     *tables[:2], [row[0] for row in self._traced],
                     [v.path for v in model.trainable_variables], all_finite, tables[2]),
-                    hook_step, first)
-            if with_tensors:  # raw values, for histograms: only when asked, they are large
-                return (numbers, *self._kept_tensors(tensors, trainable, grads))
-            return numbers
+                    hook_step, first) or extra
+            hook_numbers = tf.reshape(tf.cast(extra.numbers, "float32"), (-1,))
+            self._hook = (int(hook_numbers.shape[0]), extra.about)
+            numbers = tf.concat([hook_numbers, numbers], 0)  # first in the same transfer
+            # Raw values, for histograms: only when asked, they are large.
+            kept = self._kept_tensors(tensors, trainable, grads) if with_tensors else ([], [])
+            return numbers, *kept, list(extra.tensors)
 
         return tf.function(step, autograph=False)  # plain Python control flow: no conversion
 
@@ -450,7 +471,7 @@ class Probe:
                             for v in self.model.trainable_variables]
             self._concrete[key] = (function, (self._traced, weight_names,
                                               self._kept if args[3] else None,
-                                              {"kinds": self._kinds}))
+                                              {"kinds": self._kinds, "hook": self._hook}))
             # Freezing layer after layer (gradual unfreezing) makes a trace per step of it:
             # keep the latest few, so that memory stays flat.
             for old in list(self._concrete)[:-MAX_TRACES]:
@@ -460,7 +481,7 @@ class Probe:
             _warn_if_attention_unseen(self.model, self._traced, self._attention)
         function, recorded = self._concrete[key]
         out = self._call(key, function, args + (describe, exact))
-        numbers = np.asarray(out[0] if args[3] else out)  # the one transfer
+        numbers = np.asarray(out[0])  # the one transfer
         return out, numbers, recorded, series
 
     def _run_stateless(self, args, exact):
@@ -655,6 +676,7 @@ class Probe:
             out, numbers, (traced, weight_names, kept, shared), series = run(args, exact=True)
         if self.in_graph_hook is not None:  # the pass kept was this series' first, if any
             self._described.add(series)
+        hook_numbers, numbers = np.split(numbers, [shared.get("hook", (0,))[0]])
         numbers = numbers[:-1]
         fields = stats.ACTIVATION_FIELDS
         act = numbers[:len(traced) * len(fields)].reshape(len(traced), len(fields))
@@ -671,6 +693,9 @@ class Probe:
         weight_rows = [WeightRow(path, owner, dict(zip(stats.WEIGHT_FIELDS, row)), shape)
                        for (path, owner, shape), row in zip(weight_names, weights.tolist())]
         result = ProbeResult(activations, weight_rows, float(numbers[-1]), shared)
+        result.hook_numbers = hook_numbers
+        if "hook" in shared:  # TensorFlow's compiled call
+            result.hook_tensors = out[3]
         if with_tensors:
             result.activation_tensors = [(traced[i][0], t) for i, t in zip(kept[0], out[1])]
             result.gradient_tensors = [(weight_names[i][0], t) for i, t in zip(kept[1], out[2])]

@@ -99,6 +99,10 @@ def test_a_diverging_run_is_put_back_to_its_last_healthy_probe_and_stopped(tmp_p
         np.testing.assert_array_equal(now, kept, err_msg=v.path)
     assert monitor.snapshot_bytes == sum(a.nbytes for a in final)
     assert any("Restored the weights and optimizer state of step" in s for s in said)
+    if keras.backend.backend() == "tensorflow":  # the copy is what the probe's call read
+        result = monitor._probe(*monitor._batch)
+        assert result.shared["hook"][1] == monitor._snapshot.ids
+        assert len(result.hook_tensors) == len(final)
     # The checkpoint after the monitor saved the restored weights, never a NaN.
     saved = sorted(tmp_path.glob("ckpt-*.weights.h5"))
     assert saved
@@ -216,6 +220,19 @@ def test_update_ratios_are_the_relative_change_per_step(tmp_path):
             assert ratio == pytest.approx(expected, rel=1e-4), (path, before)
             compared += 1
     assert compared >= 6 * (len(steps) - 1)  # every kernel at every probe after the first
+    # TensorBoard holds the same ratios (computed in float32 inside the probe's call), each
+    # finite one, at its probe's step.
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path), size_guidance={"tensors": 0}).Reload()
+    for path, series in monitor.history["weights"].items():
+        expected = [(step, r) for step, r in zip(steps, series["update_ratio"])
+                    if math.isfinite(r)]
+        logged = [(e.step, float(tf.make_ndarray(e.tensor_proto)))
+                  for e in events.Tensors(f"weight/{path}/update_ratio")] if expected else []
+        assert [s for s, _ in logged] == [s for s, _ in expected], path
+        np.testing.assert_allclose([r for _, r in logged], [r for _, r in expected], rtol=1e-5)
 
 
 class CutGradient(L.Layer):
