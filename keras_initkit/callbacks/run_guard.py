@@ -181,12 +181,29 @@ class LossWatch:
     of an epoch is weighed a little off). A batch whose loss is not finite, or
     above `spike` times the median of the last `window` batches' losses (after at
     least `warmup` of them), diverges.
+
+    A run can also degrade slowly, each batch under `spike` times the median before
+    it: `may_copy` then refuses a copy of a state whose median is above `spike`
+    times the lowest median at any copy before (`best`).
     """
 
     def __init__(self, spike, window=100, warmup=2):
         self.spike, self.warmup = spike, warmup
         self.recent = collections.deque(maxlen=window)
+        self.best = None
         self.reset()
+
+    def may_copy(self):
+        """None when the recent losses allow a copy of the state (and it counts towards
+        `best`), else the reason they do not."""
+        if self.spike is None or len(self.recent) < self.warmup:
+            return None
+        median = statistics.median(self.recent)
+        if self.best is not None and median > self.spike * self.best:
+            return (f"the median batch loss {median:.4g} is above {self.spike:g} x its "
+                    f"lowest at a copy ({self.best:.4g})")
+        self.best = median if self.best is None else min(self.best, median)
+        return None
 
     def reset(self, last_batch=-1):
         """Keras' loss tracker was reset after batch `last_batch` of the epoch: -1 when an

@@ -140,7 +140,9 @@ class SignalMonitor(keras.callbacks.Callback):
             the optimizer's state (`monitor.snapshot_bytes`).
         loss_spike: With `"restore"`, a batch's loss above this times the
             median of the last 100 batches (after 2) diverges; None judges
-            only non-finite losses. Default 10. The loss is read from the
+            only non-finite losses. Default 10. A state whose median batch
+            loss is above this times its lowest at an earlier copy (a slow
+            degradation) is not copied. The loss is read from the
             `logs` Keras hands `on_train_batch_end`, which makes Keras wait
             for each step's logs (it does for any callback with a batch-end
             hook): `"restore"` costs that sync, the other choices do not.
@@ -460,6 +462,13 @@ class SignalMonitor(keras.callbacks.Callback):
                                           and self._snapshot is not None)
             return
         if any(f.kind == "nonfinite" for f in findings):  # not restored on, and not healthy
+            return
+        degraded = self._loss_watch.may_copy()
+        if degraded is not None:  # the last copy stays
+            if "degraded" not in self._warned:
+                self._warned.add("degraded")
+                warnings.warn(f"SignalMonitor at step {self._step}: no copy of this state: "
+                              f"{degraded}.", stacklevel=2)
             return
         try:
             if self._snapshot is None or not self._snapshot.matches(self.model):

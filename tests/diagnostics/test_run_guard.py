@@ -291,6 +291,26 @@ def test_loss_watch_recovers_each_batch_loss_from_the_running_mean():
     assert watch(6, 1.5) is None and watch.recent[-1] == pytest.approx(1.5)
 
 
+def test_a_slowly_degrading_run_is_not_copied():
+    # Each batch 1.2x the one before: never a spike, but 30 batches on the median is 10x
+    # its lowest at a copy, and the state is no longer copied.
+    watch = LossWatch(spike=10.0, window=5)
+    assert watch.may_copy() is None  # no losses yet: nothing to judge
+    watch.reset()
+    copied = []
+    for batch in range(60):
+        loss = 2.0 * 1.2 ** max(0, batch - 10)
+        assert watch(batch, (sum(2.0 * 1.2 ** max(0, b - 10) for b in range(batch + 1)))
+                     / (batch + 1)) is None
+        if batch % 5 == 4:
+            copied.append((loss, watch.may_copy()))
+    assert watch.best == pytest.approx(2.0)
+    assert all(reason is None for loss, reason in copied if loss < 10 * 2.0)
+    refused = [reason for loss, reason in copied if loss > 10 * 2.0 * 1.2 ** 3]
+    assert refused and all(r is not None and "above 10 x its lowest at a copy (2)" in r
+                           for r in refused)
+
+
 def test_scaled_schedule_round_trips_and_scales():
     schedule = ScaledSchedule(keras.optimizers.schedules.CosineDecay(1e-2, 100), 0.1)
     again = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
