@@ -146,12 +146,6 @@ def in_multi_worker_mode(strategy):
     return sum(len(spec.get(job, ())) for job in ("chief", "worker")) > 1
 
 
-def dataset_variant(dataset):
-    """The variant tensor of a `tf.data.Dataset` (what `DatasetToGraphV2` serializes), or
-    None (the caller then cannot copy the dataset)."""
-    return getattr(dataset, "_variant_tensor", None)
-
-
 def safe_mode(enabled=True):
     """Keras' safe-mode scope, which an outer `load_model(safe_mode=False)` cannot leak
     into; without it, a no-op (`load_model(..., safe_mode=True)` still applies)."""
@@ -191,27 +185,3 @@ def name_scope_path():
     except ImportError:
         return keras.Variable(0.0, name="probe", trainable=False).path.rpartition("/")[0]
     return current_path()
-
-
-# The public parameters of `Model.fit` that `fit_arguments` reads: renaming one would break
-# every caller who passes it by keyword, so a Keras release keeps them.
-FIT_PARAMETERS = ("x", "y", "batch_size")
-
-
-def fit_arguments(model):
-    """`{"x", "y", "batch_size"}` of the `model.fit(...)` call running now, or None.
-
-    A Keras callback is never handed the data. This finds the frame of a `fit` of `model`
-    on the call stack whose parameters (its code's argument names, not any local of that
-    name) include `FIT_PARAMETERS`, and reads them: a subclass's `fit(data)` that calls
-    Keras' is passed over, and a Keras whose `fit` lost one of them gives None, never a
-    guess. Callers then ask the user for the data."""
-    frame = inspect.currentframe()
-    while frame is not None:
-        code = frame.f_code
-        parameters = code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
-        if code.co_name == "fit" and frame.f_locals.get("self") is model and all(
-                name in parameters for name in FIT_PARAMETERS):
-            return {name: frame.f_locals[name] for name in FIT_PARAMETERS}
-        frame = frame.f_back
-    return None

@@ -112,7 +112,7 @@ def test_flat_call_gives_the_same_result_as_the_call():
     np.testing.assert_array_equal(call([a, b]).numpy(), function(a, b).numpy())
 
 
-def test_strategy_stack_and_dataset_variant():
+def test_strategy_stack():
     seen = []
 
     @tf.function
@@ -125,8 +125,6 @@ def test_strategy_stack_and_dataset_variant():
     with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
         inside()
     assert seen == [0]
-    variant = _compat.dataset_variant(tf.data.Dataset.range(3))
-    assert variant is not None and variant.dtype == tf.variant
 
 
 def test_safe_mode_refuses_a_lambda_even_inside_unsafe_deserialization(tmp_path):
@@ -204,30 +202,3 @@ def test_name_scope_path_and_its_public_fallback(monkeypatch):
     assert (_compat.name_scope_path(), inside()) == ("", "outer/inner")
     monkeypatch.setitem(__import__("sys").modules, "keras.src.backend.common.name_scope", None)
     assert inside() == "outer/inner"
-
-
-def test_fit_arguments_are_read_by_fits_parameter_names():
-    seen = []
-
-    class Look(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            seen.append(_compat.fit_arguments(self.model))
-
-    class OwnFit(keras.Sequential):  # a fit(data) of its own that calls Keras' fit
-        def fit(self, data, **kwargs):
-            return super().fit(data[0], data[1], **kwargs)
-
-    x, y = np.ones((8, 3), "float32"), np.zeros((8, 1), "float32")
-    for model in (keras.Sequential([keras.Input((3,)), L.Dense(1)]),
-                  OwnFit([keras.Input((3,)), L.Dense(1)])):
-        model.compile("sgd", "mse")
-        model.fit(*([x, y] if type(model) is keras.Sequential else [(x, y)]), batch_size=4,
-                  epochs=1, verbose=0, callbacks=[Look()])
-        assert seen.pop()["x"] is x
-    model.fit((x, y), batch_size=4, epochs=1, verbose=0, callbacks=[Look()])
-    assert seen.pop() == {"x": x, "y": y, "batch_size": 4}
-
-    def fit(self, data):  # a frame named fit, of the model, without fit's parameters
-        return _compat.fit_arguments(self)
-
-    assert fit(model, (x, y)) is None and _compat.fit_arguments(model) is None

@@ -7,13 +7,14 @@ import warnings
 
 import keras
 
-from .._compat import dataset_variant, fit_arguments, flat_layers
+from .._compat import flat_layers
 from ..base_models import check_sizes
 from ..diagnostics import KINDS, Finding, Probe, Thresholds, cached_probe, judge
 from ..diagnostics.findings import update_findings
 from ..diagnostics.probe import HookOutput, layer_paths
 from ..distribution import multi_worker
 from .event_writer import EventWriter, scalar_tags
+from .first_batch import on_first_batch
 from .run_guard import (
     AFTER_RESTORE,
     KEEP,
@@ -96,11 +97,12 @@ class SignalMonitor(keras.callbacks.Callback):
             at the first write two minutes after the last flush, when training
             ends, and before a `"raise"`.
         probe_data: The probe batch: `x`, or a tuple `(x, y)`; a few hundred
-            samples are plenty. Default: the first training batch of the
-            first `fit` call: arrays, tensors, a `PyDataset`, or a
-            `tf.data.Dataset` (shuffled too: read from a copy with its own
-            seeds, so training's order is untouched). A Python generator, or a
-            dataset built on one or on a cache, needs `probe_data`.
+            samples are plenty. Default: the first batch the first `fit` call
+            trains on, whatever its data (arrays, a `tf.data.Dataset`,
+            shuffled or not, a generator, a `PyDataset`), taken as its train
+            function receives it, before its step (`first_batch`): training
+            sees the same batches in the same order. The probe of the state
+            training starts from then runs just before that step.
         every_n_steps: Probe every this many training steps. Default 200: a
             probe of one training batch, with its writes, costs one or two
             training steps, about 1% at this interval (benchmarks/README.md).
@@ -241,6 +243,8 @@ class SignalMonitor(keras.callbacks.Callback):
         self.lr_factor, self.loss_spike = float(lr_factor), loss_spike
         self.snapshot_bytes = 0
         self._snapshot = self._loss_watch = None
+        self._batch = None  # the probe batch on the device, once known
+        self._cancel_first_batch = None  # undoes on_first_batch's wrapper if never called
         self._restore_at_batch_end = False
         self._updates = WeightUpdates()
         if on_finding == "restore":
@@ -286,10 +290,24 @@ class SignalMonitor(keras.callbacks.Callback):
                 self._writer = tf.summary.create_file_writer(self.log_dir, max_queue=100)
             else:  # TensorBoard's own writer, from the probe's numbers on the host
                 self._writer = EventWriter(self.log_dir, max_queue=100)
-        if self.x is None:  # no probe_data: the first training batch
-            self.x, self.y = _first_batch_of_fit(self.model)
         if self.on_finding == "restore":  # before the probe's call is traced to read it
             build_optimizer(self.model)
+        self._step = self._epoch_base = self._iterations()
+        if self.x is None:  # no probe_data: the first training batch, before its step
+            self._batch = None
+            self._cancel_first_batch = on_first_batch(self.model, self._first_batch)
+            return
+        self._start()
+
+    def _first_batch(self, x, y):
+        """`on_first_batch`'s: the probe batch, and the probe of the state training starts
+        from (a failed probe warns and training goes on, as at any step)."""
+        self.x, self.y = x, y
+        self._start()
+
+    def _start(self):
+        """The probe (its trace kept across fit() calls) and the probe of this step."""
+        on_tensorflow = keras.backend.backend() == "tensorflow"
         if self._probe is None or self._probe.model is not self.model:  # reuse its trace
             from .in_graph_scalars import InGraphScalars
 
@@ -303,7 +321,6 @@ class SignalMonitor(keras.callbacks.Callback):
         # On the device once: each probe then skips the host-to-device copy.
         on_device = lambda data: keras.tree.map_structure(keras.ops.convert_to_tensor, data)  # noqa
         self._batch = (on_device(self.x), None if self.y is None else on_device(self.y))
-        self._step = self._epoch_base = self._iterations()
         self._probe_if_due(force=True)  # the state training starts from
 
     def _in_graph_hook(self, scalars):
@@ -357,6 +374,9 @@ class SignalMonitor(keras.callbacks.Callback):
         self._probe_if_due()
 
     def on_train_end(self, logs=None):
+        if self._cancel_first_batch is not None:  # a fit of no steps: no batch was taken
+            self._cancel_first_batch()
+            self._cancel_first_batch = None
         self._step = self._iterations()
         if self._snapshot is not None and not self._weights_finite():
             self._restore("a weight is not finite at the end of training")
@@ -374,6 +394,8 @@ class SignalMonitor(keras.callbacks.Callback):
         return int(keras.ops.convert_to_numpy(iterations)) if iterations is not None else 0
 
     def _probe_if_due(self, force=False):
+        if self._batch is None:  # before the first batch, or it could not be taken
+            return
         # Probed already, successfully or not: the schedule depends on the step alone, so
         # every worker of a multi-worker job probes (and agrees) at the same steps.
         if self._probed_step == self._step:
@@ -763,86 +785,6 @@ _PYTHON_BACKED = re.compile(r"PyFunc|Generator")
 _SEEDED = {"ShuffleDatasetV3": "reshuffle_each_iteration",
            "ShuffleAndRepeatDatasetV2": "reshuffle_each_iteration",
            "RandomDatasetV2": "rerandomize_each_iteration"}
-
-
-def _independent_copy(dataset):
-    """A copy of `dataset` that shares no state with it, or None when there is none to make.
-
-    The copy is rebuilt from the dataset's graph, with each shuffle's seed
-    generator replaced by a fresh one made from the same seeds: its first
-    batch is the one training's first epoch sees, and reading it moves none
-    of the original's seeds on. A dataset that holds a Python generator or
-    function, or any other resource (a cache, a variable, a lookup table),
-    is not copied: a copy would share or repeat its side effects.
-    """
-    import tensorflow as tf
-
-    variant = dataset_variant(dataset)
-    if variant is None:
-        return None
-    try:
-        graph = tf.compat.v1.GraphDef.FromString(tf.raw_ops.DatasetToGraphV2(
-            input_dataset=variant, external_state_policy=1).numpy())
-    except Exception:  # a dataset we cannot serialize is not copied
-        return None
-    ops = [node.op for node in graph.node]
-    ops += [node.op for function in graph.library.function for node in function.node_def]
-    if any(_PYTHON_BACKED.search(op) for op in ops):
-        return None
-    consumers = {name.split(":")[0]: node for node in graph.node for name in node.input}
-    for node in list(graph.node):
-        if node.op != "Const" or node.attr["dtype"].type != tf.resource.as_datatype_enum:
-            continue
-        user = consumers.get(node.name)
-        if user is None or user.op not in _SEEDED:
-            return None  # a shared resource other than a seed generator
-        at = list(user.input).index(node.name)
-        reshuffle = graph.node.add(name=node.name + "/reshuffle", op="Const")
-        reshuffle.attr["dtype"].type = tf.bool.as_datatype_enum
-        reshuffle.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(
-            user.attr[_SEEDED[user.op]].b))
-        node.op = "AnonymousSeedGenerator"
-        node.attr.clear()
-        node.input[:] = [user.input[at - 2], user.input[at - 1], reshuffle.name]
-    try:
-        variant = tf.raw_ops.DatasetFromGraph(graph_def=graph.SerializeToString())
-        return tf.data.experimental.from_variant(variant, dataset.element_spec)
-    except Exception:
-        return None
-
-
-def _first_batch_of_fit(model):
-    """The first batch of the `fit` call that is running, read without touching training.
-
-    A Keras callback is never handed the data, so this reads `fit`'s own
-    arguments (`_compat.fit_arguments`): arrays and tensors give their first
-    `batch_size` samples, a `keras.utils.PyDataset` its item 0, and a
-    `tf.data.Dataset` the first batch of an independent copy (a second
-    iterator over the dataset itself would move its shuffle seeds on and
-    change the order training sees). A Python generator cannot be read
-    twice: it asks for `probe_data`, as does a dataset that cannot be copied.
-    """
-    import sys
-
-    tf = sys.modules.get("tensorflow")  # a tf.data pipeline means TensorFlow is imported
-    arguments = fit_arguments(model) or {}
-    x, y = arguments.get("x"), arguments.get("y")
-    size = arguments.get("batch_size") or 32  # fit's own default
-    if tf is not None and isinstance(x, tf.data.Dataset):
-        copy = _independent_copy(x)
-        if copy is not None:
-            first = next(iter(copy.take(1)))
-            return first[:2] if isinstance(first, tuple) else (first, None)
-    elif isinstance(x, keras.utils.PyDataset):
-        first = x[0]
-        return first[:2] if isinstance(first, tuple) else (first, None)
-    elif x is not None and hasattr(keras.tree.flatten(x)[0], "shape"):
-        take = lambda data: keras.tree.map_structure(lambda a: a[:size], data)  # noqa
-        return take(x), (take(y) if y is not None else None)
-    raise ValueError(
-        "SignalMonitor could not take a probe batch from this fit() call without touching "
-        "training (its data is a Python generator, a tf.data.Dataset built on one or on a "
-        "cache, or was not found); pass probe_data=x_batch or (x_batch, y_batch).")
 
 
 __all__ = ["SignalMonitor", "FindingError", "Finding"]

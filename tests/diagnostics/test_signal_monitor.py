@@ -207,37 +207,57 @@ def test_without_probe_data_the_first_training_batch_is_used(tmp_path):
     x, y = data(128)
     model = classifier()
     monitor = SignalMonitor(tmp_path, every_n_steps=2)
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[monitor])
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
     np.testing.assert_array_equal(monitor.x, x[:16])
     np.testing.assert_array_equal(monitor.y, y[:16])
     assert monitor.history["step"] == [0, 2, 4, 6, 8]
 
 
+def test_shuffled_arrays_give_the_shuffled_first_batch_and_training_is_unchanged(tmp_path):
+    # fit shuffles arrays: the probe batch is the first batch training takes, not x[:16],
+    # and the weights after the fit are those of the same fit without the monitor.
+    x, y = data(128)
+    fits = {}
+    for name, callbacks in (("plain", []), ("monitored", [SignalMonitor(tmp_path)])):
+        model = classifier()
+        keras.utils.set_random_seed(7)  # the shuffle's order
+        model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=callbacks)
+        fits[name] = (model, callbacks)
+    monitor = fits["monitored"][1][0]
+    rows = {tuple(row) for row in x}
+    assert len(monitor.x) == 16 and all(tuple(row) in rows for row in np.asarray(monitor.x))
+    assert not np.array_equal(monitor.x, x[:16])
+    for a, b in zip(fits["plain"][0].variables, fits["monitored"][0].variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
 
 @pytest.mark.parametrize("source", ["generator", "dataset_on_a_generator", "cached_dataset"])
-def test_data_that_cannot_be_read_twice_without_probe_data_is_refused_clearly(tmp_path, source):
+def test_data_that_cannot_be_read_twice_gives_its_first_batch(tmp_path, source):
+    # Read once, by training: the probe batch is the batch its train function took first.
     import tensorflow as tf
 
     x, y = data(64)
     model = classifier()
 
     def batches():
-        while True:
-            yield x[:16], y[:16]
+        for start in range(0, 64, 16):
+            yield x[start:start + 16], y[start:start + 16]
 
     spec = (tf.TensorSpec((None, 16), tf.float32), tf.TensorSpec((None,), tf.int32))
     inputs = {"generator": batches(),
               "dataset_on_a_generator": tf.data.Dataset.from_generator(batches,
                                                                        output_signature=spec),
               "cached_dataset": tf.data.Dataset.from_tensor_slices((x, y)).batch(16).cache()}
-    with pytest.raises(ValueError, match="probe_data"):
-        model.fit(inputs[source], steps_per_epoch=2, epochs=1, verbose=0,
-                  callbacks=[SignalMonitor(tmp_path)])
+    monitor = SignalMonitor(tmp_path, every_n_steps=2)
+    model.fit(inputs[source], steps_per_epoch=4, epochs=1, verbose=0, callbacks=[monitor])
+    np.testing.assert_array_equal(monitor.x, x[:16])
+    np.testing.assert_array_equal(monitor.y, y[:16])
+    assert monitor.history["step"] == [0, 2, 4]
 
 
 def test_a_shuffled_dataset_gives_training_first_batch_and_training_is_unchanged(tmp_path):
-    # The probe batch comes from a copy of the pipeline with its own seed generators: it is
-    # the batch training starts with, and training still sees the order it would without it.
+    # The probe batch is the batch training starts with, taken as training takes it, and
+    # training still sees the order it would without the monitor.
     import tensorflow as tf
 
     x, y = data(96)
@@ -396,3 +416,69 @@ def test_a_zero_classifier_is_judged_after_one_step_by_the_monitor_too(tmp_path)
     with pytest.warns(UserWarning, match="start at zero on purpose"):
         model.fit(x, np.zeros((32, 4), "float32"), epochs=1, verbose=0, callbacks=[monitor])
     assert monitor.history["step"][0] == 0 and not monitor.history["findings"]
+
+
+FIRST_BATCH_ON_BACKEND = """
+import json, sys, warnings
+import keras, numpy as np
+from keras_initkit.callbacks import SignalMonitor
+
+rng = np.random.default_rng(0)
+x = rng.normal(size=(96, 8)).astype("float32")
+y = rng.integers(0, 3, 96).astype("int32")
+
+def build():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(3)])
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+out = {}
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    for shuffle in (False, True):
+        plain, monitored = build(), build()
+        start = [np.linalg.norm(keras.ops.convert_to_numpy(w)) for w in monitored.trainable_weights]
+        monitor = SignalMonitor(sys.argv[1] + str(shuffle), every_n_steps=2)
+        keras.utils.set_random_seed(1)
+        plain.fit(x, y, batch_size=16, epochs=2, shuffle=shuffle, verbose=0)
+        keras.utils.set_random_seed(1)
+        monitored.fit(x, y, batch_size=16, epochs=2, shuffle=shuffle, verbose=0,
+                      callbacks=[monitor])
+        probed = keras.ops.convert_to_numpy(monitor.x)
+        norms = [monitor.history["weights"][w.path]["weight_norm"][0]
+                 for w in monitored.trainable_weights]
+        out[str(shuffle)] = {
+            "same_weights": all(np.array_equal(keras.ops.convert_to_numpy(a),
+                                               keras.ops.convert_to_numpy(b))
+                                for a, b in zip(plain.weights, monitored.weights)),
+            "head": bool(np.array_equal(probed, x[:16])),
+            "rows_of_x": bool(all((probed[i] == x).all(1).any() for i in range(len(probed)))),
+            "steps": monitor.history["step"],
+            "step0_norms": bool(np.allclose(norms, start, rtol=1e-5)),
+        }
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_the_first_batch_on_jax_and_torch(subprocess_env, tmp_path, backend):
+    # The probe batch is the batch training takes first (x[:16] unshuffled, rows of x when
+    # shuffled), training is unchanged bit for bit, and the probe of step 0 saw the
+    # weights training starts from (JAX's fit had taken them out of the variables).
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", FIRST_BATCH_ON_BACKEND, str(tmp_path / "l")],
+                          env=dict(subprocess_env, KERAS_BACKEND=backend),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    for shuffle, seen in out.items():
+        assert seen["same_weights"] and seen["rows_of_x"] and seen["step0_norms"], shuffle
+        assert seen["steps"] == [0, 2, 4, 6, 8, 10, 12], shuffle
+    assert out["False"]["head"] and not out["True"]["head"]

@@ -90,8 +90,9 @@ def train(log_dir):
         keras_initkit.reinitialize(net)
         keras_initkit.lsuv(net, x[:64], max_iter=1)
     # images=True: only the chief draws; the other worker's pictures would need a writer.
-    monitor = SignalMonitor(os.path.join(log_dir, "shared"), every_n_steps=2, images=True,
-                            image_every_n_probes=2)
+    # The same probe batch on each worker (without it, each probes its own shard's first).
+    monitor = SignalMonitor(os.path.join(log_dir, "shared"), probe_data=(x[:32], y[:32]),
+                            every_n_steps=2, images=True, image_every_n_probes=2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         net.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0,
