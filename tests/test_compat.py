@@ -188,6 +188,15 @@ def test_nothing_outside_compat_touches_a_private_keras_or_tensorflow_name():
         "\n".join(found)
 
 
+def test_nothing_reads_the_call_stack():
+    # What the caller's frames hold is no API: a Keras release may rename any local.
+    found = [f"{os.path.relpath(path, PACKAGE.parent)}: {word}"
+             for path in sorted(PACKAGE.rglob("*.py"))
+             for word in ("currentframe", "_getframe", "f_back", "f_locals", "inspect.stack")
+             if word in path.read_text()]
+    assert not found, "call-stack reading:\n" + "\n".join(found)
+
+
 def test_one_process_is_not_multi_worker():
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     assert _compat.in_multi_worker_mode(strategy) is False

@@ -231,6 +231,35 @@ def test_shuffled_arrays_give_the_shuffled_first_batch_and_training_is_unchanged
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
+def test_the_first_batch_costs_no_new_trace_of_the_training_step(tmp_path):
+    # TensorFlow: the batch taken is given back through an iterator of the same spec, so the
+    # train step is traced once, as without the monitor; a fit of no step leaves the train
+    # function as it was.
+    import tensorflow as tf
+
+    from keras_initkit.callbacks.first_batch import on_first_batch
+
+    traces = []
+
+    class Counted(keras.Sequential):
+        def train_step(self, data):
+            traces.append(1)  # runs when the step is traced, not at each step
+            return super().train_step(data)
+
+    x, y = data(96)
+    model = Counted([keras.Input((16,)), L.Dense(2)])
+    model.compile(keras.optimizers.SGD(0.05),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(96, seed=2).batch(32)
+    model.fit(dataset, epochs=2, verbose=0, callbacks=[SignalMonitor(tmp_path)])
+    assert len(traces) == 1
+    original = model.train_function
+    cancel = on_first_batch(model, lambda x, y: None)
+    assert model.train_function is not original
+    cancel()
+    assert model.train_function is original
+
+
 @pytest.mark.parametrize("source", ["generator", "dataset_on_a_generator", "cached_dataset"])
 def test_data_that_cannot_be_read_twice_gives_its_first_batch(tmp_path, source):
     # Read once, by training: the probe batch is the batch its train function took first.
