@@ -14,11 +14,12 @@ def on_first_batch(model, receive):
     Keras hands callbacks no data, but `fit` hands each backend's train function (set by
     `make_train_function` before `on_train_begin`) the data of each call: PyTorch a list
     of its one batch, JAX `(state, iterator)`, TensorFlow a `tf.data` (or
-    `tf.distribute`) iterator, in Keras 3.10 to 3.15. The first batch is taken from it, and the rest of the call gets an iterator that
-    yields that batch first: on TensorFlow a `tf.data` iterator with the same element
-    spec (no new trace of the step), or with `steps_per_execution > 1` and on a
-    distributed iterator a Python one (Keras' path of `train_on_batch`: the step is
-    traced once more). Nothing moves a shuffle's seed: it is the batch training takes.
+    `tf.distribute`) iterator, in Keras 3.10 to 3.15. The first batch is taken from it,
+    and the rest of the call gets an iterator that yields that batch first: on
+    TensorFlow a `tf.data` iterator with the same element spec (no new trace of the
+    step), or with `steps_per_execution > 1` and on a distributed iterator a Python one
+    (Keras' path of `train_on_batch`: the step is traced once more). Nothing moves a
+    shuffle's seed: it is the batch training takes.
 
     Args:
         model: The model being fit, between `make_train_function` and its first step.
