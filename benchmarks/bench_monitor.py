@@ -301,7 +301,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=None, help="default 11; 2 with --quick")
     parser.add_argument("--quick", action="store_true", help="the MLP only, 2 rounds")
     parser.add_argument("--part", choices=("overhead", "segments", "depth", "images", "restore",
-                                           "all"),
+                                           "first-batch", "all"),
                         default="all", help="segments: only the within-fit measure; images: "
                         "SignalMonitor(images=True) alone, against images=False and none")
     parser.add_argument("--image-every", default="",
@@ -317,6 +317,8 @@ def main():
         segments_part(rounds, args.quick)
     if args.part == "restore":
         restore_part(rounds, args.quick)
+    if args.part == "first-batch":
+        first_batch_part(rounds)
     if args.part == "images":
         images_part(rounds, args.quick, [int(k) for k in args.image_every.split(",") if k])
     if args.part in ("depth", "all"):
@@ -555,6 +557,33 @@ def restore_part(rounds, quick, batch=32):
             print(f"| {kind} | {name} | {len(values)} | {np.median(values):.3f} | "
                   f"{low:.3f}-{high:.3f} |", flush=True)
     copy_cost(quick)
+
+
+def first_batch_part(rounds, steps=20):
+    """What taking the probe batch from the train function's first call costs a fit: a
+    fresh MLP's first fit (its trace included) on a shuffled tf.data pipeline, with
+    SignalMonitor(probe_data=...) against SignalMonitor() in alternate rounds."""
+    import tensorflow as tf
+
+    x, y = dataset("mlp", 32 * steps)
+    print(f"\nThe first fit of a fresh MLP ({steps} steps of 32, a shuffled tf.data "
+          f"pipeline), median of {rounds} alternating rounds\n")
+    print("| probe batch | first fit s | ratio |")
+    print("|---|---|---|")
+    logs = tempfile.mkdtemp(prefix="bench_first_")
+    times = {"probe_data=x[:32]": [], "none (the first batch fit takes)": []}
+    for round_ in range(rounds):
+        for name in times:
+            model = compiled(mlp)
+            data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=0).batch(32)
+            monitor = SignalMonitor(os.path.join(logs, f"{round_}{len(name)}"), **(
+                {"probe_data": (x[:32], y[:32])} if name.startswith("probe_data") else {}))
+            start = time.perf_counter()
+            model.fit(data, epochs=1, verbose=0, callbacks=[monitor])
+            times[name].append(time.perf_counter() - start)
+    for name, seconds in times.items():
+        print(f"| {name} | {statistics.median(seconds):.3f} | "
+              f"{paired(seconds, times['probe_data=x[:32]']):.3f} |")
 
 
 def copy_cost(quick, repeats=21):
