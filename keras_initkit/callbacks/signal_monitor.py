@@ -294,7 +294,6 @@ class SignalMonitor(keras.callbacks.Callback):
             build_optimizer(self.model)
         self._step = self._epoch_base = self._iterations()
         if self.x is None:  # no probe_data: the first training batch, before its step
-            self._batch = None
             self._cancel_first_batch = on_first_batch(self.model, self._first_batch)
             return
         self._start()
@@ -776,15 +775,6 @@ def ensure_writable(folder, message):
         os.remove(probe_file)
     except OSError as error:
         raise ValueError(f"{message} ({error.strerror or error}).") from None
-
-
-# Dataset ops a copy could not run apart from the original: Python generators and functions.
-_PYTHON_BACKED = re.compile(r"PyFunc|Generator")
-# Ops that draw their seeds from a SeedGenerator resource, with the attribute that says
-# whether they draw new seeds on each iteration. Their (seed, seed2) inputs come just before it.
-_SEEDED = {"ShuffleDatasetV3": "reshuffle_each_iteration",
-           "ShuffleAndRepeatDatasetV2": "reshuffle_each_iteration",
-           "RandomDatasetV2": "rerandomize_each_iteration"}
 
 
 __all__ = ["SignalMonitor", "FindingError", "Finding"]

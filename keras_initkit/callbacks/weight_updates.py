@@ -54,7 +54,6 @@ class WeightUpdates:
         if paths not in self._copies:
             with tf.init_scope():  # made once, outside the trace
                 self._copies[paths] = _GraphCopy(weights)
-        self.paths = list(paths)
         return ([update_tag(p) for p in paths],) + self._copies[paths](weights, step, keep)
 
     def __call__(self, model, step, measured=None):
