@@ -7,10 +7,10 @@
 - `lower_learning_rate`: the optimizer's learning rate scaled down after a
   restore, a float or a schedule (wrapped in `ScaledSchedule`).
 """
+import bisect
 import collections
 import contextlib
 import math
-import statistics
 
 import keras
 import numpy as np
@@ -188,17 +188,29 @@ class LossWatch:
     """
 
     def __init__(self, spike, window=100, warmup=2):
-        self.spike, self.warmup = spike, warmup
-        self.recent = collections.deque(maxlen=window)
+        self.spike, self.warmup, self.window = spike, warmup, window
+        # The last `window` losses in arrival order, and the same sorted: a median per
+        # batch then costs two bisections, not a sort (a tenth of a small model's step).
+        self.recent, self._sorted = collections.deque(), []
         self.best = None
         self.reset()
+
+    def _median(self):
+        values, n = self._sorted, len(self._sorted)
+        return values[n // 2] if n % 2 else 0.5 * (values[n // 2 - 1] + values[n // 2])
+
+    def _add(self, loss):
+        if len(self.recent) == self.window:
+            del self._sorted[bisect.bisect_left(self._sorted, self.recent.popleft())]
+        self.recent.append(loss)
+        bisect.insort(self._sorted, loss)
 
     def may_copy(self):
         """None when the recent losses allow a copy of the state (and it counts towards
         `best`), else the reason they do not."""
         if self.spike is None or len(self.recent) < self.warmup:
             return None
-        median = statistics.median(self.recent)
+        median = self._median()
         if self.best is not None and median > self.spike * self.best:
             return (f"the median batch loss {median:.4g} is above {self.spike:g} x its "
                     f"lowest at a copy ({self.best:.4g})")
@@ -226,10 +238,10 @@ class LossWatch:
         self.seen = counted, loss
         reason = None
         if self.spike is not None and len(self.recent) >= self.warmup:
-            median = statistics.median(self.recent)
+            median = self._median()
             if median > 0 and latest > self.spike * median:
                 reason = (f"the batch loss {latest:.4g} is above {self.spike:g} x the median "
                           f"of the last {len(self.recent)} batches ({median:.4g})")
         if reason is None:
-            self.recent.append(latest)
+            self._add(latest)
         return reason

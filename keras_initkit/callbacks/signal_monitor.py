@@ -58,6 +58,14 @@ class _Signal(typing.NamedTuple):
     gradient_rms: list
 
 
+class HookFacts(typing.NamedTuple):
+    """What the monitor's in-graph hook says about the trace it was traced in: the watched
+    weights' `weight_updates.Facts`, and the ids of the state variables whose values it
+    returns (`on_finding="restore"`; None otherwise)."""
+    updates: tuple = None
+    state: tuple = None
+
+
 class FindingError(RuntimeError):
     """Raised by `SignalMonitor(on_finding="raise")`; `.finding` holds the `Finding`.
 
@@ -328,14 +336,16 @@ class SignalMonitor(keras.callbacks.Callback):
         returns what `WeightUpdates` reads from the probe's result, and with
         `on_finding="restore"` the values the copy of a healthy state keeps."""
         def hook(tables, step, first):
-            *updates, measured = self._updates.in_graph(self.model, step, tables.all_finite)
+            *updates, measured, facts = self._updates.in_graph(self.model, step,
+                                                               tables.all_finite)
             if scalars is not None:
                 scalars(tables, step, first, updates)
             if self.on_finding != "restore":
-                return HookOutput(measured)
+                return HookOutput(measured, about=HookFacts(facts, None))
             # The state the copy of a healthy probe keeps, read in the same call.
             state = state_variables(self.model)
-            return HookOutput(measured, [v.value for v in state], tuple(id(v) for v in state))
+            return HookOutput(measured, [v.value for v in state],
+                              HookFacts(facts, tuple(id(v) for v in state)))
 
         return hook
 
@@ -414,7 +424,8 @@ class SignalMonitor(keras.callbacks.Callback):
             with_tensors = self.histograms and self._writer is not None
             result = self._probe(*self._batch, with_tensors=with_tensors, step=self._step)
             findings, note = self._judge(result)
-            updates = self._updates(self.model, self._step, result.hook_numbers)
+            about = result.shared.get("hook", (0, HookFacts()))[1]
+            updates = self._updates(self.model, self._step, result.hook_numbers, about.updates)
             findings += update_findings(updates, self.thresholds)
             if note and note not in self._notes:
                 self._notes.add(note)
@@ -495,7 +506,7 @@ class SignalMonitor(keras.callbacks.Callback):
             if self._snapshot is None or not self._snapshot.matches(self.model):
                 self._snapshot = Snapshot(self.model, self.keep)
             # The values the probe's call read, where it read these variables.
-            read = result.shared.get("hook", (0, None))[1] == self._snapshot.ids
+            read = result.shared.get("hook", (0, HookFacts()))[1].state == self._snapshot.ids
             self._snapshot.take(self._step, result.hook_tensors if read else None)
             self.snapshot_bytes = self._snapshot.nbytes
         except Exception as error:  # nothing to restore until the next healthy probe
@@ -563,10 +574,15 @@ class SignalMonitor(keras.callbacks.Callback):
     def _record(self, result, findings, updates=()):
         self.history["step"].append(self._step)
         for group, rows in (("activations", result.activations), ("weights", result.weights)):
+            columns = self.history[group]
             for path, _, s, *_ in rows:
-                series = self.history[group].setdefault(path, {})
+                series = columns.get(path)
+                if series is None or len(series) < len(s):  # a new row, or new fields
+                    series = columns.setdefault(path, {})
+                    for key in s:
+                        series.setdefault(key, [])
                 for key, value in s.items():
-                    series.setdefault(key, []).append(value)
+                    series[key].append(value)
         self.history["findings"] += [(self._step, f) for f in findings]
         # One value per probe for every watched weight: NaN where none was measured.
         ratios = {u.path: u.ratio for u in updates}

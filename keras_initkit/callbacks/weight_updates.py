@@ -1,8 +1,11 @@
 """How far each weight moved between two probes of `SignalMonitor`: the update ratios."""
+import typing
+
 import keras
 import numpy as np
 
 from ..diagnostics.findings import WeightUpdate
+from ..diagnostics.stats import sum_of_squares
 
 
 def _owner(path):
@@ -41,11 +44,12 @@ class WeightUpdates:
             copy.last_step.assign(-1)
 
     def in_graph(self, model, step, keep):
-        """Inside TensorFlow's compiled probe: `(tags, ratios, described, measured)`, the
-        update ratios since the last probe (NaN where there is no baseline), whether a
+        """Inside TensorFlow's compiled probe: `(tags, ratios, described, measured, facts)`,
+        the update ratios since the last probe (NaN where there is no baseline), whether a
         finite one was kept before (TensorBoard reads a tag's metadata from its first
-        event), and what `__call__` reads: the squares (as `_squares`) then the steps they
-        span (0: no baseline), flat. Where `keep` (a bool tensor: the probe's numbers are
+        event), what `__call__` reads: the squares (as `_squares`) then the steps they
+        span (0: no baseline), flat, and the watched weights' `facts`, fixed with the
+        trace, for `__call__` too. Where `keep` (a bool tensor: the probe's numbers are
         the ones kept) is true, the copy is refreshed."""
         import tensorflow as tf
 
@@ -54,17 +58,20 @@ class WeightUpdates:
         if paths not in self._copies:
             with tf.init_scope():  # made once, outside the trace
                 self._copies[paths] = _GraphCopy(weights)
-        return ([update_tag(p) for p in paths],) + self._copies[paths](weights, step, keep)
+        return ([update_tag(p) for p in paths],) + self._copies[paths](weights, step, keep) + (
+            facts(weights),)
 
-    def __call__(self, model, step, measured=None):
+    def __call__(self, model, step, measured=None, facts_of_measured=None):
         """`WeightUpdate`s since the last call (none at the first, or where no step was
         taken), and keeps this step's copy; on TensorFlow, from the numbers `measured`
-        that the probe's call returned from `in_graph`."""
-        weights = watched(model)
-        paths = [w.path for w in weights]
+        that the probe's call returned from `in_graph`, with its `facts_of_measured`."""
         if measured is not None and len(measured):
+            known = facts_of_measured or facts(watched(model))
             squares, steps = measured[:-1].reshape(-1, 2), int(measured[-1])
         else:
+            weights = watched(model)
+            known = facts(weights)
+            paths = [fact.path for fact in known]
             if self._measure is None or self.paths != paths:  # compiled once per weight set
                 self._measure, self.paths, self.step = _measurer(weights), paths, None
             squares = self._measure()
@@ -72,16 +79,29 @@ class WeightUpdates:
             if steps > 0:
                 # One compiled call and one transfer for all: eager, 10 weights took 9 ms.
                 squares = keras.ops.convert_to_numpy(squares)
-        self.paths, self.step = paths, step
+        self.paths, self.step = [fact.path for fact in known], step
         if steps <= 0:
             return []
-        updates = []
-        for w, (moved, base) in zip(weights, squares.astype(np.float64)):
-            ratio = float(np.sqrt(moved / base) / steps) if base > 0 else float("nan")
-            # NaN moved: a diverged weight, not a frozen one.
-            updates.append(WeightUpdate(w.path, _owner(w.path), ratio, bool(moved != 0),
-                                        bool(w.trainable), len(w.shape) >= 2, steps))
-        return updates
+        moved, base = squares.astype(np.float64).T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = np.where(base > 0, np.sqrt(moved / base) / steps, np.nan).tolist()
+        # NaN moved: a diverged weight, not a frozen one.
+        return [WeightUpdate(fact.path, fact.layer, ratio, change != 0, fact.trainable,
+                             fact.kernel, steps)
+                for fact, ratio, change in zip(known, ratios, moved.tolist())]
+
+
+class Facts(typing.NamedTuple):
+    """What an update ratio's judgement needs of a weight, fixed while its layer is."""
+    path: str
+    layer: str  # the owning layer's name
+    trainable: bool
+    kernel: bool  # rank >= 2
+
+
+def facts(weights):
+    return tuple(Facts(w.path, _owner(w.path), bool(w.trainable), len(w.shape) >= 2)
+                 for w in weights)
 
 
 class _GraphCopy:
@@ -144,6 +164,6 @@ def _measurer(weights):
 
 
 def _squares(now, before):
-    ops = keras.ops
-    return ops.stack([ops.stack([ops.sum(ops.square(n - b)), ops.sum(ops.square(b))])
-                      for n, b in zip(now, before)])
+    """Per weight, the squared norms of its change and of its value before: `(n, 2)`."""
+    return keras.ops.stack([keras.ops.stack([sum_of_squares(n - b), sum_of_squares(b)])
+                            for n, b in zip(now, before)])

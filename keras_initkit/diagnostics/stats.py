@@ -52,12 +52,18 @@ def _mean_square(x, axes):
     no squared copy of a large tensor (a ResNet50 layer at 224 px), about
     twice as fast on a CPU.
     """
-    if x.shape[0] == 1 and keras.backend.backend() == "tensorflow" and \
-            all(d is not None for d in x.shape):
+    if x.shape[0] == 1 and all(d is not None for d in x.shape):
+        return ops.reshape(sum_of_squares(x) / float(math.prod(x.shape)), (1,))
+    return ops.mean(x * x, axis=axes)
+
+
+def sum_of_squares(x):
+    """sum(x * x) over all entries; on TensorFlow in one fused pass (`tf.nn.l2_loss`)."""
+    if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        return ops.reshape(2.0 * tf.nn.l2_loss(x) / float(math.prod(x.shape)), (1,))
-    return ops.mean(x * x, axis=axes)
+        return 2.0 * tf.nn.l2_loss(x)
+    return ops.sum(ops.square(x))
 
 
 def _finite(x):
@@ -302,34 +308,51 @@ def _group_probs(probs, outputs, group, y):
     return ops.expand_dims(ops.cast(first, "float32"), 0)
 
 
+# A float32 mean of squares is exact to float32's rounding where it lies in this range:
+# squares below 1e-38 flush to 0 (TensorFlow's CPU kernels flush denormals), and a sum of
+# squares overflows above 3e38 (a mean above 1e30 is safe for tensors of 1e8 entries).
+SQUARES_RANGE = (1e-30, 1e30)
+
+
 def finite_weight_stats(weights, grads):
     """`weight_stats` of every weight at once, for finite gradients: a `(k, 8)` table, and
-    a checksum per weight that is finite iff its gradient is. Weights of one shape are
-    reduced together."""
+    a checksum per weight that is finite iff its gradient is finite and both sums of
+    squares are exact (`SQUARES_RANGE`). Weights of one shape are reduced together.
+
+    Three passes over a weight and three over its gradient: its largest and
+    smallest entry, and its sum of squares, unscaled and fused. Where a mean
+    square falls outside the range (entries near 1e-19 or 1e19) the checksum
+    is NaN and the probe's exact pass (`weight_stats`, moments of the tensor
+    over its largest entry) takes over.
+    """
     grads = [ops.zeros_like(w) if g is None else g for w, g in zip(weights, grads)]
     groups = _groups(weights, [tuple(w.shape) for w in weights])
     parts = []
     for group in groups:
         w, g = _stacked(weights, group), _stacked(grads, group)
         axes = tuple(range(1, len(w.shape)))
-        per = (-1,) + (1,) * len(axes)
-        w_scale, g_max = _scale(ops.max(ops.abs(w), axis=axes)), ops.max(ops.abs(g), axis=axes)
-        g_scale = _scale(g_max)
-        parts.append(ops.stack([
-            w_scale * ops.sqrt(ops.sum(ops.square(w / ops.reshape(w_scale, per)), axis=axes)),
-            g_scale * ops.sqrt(ops.sum(ops.square(g / ops.reshape(g_scale, per)), axis=axes)),
-            g_max, ops.sum(g, axis=axes)], axis=1))
+        parts.append(ops.stack([_mean_square(w, axes), _peak(w, axes), _mean_square(g, axes),
+                                _peak(g, axes)], axis=1))
     if not parts:
         return ops.zeros((0, len(WEIGHT_FIELDS))), ops.zeros((0,))
-    table = _in_order(parts, groups)  # (k, 4): |w|, |g|, max |g|, sum g (finite iff g is)
+    table = _in_order(parts, groups)  # (k, 4): mean w^2, max |w|, mean g^2, max |g|
     sizes = ops.convert_to_tensor(
         [float(max(1, math.prod(int(d) for d in w.shape))) for w in weights], "float32")
-    w_norm, g_norm = table[:, 0], table[:, 1]
+    w_rms, g_rms = ops.sqrt(table[:, 0]), ops.sqrt(table[:, 2])
+    w_norm, g_norm = w_rms * ops.sqrt(sizes), g_rms * ops.sqrt(sizes)
+    low, high = SQUARES_RANGE
+    inexact = ops.any(ops.stack([(table[:, 1] > 0) & (table[:, 0] < low), table[:, 0] > high,
+                                 (table[:, 3] > 0) & (table[:, 2] < low), table[:, 2] > high]),
+                      axis=0)
     zeros = ops.zeros_like(w_norm)
     ratio = ops.where(w_norm > 0, g_norm / ops.maximum(w_norm, 1e-30), float("inf"))
-    columns = [w_norm, w_norm / ops.sqrt(sizes), g_norm, g_norm / ops.sqrt(sizes), table[:, 2],
-               zeros, zeros, ratio]
-    return ops.stack(columns, axis=1), table[:, 1] + table[:, 3]
+    columns = [w_norm, w_rms, g_norm, g_rms, table[:, 3], zeros, zeros, ratio]
+    return ops.stack(columns, axis=1), ops.where(inexact, float("nan"), g_norm)
+
+
+def _peak(x, axes):
+    """max |x| over `axes`, from the largest and the smallest entry: two reads, no |x|."""
+    return ops.maximum(ops.max(x, axis=axes), -ops.min(x, axis=axes))
 
 
 def _std_and_rms(x):

@@ -3,6 +3,8 @@ last healthy probe, bit for bit; the updates are measured and judged."""
 import json
 import math
 import os
+import random
+import statistics
 import subprocess
 import sys
 import warnings
@@ -101,7 +103,7 @@ def test_a_diverging_run_is_put_back_to_its_last_healthy_probe_and_stopped(tmp_p
     assert any("Restored the weights and optimizer state of step" in s for s in said)
     if keras.backend.backend() == "tensorflow":  # the copy is what the probe's call read
         result = monitor._probe(*monitor._batch)
-        assert result.shared["hook"][1] == monitor._snapshot.ids
+        assert result.shared["hook"][1].state == monitor._snapshot.ids
         assert len(result.hook_tensors) == len(final)
     # The checkpoint after the monitor saved the restored weights, never a NaN.
     saved = sorted(tmp_path.glob("ckpt-*.weights.h5"))
@@ -289,6 +291,18 @@ def test_loss_watch_recovers_each_batch_loss_from_the_running_mean():
     assert watch(5, float("inf")) == "the training loss is inf"
     watch.reset(last_batch=5)  # a restore reset Keras' mean after batch 5
     assert watch(6, 1.5) is None and watch.recent[-1] == pytest.approx(1.5)
+
+
+def test_loss_watch_median_is_the_median_of_its_window():
+    rng = random.Random(0)
+    watch = LossWatch(spike=None, window=7)
+    seen = []
+    for batch in range(60):
+        loss = rng.choice([1.0, 2.0, rng.random()])  # ties too
+        seen.append(loss)
+        mean = sum(seen) / len(seen)
+        assert watch(batch, mean) is None
+        assert watch._median() == pytest.approx(statistics.median(seen[-7:]), rel=1e-9)
 
 
 def test_a_slowly_degrading_run_is_not_copied():
