@@ -6,9 +6,10 @@ and move them to the host in one transfer.
 
 Two versions of each: the exact one skips NaN and Inf in every moment and
 counts them; the `finite_*` one assumes there are none, in half the ops, and
-returns a checksum that is finite exactly when that assumption holds. The
-probe takes the cheap numbers when every checksum is finite and computes the
-exact ones only otherwise (a probe of a small MLP runs mostly on per-op cost).
+returns a checksum that is finite exactly when that assumption holds (and,
+for the weights, when their unscaled sums of squares are exact). The probe
+takes the cheap numbers when every checksum is finite and computes the exact
+ones only otherwise (a probe of a small MLP runs mostly on per-op cost).
 """
 import math
 
@@ -321,7 +322,7 @@ def finite_weight_stats(weights, grads):
 
     Three passes over a weight and three over its gradient: its largest and
     smallest entry, and its sum of squares, unscaled and fused. Where a mean
-    square falls outside the range (entries near 1e-19 or 1e19) the checksum
+    square falls outside the range (an RMS outside 1e-15..1e15) the checksum
     is NaN and the probe's exact pass (`weight_stats`, moments of the tensor
     over its largest entry) takes over.
     """
