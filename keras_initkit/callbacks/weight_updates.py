@@ -5,6 +5,7 @@ import keras
 import numpy as np
 
 from ..diagnostics.findings import WeightUpdate
+from ..diagnostics.probe import MAX_TRACES
 from ..diagnostics.stats import sum_of_squares
 
 
@@ -55,11 +56,16 @@ class WeightUpdates:
 
         weights = watched(model)
         paths = tuple(w.path for w in weights)
-        if paths not in self._copies:
+        copy = self._copies.pop(paths, None)
+        if copy is None:
             with tf.init_scope():  # made once, outside the trace
-                self._copies[paths] = _GraphCopy(weights)
-        return ([update_tag(p) for p in paths],) + self._copies[paths](weights, step, keep) + (
-            facts(weights),)
+                copy = _GraphCopy(weights)
+        # Last in, as the trace that uses it: the copies of the probe's live traces are the
+        # latest MAX_TRACES (gradual unfreezing makes a weight set per step of it).
+        self._copies[paths] = copy
+        for old in list(self._copies)[:-MAX_TRACES]:
+            del self._copies[old]
+        return ([update_tag(p) for p in paths],) + copy(weights, step, keep) + (facts(weights),)
 
     def __call__(self, model, step, measured=None, facts_of_measured=None):
         """`WeightUpdate`s since the last call (none at the first, or where no step was

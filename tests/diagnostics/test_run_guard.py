@@ -280,6 +280,28 @@ def test_a_healthy_he_mlp_of_initkit_compare_raises_no_update_finding(tmp_path):
     assert [f for _, f in monitor.history["findings"] if f.kind == "update"] == []
 
 
+def test_update_copies_stay_bounded_under_gradual_unfreezing():
+    # Each set of watched weights has its own copy, made when a probe is traced for it;
+    # freezing layer after layer makes one per step, and only the probe's latest
+    # MAX_TRACES traces can use theirs.
+    import tensorflow as tf
+
+    from keras_initkit.callbacks.weight_updates import WeightUpdates
+    from keras_initkit.diagnostics.probe import MAX_TRACES
+
+    model = mlp((16,), 4, depth=MAX_TRACES + 2, width=8)
+    dense = [layer for layer in model.layers if layer.weights]
+    updates, kept = WeightUpdates(), []
+    for layer in dense:
+        layer.trainable = False  # its bias is no longer watched: a new weight set
+        tf.function(lambda: updates.in_graph(model, tf.constant(0, "int64"),
+                                             tf.constant(True))[3]).get_concrete_function()
+        kept.append(len(updates._copies))
+    assert kept == [min(i + 1, MAX_TRACES) for i in range(len(dense))]
+    paths = tuple(w.path for w in model.weights if len(w.shape) >= 2)  # the last set
+    assert list(updates._copies)[-1] == paths
+
+
 def test_loss_watch_recovers_each_batch_loss_from_the_running_mean():
     watch = LossWatch(spike=10.0)
     losses = [2.0, 1.8, 1.7, 1.6, 40.0]
