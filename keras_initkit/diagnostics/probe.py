@@ -382,8 +382,7 @@ class Probe:
         def table(rows, fields):  # rows stacked, or an empty (0, fields) table
             return ops.stack(rows) if rows else ops.zeros((0, len(fields)))
 
-        if exact:  # a second pass, after a NaN, an Inf, or a weight or gradient whose RMS is
-            # outside 1e-15..1e15: moments that skip NaN and Inf, over each tensor's largest entry
+        if exact:  # a second pass, only after a NaN or Inf: moments that skip them
             rows = table([stats.activation_stats(*a) for a in zip(
                 tensors, bounded, [self.saturation_threshold] * len(tensors), inputs_of,
                 output_grads, kinds, probs)], stats.ACTIVATION_FIELDS)
@@ -673,7 +672,7 @@ class Probe:
             run, args = self._run, (x, y if y is not None else 0.0, y is not None, with_tensors,
                                     tf.constant(step, tf.int64))
         out, numbers, (traced, weight_names, kept, shared), series = run(args, exact=False)
-        if not numbers[-1]:  # the cheap moments are wrong (a NaN, an Inf): the exact pass
+        if not numbers[-1]:  # a NaN or Inf made the cheap moments wrong: the exact pass
             out, numbers, (traced, weight_names, kept, shared), series = run(args, exact=True)
         if self.in_graph_hook is not None:  # the pass kept was this series' first, if any
             self._described.add(series)

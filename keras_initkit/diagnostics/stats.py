@@ -6,10 +6,9 @@ and move them to the host in one transfer.
 
 Two versions of each: the exact one skips NaN and Inf in every moment and
 counts them; the `finite_*` one assumes there are none, in half the ops, and
-returns a checksum that is finite exactly when that assumption holds (and,
-for the weights, when their unscaled sums of squares are exact). The probe
-takes the cheap numbers when every checksum is finite and computes the exact
-ones only otherwise (a probe of a small MLP runs mostly on per-op cost).
+returns a checksum that is finite exactly when that assumption holds. The
+probe takes the cheap numbers when every checksum is finite and computes the
+exact ones only otherwise (a probe of a small MLP runs mostly on per-op cost).
 """
 import math
 
@@ -309,22 +308,16 @@ def _group_probs(probs, outputs, group, y):
     return ops.expand_dims(ops.cast(first, "float32"), 0)
 
 
-# A float32 mean of squares is exact to float32's rounding where it lies in this range:
-# squares below 1e-38 flush to 0 (TensorFlow's CPU kernels flush denormals), and a sum of
-# squares overflows above 3e38 (a mean above 1e30 is safe for tensors of 1e8 entries).
-SQUARES_RANGE = (1e-30, 1e30)
-
-
 def finite_weight_stats(weights, grads):
     """`weight_stats` of every weight at once, for finite gradients: a `(k, 8)` table, and
-    a checksum per weight that is finite iff its gradient is finite and both sums of
-    squares are exact (`SQUARES_RANGE`). Weights of one shape are reduced together.
+    a checksum per weight that is finite iff its gradient is. Weights of one shape are
+    reduced together.
 
-    Three passes over a weight and three over its gradient: its largest and
-    smallest entry, and its sum of squares, unscaled and fused. Where a mean
-    square falls outside the range (an RMS outside 1e-15..1e15) the checksum
-    is NaN and the probe's exact pass (`weight_stats`, moments of the tensor
-    over its largest entry) takes over.
+    Four passes over a weight and four over its gradient: its largest and
+    smallest entry, its division by the larger magnitude, and one fused sum of
+    squares of that (`_scale`: a vanishing gradient of 1e-25 would square to
+    0). The gradient's norm is its checksum: its scaled squares sum to at most
+    its size.
     """
     grads = [ops.zeros_like(w) if g is None else g for w, g in zip(weights, grads)]
     groups = _groups(weights, [tuple(w.shape) for w in weights])
@@ -332,23 +325,27 @@ def finite_weight_stats(weights, grads):
     for group in groups:
         w, g = _stacked(weights, group), _stacked(grads, group)
         axes = tuple(range(1, len(w.shape)))
-        parts.append(ops.stack([_mean_square(w, axes), _peak(w, axes), _mean_square(g, axes),
-                                _peak(g, axes)], axis=1))
+        w_peak, g_peak = _peak(w, axes), _peak(g, axes)
+        parts.append(ops.stack([_scaled_rms(w, w_peak, axes), _scaled_rms(g, g_peak, axes),
+                                g_peak], axis=1))
     if not parts:
         return ops.zeros((0, len(WEIGHT_FIELDS))), ops.zeros((0,))
-    table = _in_order(parts, groups)  # (k, 4): mean w^2, max |w|, mean g^2, max |g|
-    sizes = ops.convert_to_tensor(
-        [float(max(1, math.prod(int(d) for d in w.shape))) for w in weights], "float32")
-    w_rms, g_rms = ops.sqrt(table[:, 0]), ops.sqrt(table[:, 2])
-    w_norm, g_norm = w_rms * ops.sqrt(sizes), g_rms * ops.sqrt(sizes)
-    low, high = SQUARES_RANGE
-    inexact = ops.any(ops.stack([(table[:, 1] > 0) & (table[:, 0] < low), table[:, 0] > high,
-                                 (table[:, 3] > 0) & (table[:, 2] < low), table[:, 2] > high]),
-                      axis=0)
+    table = _in_order(parts, groups)  # (k, 3): RMS of w, RMS of g, max |g|
+    sizes = ops.sqrt(ops.convert_to_tensor(
+        [float(max(1, math.prod(int(d) for d in w.shape))) for w in weights], "float32"))
+    w_rms, g_rms = table[:, 0], table[:, 1]
+    w_norm, g_norm = w_rms * sizes, g_rms * sizes
     zeros = ops.zeros_like(w_norm)
     ratio = ops.where(w_norm > 0, g_norm / ops.maximum(w_norm, 1e-30), float("inf"))
-    columns = [w_norm, w_rms, g_norm, g_rms, table[:, 3], zeros, zeros, ratio]
-    return ops.stack(columns, axis=1), ops.where(inexact, float("nan"), g_norm)
+    columns = [w_norm, w_rms, g_norm, g_rms, table[:, 2], zeros, zeros, ratio]
+    return ops.stack(columns, axis=1), g_norm
+
+
+def _scaled_rms(x, peak, axes):
+    """The RMS over `axes` of `x` (a group), taken of x / peak and multiplied back."""
+    scale = _scale(peak)
+    per = (-1,) + (1,) * len(axes)
+    return scale * ops.sqrt(_mean_square(x / ops.reshape(scale, per), axes))
 
 
 def _peak(x, axes):
