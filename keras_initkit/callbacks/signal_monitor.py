@@ -66,6 +66,11 @@ class HookFacts(typing.NamedTuple):
     state: tuple = None
 
 
+def _hook_facts(result):
+    """The `HookFacts` of the trace that gave `result` (empty without the in-graph hook)."""
+    return result.shared.get("hook", (0, HookFacts()))[1]
+
+
 class FindingError(RuntimeError):
     """Raised by `SignalMonitor(on_finding="raise")`; `.finding` holds the `Finding`.
 
@@ -424,8 +429,8 @@ class SignalMonitor(keras.callbacks.Callback):
             with_tensors = self.histograms and self._writer is not None
             result = self._probe(*self._batch, with_tensors=with_tensors, step=self._step)
             findings, note = self._judge(result)
-            about = result.shared.get("hook", (0, HookFacts()))[1]
-            updates = self._updates(self.model, self._step, result.hook_numbers, about.updates)
+            updates = self._updates(self.model, self._step, result.hook_numbers,
+                                    _hook_facts(result).updates)
             findings += update_findings(updates, self.thresholds)
             if note and note not in self._notes:
                 self._notes.add(note)
@@ -506,7 +511,7 @@ class SignalMonitor(keras.callbacks.Callback):
             if self._snapshot is None or not self._snapshot.matches(self.model):
                 self._snapshot = Snapshot(self.model, self.keep)
             # The values the probe's call read, where it read these variables.
-            read = result.shared.get("hook", (0, HookFacts()))[1].state == self._snapshot.ids
+            read = _hook_facts(result).state == self._snapshot.ids
             self._snapshot.take(self._step, result.hook_tensors if read else None)
             self.snapshot_bytes = self._snapshot.nbytes
         except Exception as error:  # nothing to restore until the next healthy probe
@@ -574,15 +579,10 @@ class SignalMonitor(keras.callbacks.Callback):
     def _record(self, result, findings, updates=()):
         self.history["step"].append(self._step)
         for group, rows in (("activations", result.activations), ("weights", result.weights)):
-            columns = self.history[group]
             for path, _, s, *_ in rows:
-                series = columns.get(path)
-                if series is None or len(series) < len(s):  # a new row, or new fields
-                    series = columns.setdefault(path, {})
-                    for key in s:
-                        series.setdefault(key, [])
+                series = self.history[group].setdefault(path, {})
                 for key, value in s.items():
-                    series[key].append(value)
+                    series.setdefault(key, []).append(value)
         self.history["findings"] += [(self._step, f) for f in findings]
         # One value per probe for every watched weight: NaN where none was measured.
         ratios = {u.path: u.ratio for u in updates}

@@ -331,10 +331,10 @@ def finite_weight_stats(weights, grads):
     if not parts:
         return ops.zeros((0, len(WEIGHT_FIELDS))), ops.zeros((0,))
     table = _in_order(parts, groups)  # (k, 3): RMS of w, RMS of g, max |g|
-    sizes = ops.sqrt(ops.convert_to_tensor(
+    root_sizes = ops.sqrt(ops.convert_to_tensor(
         [float(max(1, math.prod(int(d) for d in w.shape))) for w in weights], "float32"))
     w_rms, g_rms = table[:, 0], table[:, 1]
-    w_norm, g_norm = w_rms * sizes, g_rms * sizes
+    w_norm, g_norm = w_rms * root_sizes, g_rms * root_sizes
     zeros = ops.zeros_like(w_norm)
     ratio = ops.where(w_norm > 0, g_norm / ops.maximum(w_norm, 1e-30), float("inf"))
     columns = [w_norm, w_rms, g_norm, g_rms, table[:, 2], zeros, zeros, ratio]
