@@ -352,6 +352,7 @@ class SignalMonitor(keras.callbacks.Callback):
             return HookOutput(measured, [v.value for v in state],
                               HookFacts(facts, tuple(id(v) for v in state)))
 
+        hook.before_trace = lambda: self._updates.before_trace(self.model)
         return hook
 
     def on_epoch_begin(self, epoch, logs=None):

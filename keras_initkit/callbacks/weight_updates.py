@@ -57,8 +57,8 @@ class WeightUpdates:
         weights = watched(model)
         paths = tuple(w.path for w in weights)
         copy = self._copies.pop(paths, None)
-        if copy is None:
-            with tf.init_scope():  # made once, outside the trace
+        if copy is None:  # not made by `before_trace`: made here, and TensorFlow traces twice
+            with tf.init_scope():
                 copy = _GraphCopy(weights)
         # Last in, as the trace that uses it: the copies of the probe's live traces are the
         # latest MAX_TRACES (gradual unfreezing makes a weight set per step of it).
@@ -66,6 +66,15 @@ class WeightUpdates:
         for old in list(self._copies)[:-MAX_TRACES]:
             del self._copies[old]
         return ([update_tag(p) for p in paths],) + copy(weights, step, keep) + (facts(weights),)
+
+    def before_trace(self, model):
+        """TensorFlow, before the probe's call is traced, outside it: the copy `in_graph`
+        will use. A variable made inside a trace makes TensorFlow trace the whole call
+        again (its rule for functions that make variables): twice the first probe's time."""
+        weights = watched(model)
+        paths = tuple(w.path for w in weights)
+        if paths not in self._copies:
+            self._copies[paths] = _GraphCopy(weights)
 
     def __call__(self, model, step, measured=None, facts_of_measured=None):
         """`WeightUpdate`s since the last call (none at the first, or where no step was

@@ -161,8 +161,11 @@ class Probe:
             first call of each trace series. The monitor writes its TensorBoard
             scalars there (`callbacks.in_graph_scalars`), at no extra call. What
             it returns, a `HookOutput` or None, comes back in the result
-            (`hook_numbers` in the same transfer as the statistics). TensorFlow
-            only.
+            (`hook_numbers` in the same transfer as the statistics). A hook
+            that needs variables of its own has a `before_trace()` attribute
+            that makes them: the probe calls it before each trace, outside it
+            (a variable made inside a trace makes TensorFlow trace it twice).
+            TensorFlow only.
         tensors_of: Optional predicate `layer -> bool`: the layers whose raw
             outputs, and the weights (by owning layer) whose gradients, a call
             `with_tensors` returns. Default: all of them.
@@ -459,6 +462,9 @@ class Probe:
         series = key[:2] + key[3:]  # the trace's rows (a hook's series): the same for both passes
         describe = self._describe[series not in self._described]
         if key not in self._concrete:
+            # Variables the hook needs are made before the trace: one made inside it would
+            # make TensorFlow trace the call twice.
+            getattr(self.in_graph_hook, "before_trace", lambda: None)()
             originals = self._wrap_calls()
             try:
                 # A tf.function of its own: tf.function's cache keys on the arguments
@@ -570,6 +576,9 @@ class Probe:
         import torch
 
         def numbers(trainable, non_trainable, x, y):
+            # Variables the hook needs are made before the trace: one made inside it would
+            # make TensorFlow trace the call twice.
+            getattr(self.in_graph_hook, "before_trace", lambda: None)()
             originals = self._wrap_calls()
             try:
                 return eager_numbers(trainable, non_trainable, x, y)

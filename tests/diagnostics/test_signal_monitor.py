@@ -268,6 +268,25 @@ def test_the_first_batch_costs_no_new_trace_of_the_training_step(tmp_path):
     assert model.train_function is original
 
 
+def test_the_probe_is_traced_once_with_its_update_copies(tmp_path, monkeypatch):
+    # The update ratios' copies are variables: made inside the trace, they would make
+    # TensorFlow trace the whole probe twice (twice the first probe's time).
+    from keras_initkit.callbacks.weight_updates import WeightUpdates
+
+    traced = []
+    in_graph = WeightUpdates.in_graph
+    monkeypatch.setattr(WeightUpdates, "in_graph",
+                        lambda self, *args: traced.append(1) or in_graph(self, *args))
+    x, y = data(64)
+    model = keras.Sequential([keras.Input((16,)), L.Dense(8, activation="relu"), L.Dense(2)])
+    model.compile(keras.optimizers.SGD(0.05),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    monitor = SignalMonitor(tmp_path, every_n_steps=1)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[monitor])
+    assert monitor.history["step"] == [0, 1, 2, 3, 4] and len(traced) == 1
+    assert np.isfinite(monitor.history["weights"][model.layers[0].kernel.path]["update_ratio"][-1])
+
+
 @pytest.mark.parametrize("source", ["generator", "dataset_on_a_generator", "cached_dataset"])
 def test_data_that_cannot_be_read_twice_gives_its_first_batch(tmp_path, source):
     # Read once, by training: the probe batch is the batch its train function took first.
