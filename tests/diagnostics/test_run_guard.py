@@ -1,12 +1,8 @@
 """SignalMonitor(on_finding="restore") and the update ratios: a diverging run is put back to its
 last healthy probe, bit for bit; the updates are measured and judged."""
-import json
 import math
-import os
 import random
 import statistics
-import subprocess
-import sys
 import warnings
 
 import keras
@@ -375,35 +371,3 @@ def test_scaled_schedule_round_trips_and_scales():
 def test_bad_restore_arguments_are_refused_at_construction(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match.replace("(", r"\(")):
         SignalMonitor(tmp_path, on_finding="restore", **kwargs)
-
-
-RESTORE_ON_BACKEND = """
-import json, sys, warnings
-import keras, numpy as np
-from test_run_guard import StateAtEachStep, digits, he_mlp, state
-from keras_initkit.callbacks import SignalMonitor
-x, y = digits()
-model, recorder = he_mlp(3.0), StateAtEachStep()
-monitor = SignalMonitor(sys.argv[1], every_n_steps=5, on_finding="restore")
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    model.fit(x, y, batch_size=64, epochs=1, shuffle=False, verbose=0,
-              callbacks=[monitor, recorder])
-(restore,) = monitor.history["restores"]
-kept = recorder.states[restore["restored_step"]]
-print(json.dumps({"action": restore["action"], "equal": all(
-    np.array_equal(a, b) for a, b in zip(state(model), kept))}))
-"""
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_restore_on_jax_and_torch(subprocess_env, tmp_path, backend):
-    here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(subprocess_env, KERAS_BACKEND=backend)
-    env["PYTHONPATH"] = os.pathsep.join([here, env["PYTHONPATH"]])
-    done = subprocess.run([sys.executable, "-c", RESTORE_ON_BACKEND, str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"action": "stopped",
-                                                                 "equal": True}
