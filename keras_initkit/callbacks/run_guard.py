@@ -36,9 +36,10 @@ def state_variables(model):
 
 
 def build_optimizer(model):
-    """Keras builds the optimizer's state (momenta, moments) at the first step; a copy taken
-    before it (or a probe's call traced to read it) needs that state as the step will find
-    it, so it is built here."""
+    """Keras builds the optimizer's state (momenta, moments) at the first step, inside its
+    traced step; built here instead, as that step would: a copy taken before it (or a
+    probe's call traced to read it) finds that state, and the step, making no variables,
+    is traced once instead of twice."""
     optimizer = getattr(model, "optimizer", None)
     if optimizer is None or optimizer.built:
         return

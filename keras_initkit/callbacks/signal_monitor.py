@@ -303,8 +303,10 @@ class SignalMonitor(keras.callbacks.Callback):
                 self._writer = tf.summary.create_file_writer(self.log_dir, max_queue=100)
             else:  # TensorBoard's own writer, from the probe's numbers on the host
                 self._writer = EventWriter(self.log_dir, max_queue=100)
-        if self.on_finding == "restore":  # before the probe's call is traced to read it
-            build_optimizer(self.model)
+        # Before the probe's call is traced to read the optimizer's state (restore), and
+        # before the first step: Keras builds it inside the traced step otherwise, and a
+        # function that makes variables is traced twice (a third of a small model's first fit).
+        build_optimizer(self.model)
         self._step = self._epoch_base = self._iterations()
         if self.x is None:  # no probe_data: the first training batch, before its step
             self._cancel_first_batch = on_first_batch(self.model, self._first_batch)
