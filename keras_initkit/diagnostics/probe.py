@@ -576,9 +576,6 @@ class Probe:
         import torch
 
         def numbers(trainable, non_trainable, x, y):
-            # Variables the hook needs are made before the trace: one made inside it would
-            # make TensorFlow trace the call twice.
-            getattr(self.in_graph_hook, "before_trace", lambda: None)()
             originals = self._wrap_calls()
             try:
                 return eager_numbers(trainable, non_trainable, x, y)
