@@ -186,12 +186,12 @@ def test_compare_and_diagnose_choose_the_loss_by_one_rule():
 
 
 def test_compare_other_base_models_and_recipes(capsys, tmp_path):
-    code, out, err = run(capsys, "compare", "--arch", "resmlp", "--schemes", "fixup,skipinit",
+    code, out, err = run(capsys, "compare", "--arch", "resmlp", "--schemes", "as_built,fixup",
                          "--out", str(tmp_path / "r"), *TINY)
     assert code == 0, err
     result = json.loads((tmp_path / "r" / "results.json").read_text())
     assert [(r["scheme"], r["at_init"]) for r in result["rows"]] == [
-        ("fixup", "healthy"), ("skipinit", "healthy")]
+        ("as_built", "healthy"), ("fixup", "healthy")]
     assert result["settings"]["model"].startswith("resmlp(3 blocks")
     code, out, err = run(capsys, "compare", "--arch", "transformer", "--schemes",
                          "gpt2", "--out", str(tmp_path / "t"), *TINY)
