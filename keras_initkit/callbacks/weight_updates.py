@@ -51,15 +51,10 @@ class WeightUpdates:
         event), what `__call__` reads: the squares (as `_squares`) then the steps they
         span (0: no baseline), flat, and the watched weights' `facts`, fixed with the
         trace, for `__call__` too. Where `keep` (a bool tensor: the probe's numbers are
-        the ones kept) is true, the copy is refreshed."""
-        import tensorflow as tf
-
+        the ones kept) is true, the copy (made by `before_trace`) is refreshed."""
         weights = watched(model)
         paths = tuple(w.path for w in weights)
-        copy = self._copies.pop(paths, None)
-        if copy is None:  # not made by `before_trace`: made here, and TensorFlow traces twice
-            with tf.init_scope():
-                copy = _GraphCopy(weights)
+        copy = self._copies.pop(paths)
         # Last in, as the trace that uses it: the copies of the probe's live traces are the
         # latest MAX_TRACES (gradual unfreezing makes a weight set per step of it).
         self._copies[paths] = copy

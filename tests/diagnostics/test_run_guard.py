@@ -277,9 +277,9 @@ def test_a_healthy_he_mlp_of_initkit_compare_raises_no_update_finding(tmp_path):
 
 
 def test_update_copies_stay_bounded_under_gradual_unfreezing():
-    # Each set of watched weights has its own copy, made when a probe is traced for it;
-    # freezing layer after layer makes one per step, and only the probe's latest
-    # MAX_TRACES traces can use theirs.
+    # Each set of watched weights has its own copy, made before a probe is traced for it
+    # (as the probe calls `before_trace`); freezing layer after layer makes one per step,
+    # and only the probe's latest MAX_TRACES traces can use theirs.
     import tensorflow as tf
 
     from keras_initkit.callbacks.weight_updates import WeightUpdates
@@ -290,6 +290,7 @@ def test_update_copies_stay_bounded_under_gradual_unfreezing():
     updates, kept = WeightUpdates(), []
     for layer in dense:
         layer.trainable = False  # its bias is no longer watched: a new weight set
+        updates.before_trace(model)
         tf.function(lambda: updates.in_graph(model, tf.constant(0, "int64"),
                                              tf.constant(True))[3]).get_concrete_function()
         kept.append(len(updates._copies))
