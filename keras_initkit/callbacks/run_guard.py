@@ -11,6 +11,7 @@ import bisect
 import collections
 import contextlib
 import math
+import numbers
 
 import keras
 import numpy as np
@@ -146,7 +147,7 @@ class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def check_factor(factor, name="factor"):
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (
+    if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not (
             0 < factor < 1):
         raise ValueError(f"`{name}` must be a number strictly between 0 and 1; received "
                          f"{name}={factor!r}.")
@@ -155,21 +156,34 @@ def check_factor(factor, name="factor"):
 def lower_learning_rate(model, factor):
     """Scales the optimizer's learning rate by `factor`; returns a description of the new
     rate, or None when it cannot be lowered (a plain Python callable)."""
-    optimizer = model.optimizer
+    # A loss-scale optimizer (mixed precision) keeps the rate in the optimizer it wraps.
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
     if isinstance(optimizer.learning_rate, keras.Variable):
         new = float(keras.ops.convert_to_numpy(optimizer.learning_rate)) * factor
         optimizer.learning_rate = new  # assigned to its variable: no retrace
         return f"{new:.3g}"
-    config = optimizer.get_config().get("learning_rate")
-    if not isinstance(config, dict):
+    schedule = _schedule_of(optimizer)
+    if schedule is None:
         return None
-    schedule = keras.optimizers.schedules.deserialize(config)
     if isinstance(schedule, ScaledSchedule):  # lowered before: one wrapper, factors multiplied
         factor, schedule = factor * schedule.factor, schedule.schedule
     optimizer.learning_rate = ScaledSchedule(schedule, factor)
     # The compiled step computed the schedule it was traced with: trace it again.
     model.make_train_function(force=True)
     return f"{type(schedule).__name__} x {factor:.3g}"
+
+
+def _schedule_of(optimizer):
+    """The optimizer's `LearningRateSchedule` object, None for a plain callable. Keras keeps
+    it in `_learning_rate` (its public `learning_rate` is the rate at the current step);
+    where that is gone, from the optimizer's config, which holds only what Keras can
+    deserialize (a user's schedule must then be registered)."""
+    schedules = keras.optimizers.schedules
+    schedule = getattr(optimizer, "_learning_rate", None)
+    if isinstance(schedule, schedules.LearningRateSchedule):
+        return schedule
+    config = optimizer.get_config().get("learning_rate")
+    return schedules.deserialize(config) if isinstance(config, dict) else None
 
 
 class LossWatch:
@@ -181,7 +195,12 @@ class LossWatch:
     the batches counted, exact for batches of one size (the last, smaller one
     of an epoch is weighed a little off). A batch whose loss is not finite, or
     above `spike` times the median of the last `window` batches' losses (after at
-    least `warmup` of them), diverges.
+    least `warmup` of them) and above the highest that median has been (`peak`),
+    diverges. The second condition keeps a converged run's noise from counting:
+    near zero loss, one misclassified sample puts a batch at 10-20x the median
+    (a separable task under Adam: 0.157 against a median of 0.0087), while a run
+    that diverges passes every level it has been at (1e3 or NaN from a start at 2.3).
+    The window starts anew with each `fit` (`start`): a new fit may bring new data.
 
     A run can also degrade slowly, each batch under `spike` times the median before
     it: `may_copy` then refuses a copy of a state whose median is above `spike`
@@ -193,6 +212,13 @@ class LossWatch:
         # The last `window` losses in arrival order, and the same sorted: a median per
         # batch then costs two bisections, not a sort (a tenth of a small model's step).
         self.recent, self._sorted = collections.deque(), []
+        self.peak = None  # the highest median so far, over every fit
+        self.start()
+
+    def start(self):
+        """A `fit` begins: no window, no lowest median at a copy, Keras' mean reset."""
+        self.recent.clear()
+        self._sorted.clear()
         self.best = None
         self.reset()
 
@@ -222,6 +248,14 @@ class LossWatch:
         """Keras' loss tracker was reset after batch `last_batch` of the epoch: -1 when an
         epoch begins, the batch of a restore (which resets the metrics) otherwise."""
         self.base, self.seen = last_batch, (0, 0.0)
+        if last_batch < 0:
+            self.epoch_losses = [0.0, 0]  # sum and count of the epoch's judged batches
+
+    def epoch_mean(self):
+        """The mean loss of the epoch's batches judged healthy (NaN: none), diverged ones
+        left out: what the epoch reports when a restore emptied Keras' mean."""
+        total, count = self.epoch_losses
+        return total / count if count else float("nan")
 
     def __call__(self, batch, loss):
         """`batch` is Keras' batch index in the epoch (the last of a chunk of
@@ -237,12 +271,15 @@ class LossWatch:
             return None
         latest = (counted * loss - done * mean) / (counted - done)
         self.seen = counted, loss
-        reason = None
         if self.spike is not None and len(self.recent) >= self.warmup:
             median = self._median()
-            if median > 0 and latest > self.spike * median:
-                reason = (f"the batch loss {latest:.4g} is above {self.spike:g} x the median "
-                          f"of the last {len(self.recent)} batches ({median:.4g})")
-        if reason is None:
-            self._add(latest)
-        return reason
+            if median > 0 and latest > self.spike * median and latest > self.peak:
+                return (f"the batch loss {latest:.4g} is above {self.spike:g} x the median "
+                        f"of the last {len(self.recent)} batches ({median:.4g}) and above "
+                        f"the highest that median has been ({self.peak:.4g})")
+        self._add(latest)
+        self.epoch_losses = [self.epoch_losses[0] + latest, self.epoch_losses[1] + 1]
+        if len(self.recent) >= self.warmup:
+            median = self._median()
+            self.peak = median if self.peak is None else max(self.peak, median)
+        return None

@@ -1,5 +1,6 @@
 """SignalMonitor: per-layer activation and gradient statistics to TensorBoard, during `fit`."""
 import math
+import numbers
 import os
 import re
 import typing
@@ -142,8 +143,12 @@ class SignalMonitor(keras.callbacks.Callback):
             step count is not put back (TensorBoard's steps and a schedule's
             position go on), nor its learning rate. The weights are also
             checked to be finite at each epoch's end, before the callbacks
-            after the monitor (a `ModelCheckpoint`) see them. Not on a
-            multi-worker job.
+            after the monitor (a `ModelCheckpoint`) see them. A restore empties
+            Keras' running metrics (the diverged steps leave the epoch's mean);
+            an epoch that counts no batch after it logs the mean loss of its
+            healthy batches, and NaN for its other training metrics, not
+            Keras' 0. `restore_on`, `after_restore`, `lr_factor`, `keep` and
+            `loss_spike` apply only here. Not on a multi-worker job.
         after_restore: `"stop"` (training stops with the restored weights,
             bit for bit) or `"lower_lr"` (training goes on with the learning
             rate times `lr_factor`: a float is assigned, a schedule is wrapped
@@ -154,8 +159,10 @@ class SignalMonitor(keras.callbacks.Callback):
             `"device"` (no transfer). It holds one copy of the weights and
             the optimizer's state (`monitor.snapshot_bytes`).
         loss_spike: With `"restore"`, a batch's loss above this times the
-            median of the last 100 batches (after 2) diverges; None judges
-            only non-finite losses. Default 10. A state whose median batch
+            median of the last 100 batches of this `fit` (after 2), and above
+            the highest that median has been, diverges (a converged run's
+            noisy batches, far above a near-zero median, do not); None
+            judges only non-finite losses. Default 10. A state whose median batch
             loss is above this times its lowest at an earlier copy (a slow
             degradation) is not copied. The loss is read from the
             `logs` Keras hands `on_train_batch_end`, which makes Keras wait
@@ -250,15 +257,27 @@ class SignalMonitor(keras.callbacks.Callback):
             restore_on, after_restore, keep)
         check_factor(lr_factor, "lr_factor")
         if loss_spike is not None and (isinstance(loss_spike, bool) or not isinstance(
-                loss_spike, (int, float)) or not loss_spike > 1):
+                loss_spike, numbers.Real) or not loss_spike > 1):
             raise ValueError("`loss_spike` must be None or a number > 1; received "
                              f"loss_spike={loss_spike!r}.")
+        if on_finding != "restore":  # a guard asked for and not switched on: say so
+            given = {name: value for name, value, default in [
+                ("restore_on", self.restore_on, ("nonfinite", "exploding")),
+                ("after_restore", after_restore, "stop"), ("lr_factor", lr_factor, 0.1),
+                ("keep", keep, "host"), ("loss_spike", loss_spike, 10.0)] if value != default}
+            if given:
+                raise ValueError(
+                    f"{', '.join(f'`{name}`' for name in given)} only apply with "
+                    f"on_finding='restore'; received on_finding={on_finding!r} with "
+                    + ", ".join(f"{name}={value!r}" for name, value in given.items()) + ".")
         self.lr_factor, self.loss_spike = float(lr_factor), loss_spike
         self.snapshot_bytes = 0
         self._snapshot = self._loss_watch = None
         self._batch = None  # the probe batch on the device, once known
         self._cancel_first_batch = None  # undoes on_first_batch's wrapper if never called
-        self._restore_at_batch_end = False
+        # A step to undo at its end; a stop of the monitor's own; Keras' metrics emptied by a
+        # restore, with no batch counted since.
+        self._restore_at_batch_end = self._stopped = self._emptied = False
         self._updates = WeightUpdates()
         if on_finding == "restore":
             self._loss_watch = LossWatch(loss_spike)
@@ -308,6 +327,10 @@ class SignalMonitor(keras.callbacks.Callback):
         # function that makes variables is traced twice (a third of a small model's first fit).
         build_optimizer(self.model)
         self._step = self._epoch_base = self._iterations()
+        # Nothing of an earlier fit carries over: its losses, its pending undo, its stop.
+        self._restore_at_batch_end = self._stopped = self._emptied = False
+        if self._loss_watch is not None:
+            self._loss_watch.start()
         if self.x is None:  # no probe_data: the first training batch, before its step
             self._cancel_first_batch = on_first_batch(self.model, self._first_batch)
             return
@@ -363,12 +386,24 @@ class SignalMonitor(keras.callbacks.Callback):
             self._loss_watch.reset()
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._emptied and logs is not None:
+            # A restore emptied Keras' metrics and no batch was counted since: Keras
+            # reports its mean of nothing, 0, which a ModelCheckpoint or EarlyStopping
+            # after this callback would take for the best loss ever. The loss is the
+            # mean of the epoch's healthy batches; other metrics, not known per batch, NaN.
+            for name in self.model.get_metrics_result():
+                if name in logs:
+                    logs[name] = (self._loss_watch.epoch_mean() if name == "loss"
+                                  else float("nan"))
+            self._emptied = False
         # Before the callbacks after this one (a ModelCheckpoint) save the weights.
         if self._snapshot is not None and not self._weights_finite():
+            self._step = self._iterations()  # the weights are after the epoch's last step
             self._restore("a weight is not finite at the epoch's end")
 
     def _watch_loss(self, batch, logs=None):
         """`on_train_batch_end` of `on_finding="restore"`: the batch's loss, judged."""
+        self._emptied = False  # Keras counted this batch in its metrics
         if self._restore_at_batch_end:  # "stop" after a probe's restore: this step undone
             self._restore_at_batch_end = False
             self._snapshot.restore()
@@ -397,8 +432,9 @@ class SignalMonitor(keras.callbacks.Callback):
         self._step = self._iterations()
         if self._snapshot is not None and not self._weights_finite():
             self._restore("a weight is not finite at the end of training")
-        if not self.model.stop_training:  # a stopped run ends on the probe that stopped it
+        if not self._stopped:  # a run the monitor stopped ends on the probe that stopped it
             self._probe_if_due(force=True)  # the final state, always in the history
+        self._restore_at_batch_end = False  # no step follows to undo
         # Training ends with the picture of its last probe, due or not.
         if self._signal is not None and self._signal.step != self._pictured_step:
             self._write_images()
@@ -475,7 +511,7 @@ class SignalMonitor(keras.callbacks.Callback):
                           "or raises on its findings alone.", stacklevel=2)
             return
         if any_stopped:
-            self.model.stop_training = True
+            self._stop()
         if raised is not None:
             raise raised
         if any_raised:
@@ -528,11 +564,12 @@ class SignalMonitor(keras.callbacks.Callback):
         snapshot = self._snapshot
         if snapshot is None:
             action = "stopped: no probe found the run healthy before, nothing to restore"
-            model.stop_training = True
+            self._stop()
         else:
             try:
                 snapshot.restore()
                 model.reset_metrics()  # the epoch's mean loss held the diverged steps
+                self._emptied = True
                 self._loss_watch.reset(last_batch)
                 self._updates.forget()
                 action = "stopped"
@@ -541,9 +578,9 @@ class SignalMonitor(keras.callbacks.Callback):
                     action = (f"lowered the learning rate to {rate}" if rate is not None else
                               "stopped: the learning rate is a plain callable, not lowered")
                 if not action.startswith("lowered"):
-                    model.stop_training = True
+                    self._stop()
             except Exception as error:  # a failed restore must not go on diverging
-                model.stop_training = True
+                self._stop()
                 action = f"stopped: the restore failed ({_first_line(error)})"
         restored = None if snapshot is None else snapshot.step
         message = (f"SignalMonitor at step {self._step}: {reason}. Restored the weights and "
@@ -692,12 +729,16 @@ class SignalMonitor(keras.callbacks.Callback):
             if self._writer is not None:  # what is queued, the findings included, is kept
                 self._writer.flush()
             raise FindingError(finding)
-        self.model.stop_training = True  # "stop"
+        self._stop()  # "stop"
+
+    def _stop(self):
+        self.model.stop_training = self._stopped = True
 
 
 def _check_restore(restore_on, after_restore, keep):
     kinds = (restore_on,) if isinstance(restore_on, str) else restore_on
-    if not isinstance(kinds, (list, tuple, set)) or not kinds or not set(kinds) <= set(KINDS):
+    if not isinstance(kinds, (list, tuple, set)) or not kinds or not all(
+            isinstance(kind, str) and kind in KINDS for kind in kinds):
         raise ValueError(f"`restore_on` must be a non-empty list of finding kinds from {KINDS}; "
                          f"received restore_on={restore_on!r}.")
     if after_restore not in AFTER_RESTORE:

@@ -187,6 +187,7 @@ def test_non_finite_weights_at_an_epoch_end_are_restored_before_the_checkpoint(t
     fit_quietly(model, x, y, [Poison(), monitor, checkpoint], epochs=1)
     (restore,) = monitor.history["restores"]
     assert restore["reason"] == "a weight is not finite at the epoch's end"
+    assert restore["step"] == STEPS  # the weights were after the epoch's last step
     copy = he_mlp(0.05, seed=1)
     copy.load_weights(tmp_path / "ckpt.weights.h5")
     assert all_finite(copy.get_weights())
@@ -312,6 +313,24 @@ def test_loss_watch_recovers_each_batch_loss_from_the_running_mean():
     assert watch(6, 1.5) is None and watch.recent[-1] == pytest.approx(1.5)
 
 
+def test_a_converged_runs_noisy_batch_is_no_spike_and_a_divergence_is():
+    # Near zero loss one misclassified sample puts a batch at 18x the median; a diverging
+    # run passes the level the loss started at.
+    watch = LossWatch(spike=10.0)
+    losses = [2.3, 1.2, 0.6] + [0.008 + 0.001 * (i % 3) for i in range(40)] + [0.157]
+    means = [sum(losses[:i + 1]) / (i + 1) for i in range(len(losses))]
+    assert all(watch(batch, mean) is None for batch, mean in enumerate(means))
+    assert watch.peak == pytest.approx(1.75)  # the median of the first two batches
+    diverged = 30.0
+    said = watch(len(losses), (sum(losses) + diverged) / (len(losses) + 1))
+    assert said.startswith("the batch loss 30 is above 10 x the median") and "(1.75)" in said
+    # A new fit: a new window (its first losses are not spikes against the last fit's
+    # median), and the peak kept.
+    watch.start()
+    assert not watch.recent and watch.best is None and watch.peak == pytest.approx(1.75)
+    assert watch(0, 5.0) is None and watch(1, 4.0) is None
+
+
 def test_loss_watch_median_is_the_median_of_its_window():
     rng = random.Random(0)
     watch = LossWatch(spike=None, window=7)
@@ -372,3 +391,113 @@ def test_scaled_schedule_round_trips_and_scales():
 def test_bad_restore_arguments_are_refused_at_construction(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match.replace("(", r"\(")):
         SignalMonitor(tmp_path, on_finding="restore", **kwargs)
+
+
+def test_restore_arguments_without_restore_are_refused_and_numpy_numbers_taken(tmp_path):
+    with pytest.raises(ValueError, match=r"`after_restore`, `keep` only apply with "
+                       r"on_finding='restore'; received on_finding='warn' with "
+                       r"after_restore='lower_lr', keep='device'\."):
+        SignalMonitor(tmp_path, after_restore="lower_lr", keep="device")
+    with pytest.raises(ValueError, match=r"`restore_on` must be .* received "
+                                         r"restore_on=\[\['nonfinite'\]\]"):
+        SignalMonitor(tmp_path, on_finding="restore", restore_on=[["nonfinite"]])
+    monitor = SignalMonitor(tmp_path, on_finding="restore", lr_factor=np.float32(0.5),
+                            loss_spike=np.float32(20.0))
+    assert monitor.lr_factor == 0.5 and monitor.loss_spike == 20.0
+
+
+def test_lower_lr_takes_a_users_schedule_and_a_loss_scale_optimizers(tmp_path):
+    class Warmup(keras.optimizers.schedules.LearningRateSchedule):  # not registered
+        def __init__(self, rate):
+            self.rate = rate
+
+        def __call__(self, step):
+            return self.rate * keras.ops.minimum(1.0, keras.ops.cast(step + 1, "float32") / 10)
+
+        def get_config(self):
+            return {"rate": self.rate}
+
+    decay = keras.optimizers.schedules.ExponentialDecay(0.5, 100, 0.9)
+    for optimizer, expected, schedule in [
+            (keras.optimizers.SGD(Warmup(0.5)), "Warmup x 0.1", Warmup),
+            (keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(decay)),
+             "ExponentialDecay x 0.1", keras.optimizers.schedules.ExponentialDecay)]:
+        model = keras.Sequential([keras.Input((2,)), L.Dense(1)])
+        model.compile(optimizer, "mse")
+        before = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        assert lower_learning_rate(model, 0.1) == expected
+        inner = getattr(optimizer, "inner_optimizer", optimizer)
+        assert isinstance(inner._learning_rate.schedule, schedule)
+        after = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        assert after == pytest.approx(0.1 * before, rel=1e-6)
+
+
+def test_an_epoch_emptied_by_a_restore_logs_its_healthy_mean_not_zero(tmp_path):
+    # A NaN target in the epoch's last batch: the loss check restores after it, and Keras'
+    # epoch mean, emptied, would read 0 (a "best" loss for the checkpoint after).
+    x, y = digits()
+    x, y = x[:4 * BATCH], np.eye(10, dtype="float32")[y[:4 * BATCH]]
+    y[-1, 0] = np.nan
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), L.Dense(32, activation="relu"), L.Dense(10)])
+    model.compile(keras.optimizers.SGD(0.05), "mse", metrics=["mae"])
+    monitor = SignalMonitor(tmp_path / "logs", every_n_steps=2, on_finding="restore",
+                            after_restore="lower_lr")
+    losses = []
+
+    class BatchLosses(keras.callbacks.Callback):  # Keras' running mean, before the restore
+        def on_train_batch_end(self, batch, logs=None):
+            losses.append(logs["loss"])
+
+    history, _ = fit_quietly(model, x, y, [BatchLosses(), monitor], epochs=2)
+    assert [r["step"] for r in monitor.history["restores"]] == [4, 8]
+    for epoch in range(2):  # the mean of batches 0-2, recovered from Keras' running means
+        assert history["loss"][epoch] == pytest.approx(losses[4 * epoch + 2], rel=1e-5)
+        assert math.isnan(history["mae"][epoch])
+
+
+def test_a_second_fit_starts_a_new_loss_window_and_nothing_stale(tmp_path):
+    # The first fit's losses end far below the second fit's (targets ten times larger):
+    # judged against them, the second fit's first batch was a spike. A stop left over from
+    # the first fit (a restore by its final probe) must not undo the second fit's first
+    # step either.
+    x, y = digits()
+    targets = np.eye(10, dtype="float32")[y]
+    model = he_mlp(0.05)
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), "mse")
+    monitor = SignalMonitor(tmp_path, every_n_steps=8, on_finding="restore")
+
+    class Blow(keras.callbacks.Callback):  # exploding (finite) weights after the last step
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 2 * STEPS:
+                for layer in self.model.layers[:5]:
+                    layer.kernel.assign(layer.kernel * 30.0)
+
+    fit_quietly(model, x, targets, [Blow(), monitor], epochs=2)
+    (restore,) = monitor.history["restores"]
+    assert restore["reason"].startswith("exploding") and restore["step"] == 2 * STEPS
+    assert monitor._loss_watch._median() < 0.1
+    before, first = state(model), {}
+
+    class FirstStep(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            first.setdefault("state", state(self.model))
+
+    history, _ = fit_quietly(model, x, 10 * targets, [monitor, FirstStep()], epochs=1)
+    assert monitor.history["restores"] == [restore] and math.isfinite(history["loss"][0])
+    assert int(model.optimizer.iterations.numpy()) == 3 * STEPS
+    assert not np.array_equal(first["state"][0], before[0])  # its first step was not undone
+    assert monitor.history["step"][-1] == 3 * STEPS
+
+
+def test_the_last_step_is_probed_when_another_callback_stops_the_run(tmp_path):
+    x, y = digits()
+    model = he_mlp(0.05)
+    monitor = SignalMonitor(tmp_path, every_n_steps=100)
+
+    class StopAt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            self.model.stop_training = batch == 10
+
+    fit_quietly(model, x, y, [monitor, StopAt()], epochs=1)
+    assert monitor.history["step"] == [0, 11]
