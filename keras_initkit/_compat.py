@@ -81,6 +81,19 @@ def compiled_loss_weights(model):
     return getattr(getattr(model, "_compile_loss", None), "_user_loss_weights", None)
 
 
+def learning_rate_schedule(optimizer):
+    """The optimizer's `LearningRateSchedule` object, None where it has none (a float, or a
+    plain callable). Keras keeps it in `_learning_rate`: its public `learning_rate` is the
+    rate at the current step, and its config holds only what Keras can deserialize (a
+    user's unregistered schedule fails there)."""
+    schedules = keras.optimizers.schedules
+    schedule = getattr(optimizer, "_learning_rate", None)
+    if isinstance(schedule, schedules.LearningRateSchedule):
+        return schedule
+    config = optimizer.get_config().get("learning_rate")
+    return schedules.deserialize(config) if isinstance(config, dict) else None
+
+
 def call_takes_training(model):
     """Whether `model.call` takes a `training` argument."""
     known = getattr(model, "_call_has_training_arg", None)

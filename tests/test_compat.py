@@ -211,3 +211,17 @@ def test_name_scope_path_and_its_public_fallback(monkeypatch):
     assert (_compat.name_scope_path(), inside()) == ("", "outer/inner")
     monkeypatch.setitem(__import__("sys").modules, "keras.src.backend.common.name_scope", None)
     assert inside() == "outer/inner"
+
+
+def test_learning_rate_schedule_and_its_public_fallback():
+    decay = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
+    optimizer = keras.optimizers.SGD(decay)
+    assert _compat.learning_rate_schedule(optimizer) is decay
+    assert _compat.learning_rate_schedule(keras.optimizers.SGD(0.1)) is None  # a variable
+
+    class Public:  # an optimizer without the private name: the schedule from its config
+        def get_config(self):
+            return optimizer.get_config()
+
+    again = _compat.learning_rate_schedule(Public())
+    assert isinstance(again, type(decay)) and again.get_config() == decay.get_config()

@@ -16,7 +16,7 @@ import numbers
 import keras
 import numpy as np
 
-from .._compat import flat_function
+from .._compat import flat_function, learning_rate_schedule
 
 KEEP = ("host", "device")
 AFTER_RESTORE = ("stop", "lower_lr")
@@ -162,7 +162,7 @@ def lower_learning_rate(model, factor):
         new = float(keras.ops.convert_to_numpy(optimizer.learning_rate)) * factor
         optimizer.learning_rate = new  # assigned to its variable: no retrace
         return f"{new:.3g}"
-    schedule = _schedule_of(optimizer)
+    schedule = learning_rate_schedule(optimizer)
     if schedule is None:
         return None
     if isinstance(schedule, ScaledSchedule):  # lowered before: one wrapper, factors multiplied
@@ -171,19 +171,6 @@ def lower_learning_rate(model, factor):
     # The compiled step computed the schedule it was traced with: trace it again.
     model.make_train_function(force=True)
     return f"{type(schedule).__name__} x {factor:.3g}"
-
-
-def _schedule_of(optimizer):
-    """The optimizer's `LearningRateSchedule` object, None for a plain callable. Keras keeps
-    it in `_learning_rate` (its public `learning_rate` is the rate at the current step);
-    where that is gone, from the optimizer's config, which holds only what Keras can
-    deserialize (a user's schedule must then be registered)."""
-    schedules = keras.optimizers.schedules
-    schedule = getattr(optimizer, "_learning_rate", None)
-    if isinstance(schedule, schedules.LearningRateSchedule):
-        return schedule
-    config = optimizer.get_config().get("learning_rate")
-    return schedules.deserialize(config) if isinstance(config, dict) else None
 
 
 class LossWatch:

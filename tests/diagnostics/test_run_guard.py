@@ -11,6 +11,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 import keras_initkit
+from keras_initkit._compat import learning_rate_schedule
 from keras_initkit.base_models import mlp
 from keras_initkit.callbacks import SignalMonitor
 from keras_initkit.callbacks.run_guard import (
@@ -427,7 +428,7 @@ def test_lower_lr_takes_a_users_schedule_and_a_loss_scale_optimizers(tmp_path):
         before = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         assert lower_learning_rate(model, 0.1) == expected
         inner = getattr(optimizer, "inner_optimizer", optimizer)
-        assert isinstance(inner._learning_rate.schedule, schedule)
+        assert isinstance(learning_rate_schedule(inner).schedule, schedule)
         after = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         assert after == pytest.approx(0.1 * before, rel=1e-6)
 
