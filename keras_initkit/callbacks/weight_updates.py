@@ -1,4 +1,5 @@
 """How far each weight moved between two probes of `SignalMonitor`: the update ratios."""
+import math
 import typing
 
 import keras
@@ -7,6 +8,7 @@ import numpy as np
 from ..diagnostics.findings import WeightUpdate
 from ..diagnostics.probe import MAX_TRACES
 from ..diagnostics.stats import sum_of_squares
+from ..fans import compute_fans
 
 
 def _owner(path):
@@ -97,8 +99,9 @@ class WeightUpdates:
             ratios = np.where(base > 0, np.sqrt(moved / base) / steps, np.nan).tolist()
         # NaN moved: a diverged weight, not a frozen one.
         return [WeightUpdate(fact.path, fact.layer, ratio, change != 0, fact.trainable,
-                             fact.kernel, steps)
-                for fact, ratio, change in zip(known, ratios, moved.tolist())]
+                             fact.kernel, steps, before >= fact.grown)
+                for fact, ratio, change, before in zip(known, ratios, moved.tolist(),
+                                                        base.tolist())]
 
 
 class Facts(typing.NamedTuple):
@@ -106,12 +109,23 @@ class Facts(typing.NamedTuple):
     path: str
     layer: str  # the owning layer's name
     trainable: bool
-    kernel: bool  # rank >= 2
+    kernel: bool  # rank >= 2 and not a bias (attention's biases are (heads, head size))
+    grown: float  # the squared norm from which its ratio is judged (see `_grown`)
 
 
 def facts(weights):
-    return tuple(Facts(w.path, _owner(w.path), bool(w.trainable), len(w.shape) >= 2)
+    return tuple(Facts(w.path, _owner(w.path), bool(w.trainable),
+                       len(w.shape) >= 2 and not w.name.endswith("bias"), _grown(w.shape))
                  for w in weights)
+
+
+def _grown(shape):
+    """A tenth of LeCun's RMS, 1 / sqrt(fan_in), as a squared norm: a kernel below it is
+    still growing from a zero start (Fixup's and muP's zero readouts, a zero-initialized
+    branch), and moves by many times its own small norm in a healthy step; its ratio says
+    nothing of the step's size until it has grown."""
+    fan_in, _ = compute_fans(shape)
+    return 0.01 * math.prod(shape) / max(1, fan_in)
 
 
 class _GraphCopy:

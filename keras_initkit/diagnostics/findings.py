@@ -806,8 +806,9 @@ class WeightUpdate(typing.NamedTuple):
     ratio: float     # ||W_now - W_before|| / ||W_before|| / steps; NaN where ||W_before|| = 0
     moved: bool      # False: bit for bit the same weight after `steps` steps
     trainable: bool
-    kernel: bool     # rank >= 2: a kernel or an embedding, which the ratio rule judges
+    kernel: bool     # rank >= 2, no bias: a kernel or an embedding, which the ratio rule judges
     steps: int
+    grown: bool = True  # its norm before was past a tenth of LeCun's: the ratio rule applies
 
 
 def update_findings(updates, thresholds):
@@ -820,11 +821,13 @@ def update_findings(updates, thresholds):
 
     Returns:
         At most two `Finding`s of kind `update` and signal `weight`: the largest
-        ratio past `update_ratio`, and the first weight that did not move over
+        ratio past `update_ratio` of a kernel that has grown past a tenth of
+        LeCun's RMS (one growing from a zero start moves by many times its own
+        norm in healthy steps), and the first weight that did not move over
         two steps or more (the message counts the others).
     """
     found = []
-    large = [u for u in updates if u.kernel and u.ratio > thresholds.update_ratio]
+    large = [u for u in updates if u.kernel and u.grown and u.ratio > thresholds.update_ratio]
     if large:
         worst = max(large, key=lambda u: u.ratio)
         error = worst.ratio > thresholds.update_error_ratio

@@ -502,3 +502,26 @@ def test_the_last_step_is_probed_when_another_callback_stops_the_run(tmp_path):
 
     fit_quietly(model, x, y, [monitor, StopAt()], epochs=1)
     assert monitor.history["step"] == [0, 11]
+
+
+def test_biases_and_kernels_growing_from_zero_are_not_judged_too_large(tmp_path):
+    # Attention's (heads, head size) biases and a zero-initialized readout start at zero:
+    # a healthy Adam step moves them by their whole norm. Judged as kernels, they stopped a
+    # stock GPT-2 under on_finding="stop".
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((8, 16))
+    h = L.MultiHeadAttention(num_heads=2, key_dim=8, name="mha")(tokens, tokens)
+    out = L.Dense(1, kernel_initializer="zeros", name="head")(L.GlobalAveragePooling1D()(h))
+    model = keras.Model(tokens, out)
+    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8, 16)).astype("float32")
+    y = rng.normal(size=(64, 1)).astype("float32")
+    monitor = SignalMonitor(tmp_path, every_n_steps=1, on_finding="stop")
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[monitor])
+    assert int(model.optimizer.iterations.numpy()) == 16  # not stopped
+    assert not [f for _, f in monitor.history["findings"] if f.kind == "update"]
+    ratios = monitor.history["weights"]
+    assert np.nanmax(ratios["mha/key/bias"]["update_ratio"]) > 0.1  # what used to be judged
+    assert np.nanmax(ratios["head/kernel"]["update_ratio"]) > 0.1
+    assert np.nanmax(ratios["mha/key/kernel"]["update_ratio"]) < 0.1  # the kernels: healthy
