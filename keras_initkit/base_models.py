@@ -17,6 +17,8 @@ sequence task the transformer trains on, generated in code.
   t - delay (0, a token of its own, before that). A causal decoder must attend `delay`
   positions back to solve it; nothing else in the input predicts the target.
 """
+import numbers
+
 import keras
 import numpy as np
 
@@ -26,7 +28,7 @@ L = keras.layers
 def check_sizes(**sizes):
     """Raises a ValueError naming the first size that is not an integer >= 1."""
     for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"`{name}` must be an integer >= 1; received {name}={value!r}.")
 
 

@@ -10,7 +10,15 @@ import keras
 
 from .._compat import flat_layers
 from ..base_models import check_sizes
-from ..diagnostics import KINDS, Finding, Probe, Thresholds, cached_probe, judge
+from ..diagnostics import (
+    KINDS,
+    Finding,
+    Probe,
+    cached_probe,
+    judge,
+    thresholds_from,
+)
+from ..diagnostics.batch import one_batch
 from ..diagnostics.findings import update_findings
 from ..diagnostics.probe import HookOutput, layer_paths
 from ..distribution import multi_worker
@@ -110,7 +118,9 @@ class SignalMonitor(keras.callbacks.Callback):
             The writer flushes every 100 events (a probe's scalars are one),
             at the first write two minutes after the last flush, when training
             ends, and before a `"raise"`.
-        probe_data: The probe batch: `x`, or a tuple `(x, y)`; a few hundred
+        probe_data: The probe batch: `x`, a tuple `(x, y)` or `(x, y,
+            sample_weight)` (the weights are not used), or a `tf.data.Dataset`
+            or `keras.utils.PyDataset` whose first batch is taken; a few hundred
             samples are plenty. Default: the first batch the first `fit` call
             trains on, whatever its data (arrays, a `tf.data.Dataset`,
             shuffled or not, a generator, a `PyDataset`), taken as its train
@@ -241,14 +251,22 @@ class SignalMonitor(keras.callbacks.Callback):
         if not isinstance(log_dir, (str, os.PathLike)):
             raise TypeError(f"`log_dir` must be a path; received log_dir={log_dir!r}.")
         check_sizes(every_n_steps=every_n_steps, image_every_n_probes=image_every_n_probes)
-        if not isinstance(images, bool):
-            raise TypeError(f"`images` must be True or False; received images={images!r}.")
+        for name, flag in (("histograms", histograms), ("images", images)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"`{name}` must be True or False; received {name}={flag!r}.")
+        if loss is not None:
+            try:
+                keras.losses.get(loss)
+            except (ValueError, TypeError):
+                raise ValueError(f"`loss` must be None, a Keras loss name or a callable; "
+                                 f"received loss={loss!r}.") from None
         if not (on_finding in ON_FINDING or callable(on_finding)):
             raise ValueError(f"`on_finding` must be one of {ON_FINDING} or a callable; "
                              f"received on_finding={on_finding!r}.")
         self.log_dir = os.fspath(log_dir)
-        self.x, self.y = probe_data if isinstance(probe_data, tuple) else (probe_data, None)
-        self.every_n_steps = every_n_steps
+        self.x, self.y = (None, None) if probe_data is None else one_batch(probe_data,
+                                                                            "probe_data")
+        self.every_n_steps = int(every_n_steps)
         self.histograms = bool(histograms)
         self.images, self.image_every_n_probes = images, image_every_n_probes
         self.layers = _layer_selector(layers, self.histograms)
@@ -285,7 +303,7 @@ class SignalMonitor(keras.callbacks.Callback):
             # logs only for callbacks with a batch-end hook, so only "restore" has one.
             self.on_train_batch_end = self._watch_loss
         self.loss = loss
-        self.thresholds = Thresholds(**thresholds)
+        self.thresholds = thresholds_from(thresholds, "SignalMonitor()")
         self.history = {"step": [], "activations": {}, "weights": {}, "findings": [],
                         "restores": []}
         self._warned, self._notes = set(), set()

@@ -8,6 +8,7 @@ import dataclasses
 
 import keras
 
+from .batch import one_batch
 from .findings import KINDS, SEVERITIES, SIGNALS, Finding, Thresholds
 from .judge import ADAM_STEP, judge
 from .probe import LayerRow, Probe, ProbeResult, WeightRow, warn_once
@@ -35,7 +36,9 @@ def diagnose(model, x, y=None, *, loss=None, **thresholds):
 
     Args:
         model: A built Keras model (TensorFlow, JAX or PyTorch backend).
-        x: One batch of inputs, as the model takes them.
+        x: One batch of inputs, as the model takes them, or a `tf.data.Dataset`
+            or `keras.utils.PyDataset` whose first batch (`x` or `(x, y)`) is
+            used.
         y: Optional targets for the batch.
         loss: Optional loss for `y` when the model is not compiled.
         **thresholds: Any field of `Thresholds` (`vanishing_ratio`,
@@ -59,18 +62,25 @@ def diagnose(model, x, y=None, *, loss=None, **thresholds):
     >>> report.findings[0].message
     "Activations vanishing with depth: at layer 'dense_12' ... use kit_he for ReLU layers"
     """
-    allowed = {f.name for f in dataclasses.fields(Thresholds)}
-    unknown = sorted(set(thresholds) - allowed)
-    if unknown:
-        raise TypeError(f"diagnose() got unknown threshold(s) {unknown}; allowed: "
-                        f"{', '.join(sorted(allowed))}.")
-    limits = Thresholds(**thresholds)
+    limits = thresholds_from(thresholds, "diagnose()")
+    x, batch_y = one_batch(x, "x", pairs=False)
+    y = batch_y if y is None else one_batch(y, "y", pairs=False)[0]
     probe = cached_probe(model, loss, limits.saturation_threshold)
     result, findings, note = judge(probe, x, y, limits)
     if not result.activations:
         warn_once(f"No layer output of {model.name!r} could be reached; the report holds "
                   "weights and gradients only.")
     return DiagnosisReport(result, findings, limits, note)
+
+
+def thresholds_from(values, caller):
+    """`Thresholds(**values)`, an unknown name refused with the allowed ones listed."""
+    allowed = {f.name for f in dataclasses.fields(Thresholds)}
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise TypeError(f"{caller} got unknown threshold(s) {unknown}; allowed: "
+                        f"{', '.join(sorted(allowed))}.")
+    return Thresholds(**values)
 
 
 def cached_probe(model, loss=None, saturation_threshold=0.97):

@@ -199,11 +199,42 @@ def test_a_failing_probe_warns_and_training_goes_on(tmp_path):
     ({"layers": ["dense"]}, ValueError, "histograms=True"),
     ({"layers": "dense(", "histograms": True}, ValueError, "regular expression"),
     ({"layers": [3], "histograms": True}, TypeError, "layers"),
+    ({"histograms": "yes"}, TypeError, "`histograms` must be True or False; received "
+                                       "histograms='yes'"),
+    ({"loss": "nonexistent_loss"}, ValueError, "`loss` must be None, a Keras loss name or a "
+                                               "callable; received loss='nonexistent_loss'"),
+    ({"vanishing_ration": 0.1}, TypeError, r"SignalMonitor\(\) got unknown threshold\(s\) "
+                                           r"\['vanishing_ration'\]; allowed: .*vanishing_ratio"),
+    ({"probe_data": 5}, TypeError, "`probe_data` inputs must be arrays or tensors with a "
+                                   "batch axis"),
+    ({"probe_data": (batch(4),) * 4}, ValueError, r"`probe_data` must be x, \(x, y\) or "
+                                                  r"\(x, y, sample_weight\); received a tuple "
+                                                  "of 4 items"),
 ])
 def test_bad_arguments(tmp_path, kwargs, error, word):
     arguments = {"probe_data": batch(4), **kwargs}
     with pytest.raises(error, match=word):
         SignalMonitor(tmp_path, **arguments)
+
+
+def test_probe_data_from_a_dataset_or_with_sample_weights_and_numpy_sizes(tmp_path):
+    import tensorflow as tf
+
+    x, y = data(64)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    monitor = SignalMonitor(tmp_path, probe_data=dataset, every_n_steps=np.int64(2))
+    np.testing.assert_array_equal(monitor.x, x[:16])  # its first batch
+    np.testing.assert_array_equal(monitor.y, y[:16])
+    weighted = SignalMonitor(tmp_path, probe_data=(x[:16], y[:16], np.ones(16)))
+    assert weighted.y is not None and weighted.every_n_steps == 200
+    model = classifier()
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[monitor])
+    assert monitor.history["step"] == [0, 2, 4]
+    import keras_initkit
+
+    report = keras_initkit.diagnose(model, dataset)
+    again = keras_initkit.diagnose(model, x[:16], y[:16])
+    assert report.to_dict()["loss"] == pytest.approx(again.to_dict()["loss"], rel=1e-6)
 
 
 def test_without_probe_data_the_first_training_batch_is_used(tmp_path):
