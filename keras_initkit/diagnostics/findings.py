@@ -100,6 +100,10 @@ class Thresholds:
         dead_fraction: Fraction of ReLU-family units that are zero for every
             sample in the batch, above which a layer is dead: a warning.
             Default 0.4, CS231n's "as much as 40% of your network can be dead".
+            Judged where the batch holds `DEAD_MIN_SAMPLES` (8) positions or
+            more (samples times tokens or pixels): a healthy unit is zero at
+            every one of n positions with odds about 2^-n (half of a layer
+            for one sample).
         dead_error_fraction: The same fraction at or above which it is an
             error. Default 1.0, a whole layer (calibrated: with 95% of every
             layer's units dead the digits MLP still learns; one fully dead layer
@@ -304,6 +308,7 @@ class Net:
 
     Attributes:
         rows: The probe's `LayerRow`s (nested-model rows included; rules skip them).
+        samples: The probe batch's size (None: not known).
         weights: The probe's `WeightRow`s.
         t: The `Thresholds`.
         silent: Paths of layers whose kernel starts at zero on purpose (see
@@ -314,6 +319,7 @@ class Net:
 
     def __init__(self, result, thresholds, silent=()):
         self.rows, self.weights, self.t = result.activations, result.weights, thresholds
+        self.samples = result.samples
         self.silent = set(silent)
         self.layout = layout = layout_of(result)
         self.norm, self.live, self.consumers = layout.norm, layout.live, layout.consumers
@@ -529,12 +535,22 @@ def _layer_gain(net):
 
 def _dead(net):
     t = net.t
+    # A healthy unit is zero at all of n positions (samples, tokens, pixels) with odds 2^-n.
     rows = [(r.path, r.layer, r.stats["dead_fraction"]) for i, r in enumerate(net.rows)
-            if not net.skipped(i) and net.layout.activation[i] in ("relu", "relu6")]
+            if not net.skipped(i) and net.layout.activation[i] in ("relu", "relu6")
+            and _positions(net.samples, r.input_shape) >= DEAD_MIN_SAMPLES]
     return _first_of("dead", rows, t.dead_fraction, t.dead_error_fraction,
                      lambda path, layer, value: (
                          f"{100 * value:.0f}% of the units of '{path}' are zero for every "
                          "sample: they receive no gradient. " + _dead_remedy(layer)))
+
+
+def _positions(samples, input_shape):
+    """Samples times the positions of each (a sequence's tokens, an image's pixels)."""
+    if samples is None:
+        return math.inf
+    inner = [d for d in (input_shape or (None, None))[1:-1] if d]
+    return samples * math.prod(inner)
 
 
 def _dead_remedy(layer):
@@ -762,6 +778,9 @@ def _entropy_collapse(net):
                 "down, add QK normalization, or lower the learning rate.", row.path)]
     return []
 
+
+# The smallest batch the dead rule judges: 2^-8 of a healthy layer's units look dead.
+DEAD_MIN_SAMPLES = 8
 
 RULES = (_nonfinite_activations, _nonfinite_weights, _forward_scale, _layer_gain, _dead, _saturated,
          _nonfinite_gradient, _backward_scale, _gradient_floor, _rank_collapse,

@@ -123,6 +123,7 @@ class ProbeResult:
             what depends on the layers alone: "kinds", each activation row's extra
             statistics (`stats.ATTENTION`, `stats.SEQUENCE` or None); the findings keep
             their layout in it.
+        samples: The batch's size (its first input's first axis), or None.
         hook_numbers, hook_tensors: What the probe's `in_graph_hook` returned
             (`HookOutput`): its numbers, flat, on the host (a NumPy array, empty
             without a hook), and its tensors; `shared["hook"][1]` is its `about`.
@@ -132,6 +133,12 @@ class ProbeResult:
         self.activations, self.weights, self.loss = activations, weights, loss
         self.shared = {} if shared is None else shared
         self.hook_numbers, self.hook_tensors = np.zeros(0, "float32"), []
+        self.samples = None
+
+
+def _batch_size(x):
+    shape = getattr(next(iter(keras.tree.flatten(x)), None), "shape", None)
+    return int(shape[0]) if shape is not None and len(shape) and shape[0] is not None else None
 
 
 def _first_float(output):
@@ -699,6 +706,7 @@ class Probe:
         weight_rows = [WeightRow(path, owner, dict(zip(stats.WEIGHT_FIELDS, row)), shape)
                        for (path, owner, shape), row in zip(weight_names, weights.tolist())]
         result = ProbeResult(activations, weight_rows, float(numbers[-1]), shared)
+        result.samples = _batch_size(x)
         result.hook_numbers = hook_numbers
         if "hook" in shared:  # TensorFlow's compiled call
             result.hook_tensors = out[3]

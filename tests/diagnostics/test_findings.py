@@ -105,6 +105,18 @@ def test_zero_weights_leave_every_relu_dead():
     assert dead[0].message.endswith(f"Also dead: {', '.join(rest)}.")
 
 
+def test_a_batch_too_small_to_tell_dead_from_quiet_gets_no_dead_verdict():
+    # One sample: about half of a healthy He/ReLU layer's units are zero for "every sample".
+    # A whole dead layer (zero weights) is judged once the batch holds 8 samples or more.
+    healthy, dead = mlp("kit_he", depth=4), mlp("kit_zeros", depth=4)
+    x = batch(n=16)
+    row = keras_initkit.diagnose(healthy, x[:1]).layers[0]
+    assert row["dead_fraction"] > 0.4  # what the rule would have judged
+    assert ("dead", "activation") not in kinds(keras_initkit.diagnose(healthy, x[:1]))
+    assert ("dead", "activation") not in kinds(keras_initkit.diagnose(dead, x[:7]))
+    assert ("dead", "activation") in kinds(keras_initkit.diagnose(dead, x[:8]))
+
+
 def test_one_finding_per_kind_at_the_first_layer_however_many_are_dead():
     # A narrow deep He/ReLU stack: dozens of layers past 40% dead, flickering around it. One
     # finding names the first and counts the rest, which the report's rows all show.
