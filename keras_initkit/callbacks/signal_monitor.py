@@ -307,6 +307,7 @@ class SignalMonitor(keras.callbacks.Callback):
         self.history = {"step": [], "activations": {}, "weights": {}, "findings": [],
                         "restores": []}
         self._warned, self._notes = set(), set()
+        self._layout, self._absent = None, []  # the rows `_record` saw last, and those gone
         self._step = self._epoch_base = self._next_probe = 0
         self._probed_step = None  # the last step probed, whether or not the probe succeeded
         self._probe = self._writer = None
@@ -636,11 +637,15 @@ class SignalMonitor(keras.callbacks.Callback):
 
     def _record(self, result, findings, updates=()):
         self.history["step"].append(self._step)
+        n, nan = len(self.history["step"]), float("nan")
         for group, rows in (("activations", result.activations), ("weights", result.weights)):
             for path, _, s, *_ in rows:
                 series = self.history[group].setdefault(path, {})
                 for key, value in s.items():
-                    series.setdefault(key, []).append(value)
+                    column = series.setdefault(key, [])
+                    if len(column) < n - 1:  # a row new since the first probe (unfrozen)
+                        column += [nan] * (n - 1 - len(column))
+                    column.append(value)
         self.history["findings"] += [(self._step, f) for f in findings]
         # One value per probe for every watched weight: NaN where none was measured.
         ratios = {u.path: u.ratio for u in updates}
@@ -649,6 +654,18 @@ class SignalMonitor(keras.callbacks.Callback):
             column = series.setdefault("update_ratio", [])
             column += [float("nan")] * (len(self.history["step"]) - 1 - len(column))
             column.append(ratios.get(path, float("nan")))
+        # Rows of earlier probes that this one lacks (a layer frozen since): NaN, so that
+        # every column keeps one value per probe. Looked for when the rows change.
+        layout = (tuple(r.path for r in result.activations),
+                  tuple(r.path for r in result.weights))
+        if layout != self._layout:
+            self._layout = layout
+            present = {"activations": set(layout[0]), "weights": set(layout[1])}
+            self._absent = [(group, path) for group in present for path in self.history[group]
+                            if path not in present[group]]
+        for group, path in self._absent:
+            for column in self.history[group][path].values():
+                column += [nan] * (n - len(column))
 
     def _write_scalars(self, result, updates):
         """The scalars and update ratios that TensorFlow's probe writes in its compiled

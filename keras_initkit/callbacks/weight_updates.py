@@ -80,6 +80,13 @@ class WeightUpdates:
         if measured is not None and len(measured):
             known = facts_of_measured or facts(watched(model))
             squares, steps = measured[:-1].reshape(-1, 2), int(measured[-1])
+            paths = tuple(fact.path for fact in known)
+            if self.paths is not None and list(paths) != self.paths:
+                # Another weight set (a layer frozen or unfrozen): the other sets' copies
+                # are of an earlier step, and a set used again starts a new baseline.
+                for key, copy in self._copies.items():
+                    if key != paths:
+                        copy.last_step.assign(-1)
         else:
             weights = watched(model)
             known = facts(weights)

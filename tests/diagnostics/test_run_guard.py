@@ -525,3 +525,24 @@ def test_biases_and_kernels_growing_from_zero_are_not_judged_too_large(tmp_path)
     assert np.nanmax(ratios["mha/key/bias"]["update_ratio"]) > 0.1  # what used to be judged
     assert np.nanmax(ratios["head/kernel"]["update_ratio"]) > 0.1
     assert np.nanmax(ratios["mha/key/kernel"]["update_ratio"]) < 0.1  # the kernels: healthy
+
+
+def test_history_keeps_one_value_per_probe_when_a_layer_is_frozen_between_fits(tmp_path):
+    x, y = digits()
+    x, y = x[:4 * BATCH], y[:4 * BATCH]
+    model = he_mlp(0.05)
+    monitor = SignalMonitor(tmp_path, every_n_steps=2)
+    for frozen in (False, True, False):  # the first layer frozen in the middle fit
+        model.layers[0].trainable = not frozen
+        model.compile(model.optimizer, model.loss)
+        fit_quietly(model, x, y, [monitor], epochs=1)
+    history = monitor.history
+    assert history["step"] == [0, 2, 4, 6, 8, 10, 12]
+    columns = [column for group in ("activations", "weights") for series in
+               history[group].values() for column in series.values()]
+    assert {len(column) for column in columns} == {7}
+    kernel = history["weights"]["mlp/dense_0/kernel"]
+    assert np.isnan(kernel["grad_norm"][3:5]).all()  # frozen: no gradient measured
+    # Unfrozen at step 8: its copy (of step 4) is stale; the ratio starts anew at step 10.
+    assert math.isnan(kernel["update_ratio"][5]) and math.isfinite(kernel["update_ratio"][6])
+    assert kernel["update_ratio"][4] == 0.0  # frozen through steps 6-8
