@@ -309,6 +309,7 @@ class SignalMonitor(keras.callbacks.Callback):
         self._warned, self._notes = set(), set()
         self._layout, self._absent = None, []  # the rows `_record` saw last, and those gone
         self._step = self._epoch_base = self._next_probe = 0
+        self._last_batch = self._batches_done = None  # this epoch's last batch; batches done
         self._probed_step = None  # the last step probed, whether or not the probe succeeded
         self._probe = self._writer = None
         self._any_worker = None  # the cross-worker agreement, on a multi-worker job only
@@ -345,7 +346,13 @@ class SignalMonitor(keras.callbacks.Callback):
         # before the first step: Keras builds it inside the traced step otherwise, and a
         # function that makes variables is traced twice (a third of a small model's first fit).
         build_optimizer(self.model)
-        self._step = self._epoch_base = self._iterations()
+        # Steps count training batches, on from the last fit's (or the optimizer's count,
+        # where more: a fit without the monitor since). The optimizer's iterations lag the
+        # batches under gradient accumulation and a loss-scale optimizer's skipped steps.
+        iterations = self._iterations()
+        self._step = self._epoch_base = (iterations if self._batches_done is None
+                                         else max(self._batches_done, iterations))
+        self._last_batch = None  # no epoch begun yet
         # Nothing of an earlier fit carries over: its losses, its pending undo, its stop.
         self._restore_at_batch_end = self._stopped = self._emptied = False
         if self._loss_watch is not None:
@@ -385,7 +392,7 @@ class SignalMonitor(keras.callbacks.Callback):
         returns what `WeightUpdates` reads from the probe's result, and with
         `on_finding="restore"` the values the copy of a healthy state keeps."""
         def hook(tables, step, first):
-            *updates, measured, facts = self._updates.in_graph(self.model, step,
+            *updates, measured, facts = self._updates.in_graph(self.model,
                                                                tables.all_finite)
             if scalars is not None:
                 scalars(tables, step, first, updates)
@@ -400,7 +407,8 @@ class SignalMonitor(keras.callbacks.Callback):
         return hook
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_base = self._iterations()  # one read per epoch; exact under any chunking
+        self._epoch_base += self._batches_in_epoch()  # the epoch before, if any
+        self._last_batch = -1
         if self._loss_watch is not None:
             self._loss_watch.reset()
 
@@ -417,7 +425,7 @@ class SignalMonitor(keras.callbacks.Callback):
             self._emptied = False
         # Before the callbacks after this one (a ModelCheckpoint) save the weights.
         if self._snapshot is not None and not self._weights_finite():
-            self._step = self._iterations()  # the weights are after the epoch's last step
+            self._step = self._epoch_base + self._batches_in_epoch()  # after its last step
             self._restore("a weight is not finite at the epoch's end")
 
     def _watch_loss(self, batch, logs=None):
@@ -441,6 +449,7 @@ class SignalMonitor(keras.callbacks.Callback):
     # its end: Keras runs training asynchronously only for callbacks without *_batch_end
     # hooks, and a probe needs no step's logs.
     def on_train_batch_begin(self, batch, logs=None):
+        self._last_batch = batch
         self._step = self._epoch_base + batch
         self._probe_if_due()
 
@@ -448,7 +457,7 @@ class SignalMonitor(keras.callbacks.Callback):
         if self._cancel_first_batch is not None:  # a fit of no steps: no batch was taken
             self._cancel_first_batch()
             self._cancel_first_batch = None
-        self._step = self._iterations()
+        self._step = self._batches_done = self._epoch_base + self._batches_in_epoch()
         if self._snapshot is not None and not self._weights_finite():
             self._restore("a weight is not finite at the end of training")
         if not self._stopped:  # a run the monitor stopped ends on the probe that stopped it
@@ -460,8 +469,18 @@ class SignalMonitor(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.flush()
 
+    def _batches_in_epoch(self):
+        """The batches trained in the epoch so far (0 before any): from its last batch's
+        index, with the chunk Keras runs at once (`steps_per_execution`), at most the
+        epoch's steps where Keras knows them."""
+        if self._last_batch is None or self._last_batch < 0:
+            return 0
+        done = self._last_batch + (getattr(self.model, "steps_per_execution", 1) or 1)
+        steps = (self.params or {}).get("steps")
+        return min(done, steps) if steps else done
+
     def _iterations(self):
-        """The optimizer's step count: TensorBoard steps continue across fit() calls."""
+        """The optimizer's step count, where a model's first fit with the monitor starts."""
         iterations = getattr(getattr(self.model, "optimizer", None), "iterations", None)
         return int(keras.ops.convert_to_numpy(iterations)) if iterations is not None else 0
 
@@ -487,7 +506,7 @@ class SignalMonitor(keras.callbacks.Callback):
             with_tensors = self.histograms and self._writer is not None
             result = self._probe(*self._batch, with_tensors=with_tensors, step=self._step)
             findings, note = self._judge(result)
-            updates = self._updates(self.model, self._step, result.hook_numbers,
+            updates = self._updates(self.model, result.hook_numbers,
                                     _hook_facts(result).updates)
             findings += update_findings(updates, self.thresholds)
             if note and note not in self._notes:

@@ -46,14 +46,15 @@ class WeightUpdates:
         for copy in self._copies.values():
             copy.last_step.assign(-1)
 
-    def in_graph(self, model, step, keep):
+    def in_graph(self, model, keep):
         """Inside TensorFlow's compiled probe: `(tags, ratios, described, measured, facts)`,
         the update ratios since the last probe (NaN where there is no baseline), whether a
         finite one was kept before (TensorBoard reads a tag's metadata from its first
-        event), what `__call__` reads: the squares (as `_squares`) then the steps they
-        span (0: no baseline), flat, and the watched weights' `facts`, fixed with the
-        trace, for `__call__` too. Where `keep` (a bool tensor: the probe's numbers are
-        the ones kept) is true, the copy (made by `before_trace`) is refreshed."""
+        event), what `__call__` reads: the squares (as `_squares`) then the updates they
+        span (the optimizer's iterations between; 0: no baseline), flat, and the watched
+        weights' `facts`, fixed with the trace, for `__call__` too. Where `keep` (a bool
+        tensor: the probe's numbers are the ones kept) is true, the copy (made by
+        `before_trace`) is refreshed."""
         weights = watched(model)
         paths = tuple(w.path for w in weights)
         copy = self._copies.pop(paths)
@@ -62,7 +63,8 @@ class WeightUpdates:
         self._copies[paths] = copy
         for old in list(self._copies)[:-MAX_TRACES]:
             del self._copies[old]
-        return ([update_tag(p) for p in paths],) + copy(weights, step, keep) + (facts(weights),)
+        return ([update_tag(p) for p in paths],) + copy(weights, updates_done(model), keep) + (
+            facts(weights),)
 
     def before_trace(self, model):
         """TensorFlow, before the probe's call is traced, outside it: the copy `in_graph`
@@ -73,10 +75,12 @@ class WeightUpdates:
         if paths not in self._copies:
             self._copies[paths] = _GraphCopy(weights)
 
-    def __call__(self, model, step, measured=None, facts_of_measured=None):
-        """`WeightUpdate`s since the last call (none at the first, or where no step was
-        taken), and keeps this step's copy; on TensorFlow, from the numbers `measured`
-        that the probe's call returned from `in_graph`, with its `facts_of_measured`."""
+    def __call__(self, model, measured=None, facts_of_measured=None):
+        """`WeightUpdate`s since the last call (none at the first, or where the optimizer
+        made no update: a ratio is per update, the optimizer's iterations, which lag the
+        batches under gradient accumulation or a loss-scale optimizer's skipped steps), and
+        keeps this copy; on TensorFlow, from the numbers `measured` that the probe's call
+        returned from `in_graph`, with its `facts_of_measured`."""
         if measured is not None and len(measured):
             known = facts_of_measured or facts(watched(model))
             squares, steps = measured[:-1].reshape(-1, 2), int(measured[-1])
@@ -94,11 +98,14 @@ class WeightUpdates:
             if self._measure is None or self.paths != paths:  # compiled once per weight set
                 self._measure, self.paths, self.step = _measurer(weights), paths, None
             squares = self._measure()
+            step = int(keras.ops.convert_to_numpy(updates_done(model)))
             steps = step - self.step if self.step is not None else 0
             if steps > 0:
                 # One compiled call and one transfer for all: eager, 10 weights took 9 ms.
                 squares = keras.ops.convert_to_numpy(squares)
-        self.paths, self.step = [fact.path for fact in known], step
+        self.paths = [fact.path for fact in known]
+        if measured is None or not len(measured):
+            self.step = step
         if steps <= 0:
             return []
         moved, base = squares.astype(np.float64).T
@@ -109,6 +116,12 @@ class WeightUpdates:
                              fact.kernel, steps, before >= fact.grown)
                 for fact, ratio, change, before in zip(known, ratios, moved.tolist(),
                                                         base.tolist())]
+
+
+def updates_done(model):
+    """The optimizer's count of the updates it made (0 without an optimizer)."""
+    optimizer = getattr(model, "optimizer", None)
+    return optimizer.iterations if optimizer is not None else 0
 
 
 class Facts(typing.NamedTuple):
@@ -149,8 +162,10 @@ class _GraphCopy:
         self.described = tf.Variable(tf.zeros((len(weights),), "bool"), trainable=False)
 
     def __call__(self, weights, step, keep):
+        """`step`: the optimizer's iterations now (its updates so far)."""
         import tensorflow as tf
 
+        step = tf.cast(step, "int64")
         now = [tf.cast(w.value, "float32") for w in weights]
         before = [c.read_value() for c in self.copies]  # one read each, not one per use
         # `_squares` in TensorFlow's own ops: through keras.ops, a 200-layer MLP's first

@@ -293,7 +293,7 @@ def test_update_copies_stay_bounded_under_gradual_unfreezing():
     for layer in dense:
         layer.trainable = False  # its bias is no longer watched: a new weight set
         updates.before_trace(model)
-        tf.function(lambda: updates.in_graph(model, tf.constant(0, "int64"),
+        tf.function(lambda: updates.in_graph(model,
                                              tf.constant(True))[3]).get_concrete_function()
         kept.append(len(updates._copies))
     assert kept == [min(i + 1, MAX_TRACES) for i in range(len(dense))]
@@ -546,3 +546,30 @@ def test_history_keeps_one_value_per_probe_when_a_layer_is_frozen_between_fits(t
     # Unfrozen at step 8: its copy (of step 4) is stale; the ratio starts anew at step 10.
     assert math.isnan(kernel["update_ratio"][5]) and math.isfinite(kernel["update_ratio"][6])
     assert kernel["update_ratio"][4] == 0.0  # frozen through steps 6-8
+
+
+@pytest.mark.parametrize("optimizer", ["accumulating", "loss_scale"])
+def test_steps_count_batches_when_the_optimizer_updates_less_often(tmp_path, optimizer):
+    # Adam accumulating 4 batches per update, or mixed precision's loss-scale optimizer,
+    # whose first steps overflow float16 and are skipped: the optimizer's iterations lag
+    # the batches. Steps go on increasing across fits, and a probe interval without an
+    # update is no frozen weight.
+    x, y = digits()
+    x, y = x[:8 * BATCH], y[:8 * BATCH]
+    policy = keras.mixed_precision.global_policy()
+    try:
+        if optimizer == "loss_scale":
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        model = he_mlp(0.05)
+        model.compile(keras.optimizers.Adam(1e-3, gradient_accumulation_steps=4)
+                      if optimizer == "accumulating" else  # 2^30 overflows float16 at first
+                      keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.05), 2.0 ** 30),
+                      model.loss)
+        monitor = SignalMonitor(tmp_path, every_n_steps=2)
+        for _ in range(2):
+            fit_quietly(model, x, y, [monitor], epochs=2)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    assert monitor.history["step"] == list(range(0, 33, 2))
+    assert int(model.optimizer.iterations.numpy()) < 32
+    assert not [f for _, f in monitor.history["findings"] if f.kind == "update"]
