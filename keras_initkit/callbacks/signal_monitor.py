@@ -407,7 +407,7 @@ class SignalMonitor(keras.callbacks.Callback):
         return hook
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_base += self._batches_in_epoch()  # the epoch before, if any
+        self._epoch_base += self._batches_in_epoch(complete=True)  # the epoch before, if any
         self._last_batch = -1
         if self._loss_watch is not None:
             self._loss_watch.reset()
@@ -425,7 +425,7 @@ class SignalMonitor(keras.callbacks.Callback):
             self._emptied = False
         # Before the callbacks after this one (a ModelCheckpoint) save the weights.
         if self._snapshot is not None and not self._weights_finite():
-            self._step = self._epoch_base + self._batches_in_epoch()  # after its last step
+            self._step = self._epoch_base + self._batches_in_epoch(complete=True)
             self._restore("a weight is not finite at the epoch's end")
 
     def _watch_loss(self, batch, logs=None):
@@ -469,14 +469,18 @@ class SignalMonitor(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.flush()
 
-    def _batches_in_epoch(self):
-        """The batches trained in the epoch so far (0 before any): from its last batch's
-        index, with the chunk Keras runs at once (`steps_per_execution`), at most the
-        epoch's steps where Keras knows them."""
-        if self._last_batch is None or self._last_batch < 0:
+    def _batches_in_epoch(self, complete=False):
+        """The batches trained in the epoch so far (0 before any): all its steps where
+        Keras knows them and it is `complete`, else from its last batch's index, with the
+        chunk Keras runs at once (`steps_per_execution`), at most its steps."""
+        if self._last_batch is None:  # no epoch begun
+            return 0
+        steps = (self.params or {}).get("steps")
+        if complete and steps:
+            return steps
+        if self._last_batch < 0:
             return 0
         done = self._last_batch + (getattr(self.model, "steps_per_execution", 1) or 1)
-        steps = (self.params or {}).get("steps")
         return min(done, steps) if steps else done
 
     def _iterations(self):
