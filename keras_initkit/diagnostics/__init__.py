@@ -8,7 +8,7 @@ import dataclasses
 
 import keras
 
-from .batch import one_batch
+from .batch import check_batch_sizes, one_batch
 from .findings import KINDS, SEVERITIES, SIGNALS, Finding, Thresholds
 from .judge import ADAM_STEP, judge
 from .probe import LayerRow, Probe, ProbeResult, WeightRow, warn_once
@@ -65,6 +65,7 @@ def diagnose(model, x, y=None, *, loss=None, **thresholds):
     limits = thresholds_from(thresholds, "diagnose()")
     x, batch_y = one_batch(x, "x", pairs=False)
     y = batch_y if y is None else one_batch(y, "y", pairs=False)[0]
+    check_batch_sizes(x, y, "`x` and `y` hold")
     probe = cached_probe(model, loss, limits.saturation_threshold)
     result, findings, note = judge(probe, x, y, limits)
     if not result.activations:

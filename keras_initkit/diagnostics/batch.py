@@ -30,7 +30,18 @@ def one_batch(data, name, pairs=True):
             raise TypeError(f"`{name}` {part} must be arrays or tensors with a batch axis "
                             "(NumPy, a backend tensor, or a list, tuple or dict of them); "
                             f"received {_describe(bad[0] if bad else value)}.")
+    check_batch_sizes(x, y, f"`{name}` holds")
     return x, y
+
+
+def check_batch_sizes(x, y, holder):
+    """A ValueError where the inputs and targets hold different batch sizes; `holder`
+    names the argument (`"`x` and `y` hold"`)."""
+    sizes = {int(leaf.shape[0]) for leaf in keras.tree.flatten((x, y))
+             if leaf is not None and getattr(leaf, "shape", None) and leaf.shape[0] is not None}
+    if len(sizes) > 1:
+        raise ValueError(f"{holder} batches of different sizes {sorted(sizes)}: inputs "
+                         "and targets must have the same first axis.")
 
 
 def _first_batch_of(data):

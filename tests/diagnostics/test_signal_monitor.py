@@ -235,6 +235,11 @@ def test_probe_data_from_a_dataset_or_with_sample_weights_and_numpy_sizes(tmp_pa
     report = keras_initkit.diagnose(model, dataset)
     again = keras_initkit.diagnose(model, x[:16], y[:16])
     assert report.to_dict()["loss"] == pytest.approx(again.to_dict()["loss"], rel=1e-6)
+    with pytest.raises(ValueError, match=r"`x` and `y` hold batches of different sizes "
+                                         r"\[5, 16\]"):
+        keras_initkit.diagnose(model, x[:16], y[:5])
+    with pytest.raises(ValueError, match="`probe_data` holds batches of different sizes"):
+        SignalMonitor(tmp_path, probe_data=(x[:16], y[:5]))
 
 
 def test_without_probe_data_the_first_training_batch_is_used(tmp_path):
