@@ -202,9 +202,12 @@ def is_normalization(layer, input_shape=None):
 
 
 def _scale_invariant(layer, input_shape):
-    if any(d is None for d in input_shape[1:]) or len(input_shape) < 2:
+    if len(input_shape) < 2 or input_shape[-1] is None:
         return False
-    x = np.random.default_rng(0).standard_normal((2, *input_shape[1:])).astype("float32")
+    # A free axis (a sequence's length) gets a small size; the normalized axes carry weights
+    # and are known.
+    shape = (2,) + tuple(3 if d is None else d for d in input_shape[1:])
+    x = np.random.default_rng(0).standard_normal(shape).astype("float32")
     try:
         a, b = (ops.convert_to_numpy(layer(v)) for v in (x, 4.0 * x))
     except Exception:  # a layer that cannot be called alone is not one

@@ -19,6 +19,7 @@ keeps moving statistics and weights it has no rule for (listed as `keep`).
 """
 import math
 import typing
+import warnings
 
 import keras
 import numpy as np
@@ -158,9 +159,29 @@ def check_recipe(recipe):
     return recipe
 
 
+def warn_if_unfit(model, structure, recipe):
+    """Warns when `model` lacks what `recipe` is for: residual branches for Fixup and
+    SkipInit, attention for the transformer recipes. Their weights would then be drawn by
+    rules meant for other layers (a CNN's convolutions at GPT-2's 0.02, an MLP's readout
+    zeroed by Fixup with nothing scaled)."""
+    if recipe in ("fixup", "skipinit"):
+        found, kind = structure.branches, "residual networks, and model {!r} has no residual " \
+            "branch (x + f(x))"
+    else:
+        found, kind = structure.attention, "transformers, and model {!r} has no attention " \
+            "(a softmax over scores)"
+    if not found:
+        warnings.warn(
+            f"recipe={recipe!r} is for {kind.format(model.name)} that its traced graph "
+            "shows; its weights were drawn by the recipe's rules "
+            "for other layers, which is not the recipe. For such a model use "
+            "reinitialize(model, 'auto') or a scheme.", stacklevel=3)
+
+
 def apply_recipe(model, recipe, draws, rows, x=None):
     """Draws every weight of `model` by `recipe`; appends one row per weight to `rows`."""
     structure = structure_of(model, x)
+    warn_if_unfit(model, structure, recipe)
     planned = plan(structure, recipe)
     for path, draw in planned.items():
         variable = structure.variables[path]

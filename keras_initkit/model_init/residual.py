@@ -90,10 +90,12 @@ def _roles(structure):
                            "norm_shift" if name in ("beta", "bias", "offset") else "norm_scale")
         elif path in structure.embeddings:
             roles[path] = "embedding"
-        elif "position" in path.lower() and len(variable.shape) >= 2:
-            # A position embedding is sliced, not looked up, in many layers (keras-hub's).
+        elif "position" in path.lower() and len(variable.shape) >= 2 \
+                and path not in structure.kernels:
+            # A position embedding is sliced, not looked up, in many layers (keras-hub's);
+            # a kernel of a layer named "position..." multiplies the signal and stays a kernel.
             roles[path] = "position_embedding"
-        elif "class_token" in name or "cls_token" in name:
+        elif ("class_token" in name or "cls_token" in name) and path not in structure.kernels:
             roles[path] = "class_token"
         elif path in structure.kernels:
             roles[path] = "kernel"

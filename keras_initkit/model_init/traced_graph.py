@@ -120,7 +120,10 @@ def _sample(model, x, sized):
         try:
             x = model.input
         except (AttributeError, ValueError):
-            x = None
+            # A Sequential model built from `keras.Input` has `inputs` but no `input` in Keras
+            # 3 until it is called as a functional graph.
+            inputs = getattr(model, "inputs", None) or None
+            x = inputs[0] if inputs and len(inputs) == 1 else inputs
         if x is None:
             raise ValueError(
                 f"Model {model.name!r} has no symbolic inputs (a subclassed model): pass a "

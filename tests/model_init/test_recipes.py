@@ -1,5 +1,6 @@
 """Whole-model recipes: the roles found in the traced graph, each recipe's rule, the audit."""
 import math
+import warnings
 
 import keras
 import keras_hub
@@ -77,8 +78,38 @@ def test_keras_hub_blocks_are_found_inside_their_call():
     assert sorted(first.query_key) == ["transformer_layer_0/self_attention/key/kernel",
                                        "transformer_layer_0/self_attention/query/kernel"]
     assert first.value == ("transformer_layer_0/self_attention/value/kernel",)
-    # keras-hub's RMS normalization is recognised by what it does, not by its class.
+    # keras-hub's RMS normalization is recognised by what it does, not by its class; the
+    # final one too, called on a (batch, sequence, width) input of unknown length.
     assert structure.role("transformer_layer_0/self_attention_layernorm/scale") == "norm_scale"
+    assert structure.role("sequence_output_layernorm/scale") == "norm_scale"
+
+
+def test_a_sequential_model_is_read_from_its_inputs():
+    # Keras 3 gives a Sequential model built from keras.Input `inputs` but no `input`.
+    model = keras.Sequential([keras.Input((16,)), L.Dense(32, activation="relu"), L.Dense(10)])
+    structure = structure_of(model)
+    assert structure.readout == (model.layers[-1].kernel.path,)
+    assert structure.role(model.layers[0].kernel.path) == "kernel"
+
+
+def test_a_recipe_warns_on_a_model_without_what_it_is_for():
+    plain = keras.Sequential([keras.Input((16,)), L.Dense(32, activation="relu"), L.Dense(10)])
+    with pytest.warns(UserWarning, match="recipe='fixup' is for residual networks.*no residual"):
+        keras_initkit.reinitialize(plain, "fixup", seed=0)
+    with pytest.warns(UserWarning, match="recipe='gpt2' is for transformers.*no attention"):
+        keras_initkit.reinitialize(residual_mlp(blocks=1), "gpt2", seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        keras_initkit.reinitialize(residual_mlp(blocks=1), "fixup", seed=0)
+        keras_initkit.reinitialize(gpt2(layers=1, hidden=32), "gpt2", seed=0)
+
+
+def test_a_kernel_named_like_a_position_embedding_stays_a_kernel():
+    x = keras.Input((16,))
+    h = L.Dense(32, activation="relu", name="position_encoder")(x)
+    b = L.Dense(32, name="block")(L.Dense(32, activation="relu", name="inner")(h))
+    model = keras.Model(x, L.Dense(10, name="head")(L.Add()([h, b])))
+    assert structure_of(model).role("position_encoder/kernel") == "kernel"
 
 
 def test_gpt2_scales_exactly_the_residual_projections():
