@@ -92,6 +92,17 @@ def test_a_sequential_model_is_read_from_its_inputs():
     assert structure.role(model.layers[0].kernel.path) == "kernel"
 
 
+def test_a_grouped_convolution_is_a_kernel_of_its_branch():
+    # ConvNeXt's depthwise convolution: on TensorFlow, Keras calls a compiled function for it.
+    image = keras.Input((8, 8, 16))
+    h = L.Conv2D(16, 3, padding="same", groups=16, name="depthwise")(image)
+    h = L.Conv2D(32, 1, activation="relu", name="expand")(h)
+    model = keras.Model(image, L.Add()([image, L.Conv2D(16, 1, name="project")(h)]))
+    (branch,) = structure_of(model).branches
+    assert branch.inner == ("depthwise/kernel", "expand/kernel")
+    assert branch.output == ("project/kernel",)
+
+
 def test_a_recipe_warns_on_a_model_without_what_it_is_for():
     plain = keras.Sequential([keras.Input((16,)), L.Dense(32, activation="relu"), L.Dense(10)])
     with pytest.warns(UserWarning, match="recipe='fixup' is for residual networks.*no residual"):
