@@ -150,7 +150,11 @@ def set_base_shapes(model, base, delta=None, rescale_params=True, seed=None):
 
     Raises:
         TypeError: `model` or `base` is not a Keras model.
-        ValueError: a model is not built, or the weights do not pair (count or rank).
+        ValueError: a model is not built, the weights do not pair (count or rank), or a
+            plain `Dense` reads the width out (it must be a `MuReadout`).
+
+    A `fit`, `evaluate` or `predict` traced before holds the old `width_mult`; the
+    model's compiled functions are dropped, so the next call traces anew.
 
     Example:
     >>> model, base = build(width=1024), build(width=64)
@@ -180,12 +184,35 @@ def set_base_shapes(model, base, delta=None, rescale_params=True, seed=None):
                                     shape)
         shapes[id(variable)] = InfShape(shape, base_dims, fan_in, fan_out)
         _remember(variable, shapes[id(variable)])
+    _check_readouts(model, owners, shapes)
     for layer in flat_layers(model):
         if isinstance(layer, MuReadout):
             layer.width_mult = shapes[id(layer.kernel)].mult(shapes[id(layer.kernel)].fan_in)
+    # A compiled fit, evaluate or predict holds the old width_mult as a constant of its trace.
+    model.train_function = model.test_function = model.predict_function = None
     if rescale_params:
         _draw(model, owners, shapes, seed)
     return model
+
+
+def _check_readouts(model, owners, shapes):
+    """mup's `assert_hidden_size_inf`: a Dense layer whose fan-in is width and whose fan-out
+    is fixed reads the hidden width out (logits, a vocabulary) and must be a `MuReadout`,
+    or its output grows with width and µP does not hold."""
+    for layer in flat_layers(model):
+        if isinstance(layer, MuReadout) or not isinstance(
+                layer, (keras.layers.Dense, keras.layers.EinsumDense)):
+            continue
+        shape = shapes.get(id(getattr(layer, "kernel", None)))
+        width = shape and [any(shape.base[a] is not None for a in axes)
+                           for axes in (shape.fan_in, shape.fan_out)]
+        if width == [True, False]:
+            base = tuple(b or d for b, d in zip(shape.base, shape.shape))
+            raise ValueError(
+                f"Layer {layer.name!r} of model {model.name!r} has a width fan-in (kernel "
+                f"{shape.shape} against the base's {base}) and a fixed fan-out: it reads "
+                "the width out, and under µP that layer must be keras_initkit.mup.MuReadout "
+                f"(mup raises the same); received a {type(layer).__name__}.")
 
 
 def _draw(model, owners, shapes, seed):

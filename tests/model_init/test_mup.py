@@ -93,6 +93,21 @@ def test_set_base_shapes_draws_by_mup():
     with pytest.raises(ValueError, match="width_mult"):
         mup.MuReadout(3, width_mult=0)
 
+    def plain_head(width):
+        inputs = keras.Input((8,))
+        return keras.Model(inputs, L.Dense(5, name="head")(L.Dense(width)(inputs)))
+    # mup's assert_hidden_size_inf: a plain Dense that reads the width out is not µP.
+    with pytest.raises(ValueError, match="'head'.*width fan-in.*must be.*MuReadout.*Dense"):
+        mup.set_base_shapes(plain_head(256), plain_head(64))
+
+
+def test_a_width_mult_set_after_predict_reaches_fit_and_predict():
+    model, x = keras_mlp(64, 64), np.ones((2, 8), "float32")
+    model.compile(optimizer="sgd", loss="mse")
+    model.predict(x, verbose=0)  # traced with width_mult 1
+    mup.set_base_shapes(model, keras_mlp(16, 16), seed=1)
+    np.testing.assert_allclose(model.predict(x, verbose=0), model(x), rtol=1e-6)
+
 
 def test_mu_readout_survives_a_keras_round_trip(tmp_path):
     model = keras_mlp(64, 64)
