@@ -20,7 +20,7 @@ from .._compat import flat_layers
 from ..diagnostics.probe import layer_path
 from ..distribution import multi_worker
 from ..initializers import Orthogonal, RandomNormal
-from .reinitialize import check_model
+from .reinitialize import check_model, kernel_axes
 from .report import Rows
 
 L = keras.layers
@@ -129,13 +129,29 @@ def lsuv(model, x, *, target_var=1.0, tol=0.1, max_iter=10, orthonormal=True, se
     if orthonormal:
         init = Orthogonal(seed=seed)
         for layer, kernel in targets.values():
-            kernel.assign(init(kernel.shape, dtype=kernel.dtype))
+            kernel.assign(_orthonormal(init, layer, kernel))
     report = Rows(("layer", "iterations", "variance", "converged"),
                   layer_evaluations=0, forward_passes=1, seconds=0.0)
     one_pass(model, x, targets, report, lambda layer, kernel, call, args, kwargs: _scale(
         layer, kernel, call, args, kwargs, target_var, tol, max_iter, report))
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _orthonormal(init, layer, kernel):
+    """An orthonormal kernel for the map it computes: an EinsumDense kernel such as
+    attention's (d, heads, head_dim) is orthonormal from its input axes to its output axes,
+    not on the flattening (d * heads, head_dim) of its shape."""
+    shape = tuple(kernel.shape)
+    axes = kernel_axes(layer, kernel.path.rsplit("/", 1)[-1], shape)
+    if axes is None or sorted(axes[0] + axes[1]) != list(range(len(shape))):
+        return init(shape, dtype=kernel.dtype)  # (*k, in, out) flattens to the map, or the
+        # axes overlap (a transposed or depthwise kernel's spatial axes): the flattening
+    order = list(axes[0]) + list(axes[1])
+    matrix = init((math.prod(shape[a] for a in axes[0]), math.prod(shape[a] for a in axes[1])),
+                  dtype=kernel.dtype)
+    return ops.transpose(ops.reshape(matrix, [shape[a] for a in order]),
+                         [order.index(a) for a in range(len(shape))])
 
 
 def one_pass(model, x, targets, report, set_layer):

@@ -59,6 +59,20 @@ def test_every_layer_ends_within_tolerance(build, shape):
     assert report.forward_passes == 1
 
 
+def test_attention_kernels_start_orthonormal_as_the_maps_they_compute():
+    # (d, heads, head_dim) projections map d inputs to heads * head_dim outputs.
+    tokens = keras.Input((8, 32))
+    model = keras.Model(tokens, L.MultiHeadAttention(4, 8, name="attention")(tokens, tokens))
+    keras_initkit.lsuv(model, data((8, 32)), seed=0)
+    attention = model.get_layer("attention")
+    for dense, inputs in ((attention.query_dense, 32), (attention.output_dense, 32)):
+        kernel = keras.ops.convert_to_numpy(dense.kernel)
+        matrix = kernel.reshape(inputs, -1) if dense is attention.query_dense else \
+            kernel.reshape(-1, kernel.shape[-1])
+        singular = np.linalg.svd(matrix, compute_uv=False)
+        assert singular.min() / singular.max() > 1 - 1e-4, (dense.name, singular)
+
+
 def test_a_tolerance_and_target_are_honoured_and_iterations_capped():
     model = deep_mlp("kit_random_normal", depth=6, activation="tanh")
     x = data((64,))
