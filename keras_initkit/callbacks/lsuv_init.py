@@ -32,7 +32,7 @@ class LSUVInit(keras.callbacks.Callback):
         super().__init__()
         if x is None:
             raise ValueError("LSUVInit needs a batch of inputs `x`; received x=None.")
-        check_lsuv_args(target_var, tol, max_iter, orthonormal)  # at construction, not mid-fit
+        check_lsuv_args(target_var, tol, max_iter, orthonormal, seed)  # at construction
         self.x = x
         self.options = dict(target_var=target_var, tol=tol, max_iter=max_iter,
                             orthonormal=orthonormal, seed=seed)

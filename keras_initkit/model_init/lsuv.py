@@ -20,6 +20,7 @@ from .._compat import flat_layers
 from ..diagnostics.probe import layer_path
 from ..distribution import multi_worker
 from ..initializers import Orthogonal, RandomNormal
+from ..initializers.base import check_seed
 from .reinitialize import check_model, kernel_axes
 from .report import Rows
 
@@ -33,8 +34,9 @@ _SCALED = ((L.SeparableConv1D, "pointwise_kernel"), (L.SeparableConv2D, "pointwi
            (L.Conv2DTranspose, "kernel"), (L.Conv3DTranspose, "kernel"))
 
 
-def check_lsuv_args(target_var, tol, max_iter, orthonormal):
+def check_lsuv_args(target_var, tol, max_iter, orthonormal, seed=None):
     """Validates lsuv()'s settings (shared with the LSUVInit callback, which checks early)."""
+    check_seed(seed)
     for name, value in (("target_var", target_var), ("tol", tol)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
                 not math.isfinite(value) or value <= 0:
@@ -46,6 +48,12 @@ def check_lsuv_args(target_var, tol, max_iter, orthonormal):
         raise ValueError(f"`max_iter` must be an integer >= 1; received max_iter={max_iter!r}.")
     if not isinstance(orthonormal, bool):
         raise TypeError(f"`orthonormal` must be True or False; received {orthonormal!r}.")
+
+
+def check_sample(x):
+    if x is None:
+        raise TypeError("`x` must be a batch of the model's inputs (an array, or a list or "
+                        "dict of arrays, as the model takes them); received x=None.")
 
 
 def scaled_kernel(layer):
@@ -114,7 +122,8 @@ def lsuv(model, x, *, target_var=1.0, tol=0.1, max_iter=10, orthonormal=True, se
     >>> print(report.table())
     """
     check_model(model)
-    check_lsuv_args(target_var, tol, max_iter, orthonormal)
+    check_lsuv_args(target_var, tol, max_iter, orthonormal, seed)
+    check_sample(x)
     if orthonormal and seed is None and multi_worker(model):
         warnings.warn(
             f"lsuv: model {model.name!r} trains on several workers and seed=None: each worker "
@@ -268,6 +277,8 @@ def weight_norm_init(model, x, *, init_std=0.05, seed=None):
     if isinstance(init_std, bool) or not isinstance(init_std, numbers.Real) or \
             not math.isfinite(init_std) or init_std <= 0:
         raise ValueError(f"`init_std` must be a positive number; received init_std={init_std!r}.")
+    seed = check_seed(seed)
+    check_sample(x)
     start = time.perf_counter()
     leaves = [layer for layer in flat_layers(model)
               if isinstance(layer, _PER_CHANNEL)]

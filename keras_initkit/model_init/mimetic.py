@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 from keras import ops
 
+from ..initializers.base import check_seed
 from .reinitialize import check_model
 from .report import Rows
 from .residual import structure_of
@@ -58,8 +59,8 @@ def mimetic(model, alpha1=0.7, beta1=0.7, alpha2=0.4, beta2=0.4, seed=None, x=No
     >>> keras_initkit.mimetic(vit_backbone, seed=0)
     """
     check_model(model)
+    rng = np.random.default_rng(check_seed(seed))
     structure = structure_of(model, x)
-    rng = np.random.default_rng(seed)
     rows = Rows(("query", "key", "value", "output", "heads"))
     for attention in structure.attention:
         kernels = [structure.variables[p] for p in

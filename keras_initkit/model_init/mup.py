@@ -35,6 +35,7 @@ from keras import ops
 from .. import initializers as inits
 from .._compat import flat_layers
 from ..activations import following_activation, scheme_for
+from ..initializers.base import check_seed
 from .reinitialize import check_model, kernel_axes
 
 
@@ -162,8 +163,12 @@ def set_base_shapes(model, base, delta=None, rescale_params=True, seed=None):
     >>> model.compile(optimizer=keras_initkit.mup.MuAdam(1e-3), loss=...)
     """
     check_model(model)
+    seed = check_seed(seed)
+    if not isinstance(rescale_params, bool):
+        raise TypeError(f"`rescale_params` must be True or False; received "
+                        f"rescale_params={rescale_params!r}.")
     for name, other in (("base", base), ("delta", delta)):
-        if other is not None:
+        if other is not None or name == "base":
             if not isinstance(other, keras.Model):
                 raise TypeError(f"`{name}` must be a keras.Model of the same architecture; "
                                 f"received {type(other).__name__}.")

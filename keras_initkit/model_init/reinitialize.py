@@ -6,6 +6,7 @@ Add) and picks the variance-preserving scheme for it. Fans are counted per
 layer type here, including the kernel layouts that a shape alone gets wrong:
 transposed and depthwise convolutions, EinsumDense and recurrent gate blocks.
 """
+import difflib
 import math
 import random
 import re
@@ -21,6 +22,7 @@ from ..activations import NORMALIZATIONS, following_activation, scheme_for
 from ..diagnostics.probe import layer_path
 from ..distribution import multi_worker
 from ..fans import compute_fans, second_moment
+from ..initializers.base import check_seed
 from ..registry import get
 from .recipes import RECIPES, apply_recipe
 from .report import Rows
@@ -61,6 +63,16 @@ def reads_model_input(layer):
     return bool(nodes) and all(
         node.parent_nodes and all(isinstance(p.operation, L.InputLayer) for p in node.parent_nodes)
         for node in nodes)
+
+
+def closest_recipe(name):
+    """The recipe (or "auto") a misspelt `name` means, as "GPT-2" means "gpt2", or None."""
+    if not isinstance(name, str):
+        return None
+    known = {k.replace("_", ""): k for k in RECIPES + ("auto",)}
+    key = re.sub(r"[-_ ]", "", name.lower())
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
+    return known[key] if key in known else known[close[0]] if close else None
 
 
 def kernel_axes(layer, name, shape):
@@ -169,9 +181,7 @@ def reinitialize(model, scheme="auto", *, layers=None, seed=None, biases="zeros"
     >>> print(keras_initkit.reinitialize(model, seed=0).table())
     """
     check_model(model)
-    if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0) and \
-            seed is not None:
-        raise ValueError(f"`seed` must be None or a non-negative integer; received seed={seed!r}.")
+    seed = check_seed(seed)
     if seed is None and multi_worker(model):
         warnings.warn(
             f"reinitialize: model {model.name!r} trains on several workers and seed=None: each "
@@ -190,9 +200,15 @@ def reinitialize(model, scheme="auto", *, layers=None, seed=None, biases="zeros"
         apply_recipe(model, scheme, _Draws(seed), rows, x=x)
         return rows
     auto = isinstance(scheme, str) and scheme == "auto"
-    chosen = None if auto else _initializer(
-        "scheme", scheme, allowed=f"'auto', a recipe ({', '.join(RECIPES)}), an alias or an "
-                                  "initializer")
+    try:
+        chosen = None if auto else _initializer(
+            "scheme", scheme, allowed=f"'auto', a recipe ({', '.join(RECIPES)}), an alias or "
+                                      "an initializer")
+    except ValueError as error:
+        close = closest_recipe(scheme)
+        if close is None:
+            raise
+        raise ValueError(f"{error} Did you mean {close!r}?") from None
     label = scheme if isinstance(scheme, str) else type(scheme).__name__
     if isinstance(biases, str) and biases in BIASES:
         bias_init = biases

@@ -140,9 +140,11 @@ def test_zero_variance_names_the_layer():
 @pytest.mark.parametrize("kwargs, words", [
     (dict(target_var=0), "target_var=0"), (dict(tol=-1), "tol=-1"),
     (dict(tol=2.0), "smaller than `target_var`"), (dict(max_iter=0), "max_iter=0"),
-    (dict(max_iter=2.5), "max_iter=2.5"),
+    (dict(max_iter=2.5), "max_iter=2.5"), (dict(orthonormal=False, seed=-5), "seed=-5"),
 ])
 def test_bad_settings_are_named_in_the_function_and_the_callback(kwargs, words):
+    with pytest.raises(TypeError, match="`x`.*received x=None"):
+        keras_initkit.lsuv(deep_mlp("kit_he", depth=2), None)
     model = deep_mlp("kit_he", depth=2)
     with pytest.raises(ValueError, match=words):
         keras_initkit.lsuv(model, data((64,)), **kwargs)

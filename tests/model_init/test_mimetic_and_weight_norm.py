@@ -74,5 +74,11 @@ def test_weight_norm_init_starts_every_channel_at_zero_mean_unit_variance():
     assert np.abs(np.asarray(outputs[2]).mean(axis=0)).max() > 1e-3  # no bias: mean not moved
     with pytest.raises(ValueError, match="init_std"):
         keras_initkit.weight_norm_init(model, x, init_std=0)
+    with pytest.raises(ValueError, match="seed=-1"):
+        keras_initkit.weight_norm_init(model, x, seed=-1)
+    with pytest.raises(ValueError, match="seed=-1"):
+        keras_initkit.mimetic(model, seed=-1)
+    with pytest.raises(TypeError, match="x=None"):
+        keras_initkit.weight_norm_init(model, None)
     with pytest.raises(ValueError, match="'conv'"):
         keras_initkit.weight_norm_init(model, np.ones((4, 8, 8, 2), "float32"))

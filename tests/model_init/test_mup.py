@@ -90,6 +90,12 @@ def test_set_base_shapes_draws_by_mup():
         mup.set_base_shapes(model, keras.Sequential([keras.Input((8,)), L.Dense(4)]))
     with pytest.raises(TypeError, match="base"):
         mup.set_base_shapes(model, "base")
+    with pytest.raises(TypeError, match="`base`.*NoneType"):
+        mup.set_base_shapes(model, None)
+    with pytest.raises(TypeError, match="rescale_params='no'"):
+        mup.set_base_shapes(model, keras_mlp(32, 64), rescale_params="no")
+    with pytest.raises(ValueError, match="seed=1.5"):
+        mup.set_base_shapes(model, keras_mlp(32, 64), seed=1.5)
     with pytest.raises(ValueError, match="width_mult"):
         mup.MuReadout(3, width_mult=0)
 

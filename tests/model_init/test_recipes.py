@@ -228,6 +228,9 @@ def test_bad_recipe_arguments_are_named():
     model = residual_mlp(blocks=1)
     with pytest.raises(ValueError, match="recipe.*gpt2.*received recipe='gpt3'"):
         keras_initkit.audit(model, "gpt3")
+    with pytest.raises(ValueError, match="Unknown initializer 'GPT-2'.*Did you mean 'gpt2'"):
+        keras_initkit.reinitialize(model, "GPT-2")
+    keras_initkit.reinitialize(model, "fixup", seed=np.int64(3))  # NumPy's integers are seeds
     with pytest.raises(ValueError, match="layers.*biases"):
         keras_initkit.reinitialize(model, "fixup", layers=["in_0"])
     with pytest.raises(ValueError, match="sigmas"):
