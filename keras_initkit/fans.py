@@ -29,6 +29,11 @@ def check_axes(name, axes, rank=None):
                 f"`{name}` holds axis {a}, which is out of range for a shape of rank {rank}; "
                 f"allowed axes are {-rank} to {rank - 1}."
             )
+    # An axis counted twice would multiply its size into the fan twice.
+    distinct = [a % rank for a in axes] if rank is not None else list(axes)
+    if len(set(distinct)) != len(distinct):
+        raise ValueError(f"`{name}` names an axis more than once; received {name}={list(axes)}"
+                         + (f" for a shape of rank {rank}." if rank is not None else "."))
     return [int(a) for a in axes]
 
 

@@ -383,6 +383,12 @@ class ICNR(KitInitializer):
                 f"initializer={initializer!r}. Wrap a function with "
                 "keras_initkit.register_initializer to use it here."
             )
+        if not isinstance(self.initializer, KitInitializer):
+            # A Keras initializer's seed starts this instance's sequence of re-seeded draws,
+            # so a seeded ICNR(2, HeNormal(seed=3)) draws alike in every process.
+            seed = self.initializer.get_config().get("seed")
+            if isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and seed >= 0:
+                self._seed = int(seed)
 
     def check_shape(self, shape):
         super().check_shape(shape)

@@ -38,6 +38,8 @@ CONSTRUCTION = [  # (factory, exception, words the message must hold)
     (lambda: I.Pretrained("weights.npz", ""), ValueError, ["key"]),
     (lambda: I.Pretrained("weights.npz", 3), TypeError, ["key", "3"]),
     (lambda: I.HeNormal(input_axes=["0"], output_axes=[1]), ValueError, ["input_axes", "'0'"]),
+    (lambda: I.HeNormal(input_axes=[0, 0], output_axes=[1]), ValueError,
+     ["input_axes", "more than once", "[0, 0]"]),
     (lambda: I.VarianceScaling(activation_params={"alpha": 1.0}), ValueError,
      ["activation_params", "alpha", "activation=None"]),
     (lambda: I.VarianceScaling(activation="gelu", activation_params={"approximate": "none"}),
@@ -70,6 +72,7 @@ def test_a_random_scheme_refuses_an_integer_or_bool_dtype(init, dtype):
     (I.ICNR(scale=2), (3, 3, 4, 6), ["divisible", "4"]),
     (I.ConvolutionAware(), (2, 2, 2, 2, 2, 2), ["rank 6"]),
     (I.HeNormal(), (4, -1), ["negative"]),
+    (I.HeNormal(input_axes=[0, -2], output_axes=[1]), (256, 64), ["more than once", "rank 2"]),
     (I.Orthogonal(), (0,), ["rank 2"]),
 ], ids=str)
 def test_a_shape_the_scheme_cannot_fill_fails_at_call(init, shape, words):

@@ -89,3 +89,8 @@ def test_clone_model_redraws_unseeded_and_reproduces_seeded_initializers():
 def test_icnr_redraws_even_around_a_keras_builtin():
     init = I.ICNR(scale=2, initializer="he_normal")  # Keras' own fixed-seed HeNormal
     assert not np.array_equal(draw(init, (3, 3, 4, 8)), draw(init, (3, 3, 4, 8)))
+    # A seeded Keras initializer inside: its seed starts ICNR's sequence, alike in every copy.
+    seeded = [I.ICNR(2, keras.initializers.HeNormal(seed=3)) for _ in range(2)]
+    first, second = (draw(init, (3, 3, 4, 8)) for init in seeded)
+    assert np.array_equal(first, second)
+    assert not np.array_equal(first, draw(seeded[0], (3, 3, 4, 8)))  # and fresh per call
