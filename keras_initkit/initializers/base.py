@@ -81,7 +81,9 @@ def check_representable(name, value, dtype):
             return
     else:
         low, high = (0, 1) if dtype == "bool" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
-        if math.isfinite(value) and float(value) == int(value) and low <= value <= high:
+        whole = isinstance(value, numbers.Integral) or (
+            math.isfinite(value) and float(value) == int(value))
+        if whole and low <= value <= high:
             return
         problem = f"cannot be stored exactly in dtype={dtype}, which holds whole numbers " \
                   f"from {low} to {high}"

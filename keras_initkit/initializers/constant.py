@@ -4,6 +4,8 @@ They draw nothing, so any dtype works, integers and bools included. Used on a
 kernel they leave every unit identical (no symmetry breaking): they are meant
 for biases, normalization scales and controlled experiments.
 """
+import numbers
+
 import keras
 from keras import ops
 
@@ -30,6 +32,8 @@ class Constant(KitInitializer):
     def __init__(self, value=0.0):
         super().__init__()
         self.value = check_number("value", value)
+        if isinstance(value, numbers.Integral):
+            self.value = int(value)  # exact for an integer dtype: float rounds above 2**24
 
     def generate(self, shape, dtype):
         check_representable("value", self.value, dtype)

@@ -277,3 +277,7 @@ def test_constants():
     np.testing.assert_array_equal(to_numpy(I.Ones()((2, 3))), np.ones((2, 3)))
     np.testing.assert_array_equal(to_numpy(I.Constant(-0.25)((4,))), np.full(4, -0.25))
     assert keras.backend.standardize_dtype(I.Constant(3)((2,), dtype="int32").dtype) == "int32"
+    # Whole numbers beyond float32's and float64's exact range stay exact in integer dtypes.
+    for value, dtype in ((2**24 + 1, "int32"), (2**53 + 1, "int64")):
+        filled = keras.ops.convert_to_numpy(I.Constant(value)((2,), dtype=dtype))
+        assert filled.tolist() == [value, value], dtype
