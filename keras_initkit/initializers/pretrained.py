@@ -264,7 +264,11 @@ class Pretrained(KitInitializer):
             raise ValueError(f"Pretrained: {where} holds NaN or Inf; a weight must be finite.")
         low, high = float(value.min()), float(value.max())
         if keras.backend.is_float_dtype(dtype):
-            fits = max(abs(low), abs(high)) <= float(ml_dtypes.finfo(dtype).max)
+            info = ml_dtypes.finfo(dtype)
+            fits = max(abs(low), abs(high)) <= float(info.max)
+            # A few tiny weights flushing to 0 is rounding; all of them is a different array.
+            nonzero = np.abs(value[value != 0])
+            fits = fits and not (nonzero.size and nonzero.max() < float(info.tiny))
         elif dtype == "bool":
             fits = bool(np.isin(value, (0, 1)).all())
         else:  # an integer dtype: whole numbers within its range, not truncated or wrapped
@@ -273,7 +277,8 @@ class Pretrained(KitInitializer):
         if not fits:
             raise TypeError(
                 f"Pretrained: {where} holds values in [{low:g}, {high:g}] that dtype={dtype} "
-                "cannot store (overflow, or fractions for an integer dtype); use a wider dtype.")
+                "cannot store (overflow, every non-zero value below its smallest normal number, or "
+                "fractions for an integer dtype); use a wider dtype.")
 
     def get_config(self):
         config = {"path": self.path, "key": self.key}

@@ -61,3 +61,16 @@ def test_dtype_is_cast_and_a_wrong_key_lists_the_keys(source):
     assert keras.backend.standardize_dtype(init((5, 3), dtype="float16").dtype) == "float16"
     with pytest.raises(ValueError, match="head/kernel"):
         Pretrained(folder / "teacher.keras", "head/kernal")((5, 3))
+
+
+def test_values_float16_cannot_hold_are_refused_naming_the_key(tmp_path):
+    path = tmp_path / "small.npz"
+    mixed = np.full((4, 3), 0.5, "float32")
+    mixed[0, 0] = 1e-9  # one weight below float16's smallest normal: rounding, taken
+    np.savez(path, tiny=np.full((4, 3), 1e-9, "float32"), huge=np.full((4, 3), 1e6, "float32"),
+             mixed=mixed)
+    assert keras.ops.convert_to_numpy(Pretrained(path, "mixed")((4, 3), dtype="float16"))[1, 1] \
+        == 0.5
+    for key in ("tiny", "huge"):
+        with pytest.raises(TypeError, match=f"key='{key}'.*float16"):
+            Pretrained(path, key)((4, 3), dtype="float16")
