@@ -158,7 +158,8 @@ class Pretrained(KitInitializer):
     code (see the module docstring).
 
     Args:
-        path: Path to a `.keras`, `.h5`/`.weights.h5` or `.npz` file.
+        path: Path to a `.keras`, `.h5`/`.weights.h5` or `.npz` file; a relative one
+            is made absolute at construction.
         key: Which array of the file to use.
 
     Returns:
@@ -188,7 +189,8 @@ class Pretrained(KitInitializer):
             raise TypeError(f"`key` must be a string; received key={key!r}.")
         if not key:
             raise ValueError("`key` must name an array of the file; received key=''.")
-        self.path = path
+        # Absolute, so that a copy (clone_model) made after a change of directory finds the file.
+        self.path = os.path.abspath(path)
         self.key = key
         self._origin = "code"  # or, from from_config, "sealed" (ours) or "foreign"
 

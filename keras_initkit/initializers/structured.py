@@ -422,8 +422,11 @@ class Sparse(KitInitializer):
 
     Each column (one output unit's incoming weights, on the flattening
     `(prod(shape[:-1]), shape[-1])`) gets exactly `ceil(sparsity * rows)`
-    zeros at random rows; the other entries are N(0, stddev^2), as
-    `torch.nn.init.sparse_`.
+    zeros at random rows; the other entries are N(0, stddev^2). It is
+    `torch.nn.init.sparse_`'s rule on the same 2-D array; as a Keras kernel is
+    `(in, out)` and a torch weight `(out, in)`, each output unit here gets its
+    fixed number of non-zero inputs (Martens' intent), where torch's on a
+    `Linear` weight fixes the zeros per input.
 
     Args:
         sparsity: Fraction of zeros per column, in [0, 1). Default 0.9, close

@@ -74,3 +74,14 @@ def test_values_float16_cannot_hold_are_refused_naming_the_key(tmp_path):
     for key in ("tiny", "huge"):
         with pytest.raises(TypeError, match=f"key='{key}'.*float16"):
             Pretrained(path, key)((4, 3), dtype="float16")
+
+
+def test_a_relative_path_still_reads_after_a_change_of_directory(source, monkeypatch):
+    folder, model = source
+    monkeypatch.chdir(folder)
+    student = keras.Sequential([keras.Input((6,)), keras.layers.Dense(
+        5, kernel_initializer=Pretrained("teacher.npz", "hidden"))])
+    monkeypatch.chdir(folder.parent)
+    clone = keras.models.clone_model(student)  # rebuilt from the config, in another directory
+    np.testing.assert_array_equal(clone.layers[0].kernel.numpy(),
+                                  model.layers[0].kernel.numpy())
