@@ -34,7 +34,8 @@ class Finding:
             weights' steps between two probes of `SignalMonitor`).
         signal: `activation` (the forward signal), `gradient` (the backward
             signal or a weight's gradient), `attention` or `weight` (a
-            weight's own change).
+            weight's own change, or a kernel dead at zero: zero with a zero
+            gradient).
         layer: The layer's name (`path` is its unique path).
         value: The measured number the rule compared.
         threshold: The threshold it crossed.
@@ -720,6 +721,27 @@ def _gradient_floor(net):
     return []
 
 
+def _stuck_at_zero(net):
+    """Kernels that are exactly zero and get exactly zero gradient: gradient descent never
+    moves them. Two zero kernels in a row (a branch's in and out, attention's value and
+    output) each block the other's gradient, a saddle that no step leaves; a kernel zero on
+    purpose (Fixup's, a zero classifier) gets a gradient and is not one."""
+    stuck = [w for w in _kernels(net) if w.stats["weight_norm"] == 0 and
+             w.stats["grad_norm"] == 0 and _owner_path(w.path) not in net.silent]
+    if not stuck:
+        return []
+    first = stuck[0]
+    more = f" ({len(stuck) - 1} more kernels alike)" if len(stuck) > 1 else ""
+    return [Finding(
+        "dead", "weight", _owner_name(first.layer, first.path), 0.0, 0.0,
+        f"The kernel '{first.path}' is exactly zero and so is its gradient{more}: no update "
+        "can move it. Zero kernels in a row block each other's gradient (a saddle training "
+        "never leaves). Re-initialize them with a random scheme (kit_he for ReLU, "
+        "kit_glorot, or the model's recipe, e.g. reinitialize(model, 'gpt2')); of a residual "
+        "branch, start only its last kernel at zero (Fixup, SkipInit).",
+        _owner_path(first.path), "error")]
+
+
 def _rank_collapse(net):
     """Tokens of a sequence that become one vector with depth (Dong et al. 2021)."""
     limit = net.t.rank_collapse_cosine
@@ -783,7 +805,7 @@ def _entropy_collapse(net):
 DEAD_MIN_SAMPLES = 8
 
 RULES = (_nonfinite_activations, _nonfinite_weights, _forward_scale, _layer_gain, _dead, _saturated,
-         _nonfinite_gradient, _backward_scale, _gradient_floor, _rank_collapse,
+         _nonfinite_gradient, _backward_scale, _gradient_floor, _stuck_at_zero, _rank_collapse,
          _entropy_collapse)
 
 

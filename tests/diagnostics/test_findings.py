@@ -98,7 +98,7 @@ def test_saturated_tanh_stack():
 
 def test_zero_weights_leave_every_relu_dead():
     report = keras_initkit.diagnose(mlp("kit_zeros", depth=4), batch())
-    dead = [f for f in report.findings if f.kind == "dead"]
+    dead = [f for f in report.findings if f.kind == "dead" and f.signal == "activation"]
     assert len(dead) == 1 and dead[0].value == 1.0 and dead[0].layer == model_layer(report, 0)
     assert "Use kit_he with zero biases" in dead[0].message  # zeros are not He weights
     rest = [f"'{row['path']}' (100%)" for row in report.layers[1:]]

@@ -136,6 +136,35 @@ def test_a_zero_classifier_is_judged_after_one_adam_step_and_left_untouched():
     assert report.layers[-2]["grad_rms"] > 0  # the stepped model's signal reaches back
 
 
+def pre_ln_transformer(blocks=2):
+    tokens = keras.Input((16, 32))
+    h = tokens
+    for i in range(blocks):
+        n = L.LayerNormalization()(h)
+        h = L.Add()([h, L.MultiHeadAttention(2, 16, name=f"attention{i}")(n, n)])
+        n = L.LayerNormalization()(h)
+        h = L.Add()([h, L.Dense(32)(L.Dense(64, activation="gelu")(n))])
+    return keras.Model(tokens, L.Dense(10, name="head")(L.LayerNormalization()(h)))
+
+
+def test_kernels_dead_at_zero_are_an_error_and_a_zero_start_on_purpose_is_not():
+    keras.utils.set_random_seed(0)
+    model, x = pre_ln_transformer(), batch(8 * 16, 32).reshape(8, 16, 32)
+    assert keras_initkit.diagnose(model, x).healthy
+    for variable in model.trainable_variables:  # every kernel and the head at zero
+        if len(variable.shape) >= 2:
+            variable.assign(np.zeros(variable.shape, "float32"))
+    report = keras_initkit.diagnose(model, x)
+    dead = [f for f in report.findings if (f.kind, f.signal) == ("dead", "weight")]
+    assert len(dead) == 1 and dead[0].severity == "error" and not report.healthy
+    assert dead[0].path == "attention0/query" and "11 more kernels" in dead[0].message
+    # Fixup's start: each branch's last kernel at zero, the rest random; no dead kernel.
+    keras.utils.set_random_seed(0)
+    model = pre_ln_transformer()
+    keras_initkit.reinitialize(model, "fixup", seed=0)
+    assert not any(f.signal == "weight" for f in keras_initkit.diagnose(model, x).findings)
+
+
 def test_the_error_band_lies_beyond_the_warning_band():
     with pytest.raises(ValueError, match="vanishing_error_ratio.*vanishing_ratio"):
         Thresholds(vanishing_error_ratio=0.1)
