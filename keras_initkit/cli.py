@@ -51,19 +51,26 @@ def _parser():
                       help="the base model: an MLP, a CNN on the digits as 8x8 images, a "
                            "residual MLP without normalization, or a GPT-style decoder on a "
                            "delayed-copy task (default: %(default)s)")
-    comp.add_argument("--epochs", type=int, default=30)
+    comp.add_argument("--epochs", type=int, default=30,
+                      help="epochs per run (default: %(default)s)")
     comp.add_argument("--depth", type=int, default=20,
-                      help="hidden layers (or blocks) of the base model")
+                      help="hidden layers (or blocks) of the base model (default: %(default)s)")
     comp.add_argument("--depths", default=None,
                       help="a depth sweep instead of --depth, comma-separated (e.g. "
                            "5,10,20,30,50): every scheme at every depth, and depth_sweep.png")
-    comp.add_argument("--width", type=int, default=64, help="units per hidden layer")
-    comp.add_argument("--activation", default="relu")
-    comp.add_argument("--batch-size", type=int, default=64)
-    comp.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's")
+    comp.add_argument("--width", type=int, default=64,
+                      help="units per hidden layer (default: %(default)s)")
+    comp.add_argument("--activation", default="relu",
+                      help="of the hidden layers; the transformer has its own (default: "
+                           "%(default)s)")
+    comp.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
+    comp.add_argument("--learning-rate", type=float, default=1e-3,
+                      help="Adam's, > 0 (default: %(default)s)")
     comp.add_argument("--target-accuracy", type=float, default=0.9,
-                      help="report the first epoch whose validation accuracy reaches this")
-    comp.add_argument("--seed", type=int, default=0)
+                      help="report the first epoch whose validation accuracy reaches this, in "
+                           "[0, 1] (default: %(default)s)")
+    comp.add_argument("--seed", type=int, default=0, help="the first run's seed (default: "
+                      "%(default)s)")
     comp.add_argument("--seeds", type=int, default=3,
                       help="runs per scheme (seeds --seed, --seed+1, ...): the table gives the "
                            "mean with its 95%% t-interval and a paired test against the best "

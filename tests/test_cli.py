@@ -157,13 +157,22 @@ def bad_inputs(tmp_path):
         "zero jobs": (["compare", "--jobs", "0"], "`jobs` must be an integer >= 1 or None"),
         "cnn on vectors": (["compare", "--arch", "cnn", "--data", str(wrong_shape)],
                            "takes images of shape (height, width, channels)"),
+        "negative learning rate": (["compare", "--learning-rate", "-1"],
+                                   "`learning_rate` must be a finite number > 0; received "
+                                   "learning_rate=-1.0"),
+        "nan learning rate": (["compare", "--learning-rate", "nan"], "learning_rate=nan"),
+        "target accuracy above 1": (["compare", "--target-accuracy", "2"],
+                                    "`target_accuracy` must be a number in [0, 1]"),
+        "negative seed": (["compare", "--seed", "-1"], "received seed=-1"),
     }
 
 
 @pytest.mark.parametrize("case", ["missing model", "corrupt model", "npz without arrays",
                                   "shape does not fit", "diagnose shape", "unknown scheme",
                                   "unwritable out", "depths with a model", "depths not integers",
-                                  "repeated depth", "zero jobs", "cnn on vectors"])
+                                  "repeated depth", "zero jobs", "cnn on vectors",
+                                  "negative learning rate", "nan learning rate",
+                                  "target accuracy above 1", "negative seed"])
 def test_bad_input_is_one_line_and_exit_code_2(capsys, tmp_path, case):
     argv, words = bad_inputs(tmp_path)[case]
     code, out, err = run(capsys, *argv, *(["--epochs", "1"] if argv[0] == "compare" else []))

@@ -15,6 +15,7 @@ import difflib
 import functools
 import json
 import math
+import numbers
 import os
 import shlex
 import time
@@ -25,6 +26,7 @@ import numpy as np
 from ..base_models import check_sizes, cnn, decoder, delayed_copy, mlp, residual_mlp
 from ..callbacks import SignalMonitor
 from ..diagnostics import diagnose
+from ..initializers.base import check_seed
 from ..intervals import paired_p, t_interval
 from ..model_init import RECIPES, lsuv, reinitialize
 from ..registry import get, list_initializers
@@ -272,13 +274,14 @@ class Comparison:
 
 
 def _cell(value, width):
-    return f"{'nan' if value is None else format(value, '.4g'):>{width}}"
+    # The leading space keeps a wide number (2.493e+11 ± 1.9e+08) apart from the cell before.
+    return f" {'nan' if value is None else format(value, '.4g')}".rjust(width)
 
 
 def _with_ci(value, half_width, width):
     if value is None or half_width is None:
         return _cell(value, width)
-    return f"{format(value, '.4g')} ± {format(half_width, '.2g')}".rjust(width)
+    return f" {format(value, '.4g')} ± {format(half_width, '.2g')}".rjust(width)
 
 
 def _finite(value):
@@ -372,8 +375,12 @@ def compare(schemes=None, *, data=None, model=None, arch="mlp", depth=20, depths
     if len(set(schemes)) != len(schemes):
         raise ValueError(f"`schemes` names a scheme twice; received {list(schemes)}.")
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("seeds", seeds),
-                        ("depth", depth)):
+                        ("depth", depth), ("width", width)):
         check_sizes(**{name: value})
+    _check_number("learning_rate", learning_rate, "a finite number > 0", lambda v: v > 0)
+    _check_number("target_accuracy", target_accuracy, "a number in [0, 1]",
+                  lambda v: 0 <= v <= 1)
+    check_seed(seed)
     depths = _check_depths(depths, depth, model)
     jobs = parallel.check_jobs(jobs)
     plan = Plan(None if data is None else os.fspath(data),
@@ -474,11 +481,19 @@ def _mean_history(histories):
     return means, bands
 
 
+def _check_number(name, value, allowed, holds):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
+            not math.isfinite(value) or not holds(value):
+        raise ValueError(f"`{name}` must be {allowed}; received {name}={value!r}.")
+
+
 def _summary(name, rows):
     """One row for a scheme: the means of its runs, the intervals of the validation numbers."""
     summary = dict(rows[0])
     for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
-        mean, half = t_interval([r[key] for r in rows if r[key] is not None])
+        values = [r[key] for r in rows if r[key] is not None]
+        # A run that diverged (NaN) leaves no mean: the finite runs alone would flatter it.
+        mean, half = t_interval(values) if len(values) == len(rows) else (None, None)
         summary[key] = mean
         if key in ("val_loss", "val_accuracy"):
             summary[f"{key}_ci"] = half
@@ -490,12 +505,17 @@ def _summary(name, rows):
 
 
 def _judge_against_best(rows, finals, metric):
-    """`vs_best` of each row: "best", "indistinguishable (p=...)" or "worse (p=...)"."""
+    """`vs_best` of each row: "best", "indistinguishable (p=...)", "worse (p=...)", or
+    "diverged in k of n seeds" (the metric not finite at the end of k runs)."""
+    for row in rows:
+        lost = sum(value is None for value in finals[row["scheme"]])
+        if lost:
+            row["vs_best"] = f"diverged in {lost} of {len(finals[row['scheme']])} seeds"
     scored = [r for r in rows if r[metric] is not None]
     if not scored:
         return
     best = (max if metric == "val_accuracy" else min)(scored, key=lambda r: r[metric])
-    for row in rows:
+    for row in scored:
         if row is best:
             row["vs_best"] = "best"
             continue
