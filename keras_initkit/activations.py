@@ -89,6 +89,12 @@ def activation_name(layer):
     return name if isinstance(name, str) else getattr(name, "__name__", "callable").lower()
 
 
+def following_activation_name(layer):
+    """`following_activation`'s name, lower-case as `activation_name` gives it."""
+    name, _ = following_activation(layer)
+    return name if isinstance(name, str) else getattr(name, "__name__", "callable").lower()
+
+
 def following_activation(layer):
     """The activation applied to `layer`'s output: its own, or the first activation layer
     after it, seen through normalization, dropout, reshapes and a residual Add."""
@@ -156,13 +162,25 @@ _RECOMMENDED = {"relu": (_HE_SCALING,), "leaky_relu": (_HE_SCALING,), "prelu": (
                     "tanh", "sigmoid", "softsign", "hard_sigmoid", "", "linear")}}
 
 
-def follows_remedy(layer, activation):
-    """Does the layer's kernel initializer already scale as `remedy` would have it?"""
-    init = getattr(layer, "kernel_initializer", None)
-    scale, mode = getattr(init, "scale", None), getattr(init, "mode", None)
-    return isinstance(scale, (int, float)) and any(
-        math.isclose(scale, wanted) and mode == wanted_mode
-        for wanted, wanted_mode in _RECOMMENDED.get(activation, ()))
+def recommended_rms(activation, shape):
+    """The RMS a kernel of `shape` `(*spatial, in, out)` has under each scheme `remedy`
+    recommends for `activation` (He's sqrt(2 / fan_in) for ReLU, ...); empty when it names
+    none."""
+    if len(shape) < 2:
+        return []
+    receptive = math.prod(shape[:-2])
+    fans = {"fan_in": receptive * shape[-2], "fan_avg": receptive * (shape[-2] + shape[-1]) / 2}
+    return [math.sqrt(scale / fans[mode]) for scale, mode in _RECOMMENDED.get(activation, ())
+            if fans[mode] > 0]
+
+
+def follows_remedy(activation, shape, rms):
+    """Does a kernel of `shape` and measured `rms` already scale as `remedy(activation)`
+    would have it (within a factor 0.75-1.33: a Glorot ReLU layer, 0.71 of He in a square
+    one, does not)? Judged on the weights the layer holds, not on its initializer's config,
+    which `reinitialize` or loaded weights leave stale."""
+    return math.isfinite(rms) and any(0.75 <= rms / wanted <= 1.33
+                                      for wanted in recommended_rms(activation, shape))
 
 
 def bounded_name(layer):

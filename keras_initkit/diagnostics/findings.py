@@ -468,7 +468,7 @@ def _forward_scale(net):
         row = net.rows[i]
         return (f"Activations {kind} with depth: at layer '{row.path}' their RMS is "
                 f"{ratio:.3g} times that of {ref[1]}{further} (threshold {limit:g}). "
-                + _depth_remedy(kind, row.layer, ref[2]) + ".")
+                + _depth_remedy(net, kind, i, ref[2]) + ".")
 
     return _trend_findings(net, trends, "activation", message)
 
@@ -489,26 +489,58 @@ def _trend_findings(net, trends, signal, message):
     return found
 
 
-def _depth_remedy(kind, layer, through_merges):
-    """What to change when the signal vanishes or explodes over depth at `layer`."""
+def _kernel_behind(net, i):
+    """`(layer, kernel WeightRow)` of the layer whose kernel sets row `i`'s scale: row i's
+    own, or the nearest one before it through layers without weights (a separate ReLU or
+    Activation layer, dropout), or None."""
+    kernels = {}
+    for w in _kernels(net):
+        kernels.setdefault(id(w.layer), w)
+    for _ in range(4):
+        if i is None:
+            return None
+        layer = net.rows[i].layer
+        if id(layer) in kernels:
+            return layer, kernels[id(layer)]
+        if layer.weights:  # a normalization sets the scale itself
+            return None
+        i = net.rows[i].parent
+    return None
+
+
+def _scale_advice(net, i):
+    """`(follows, measured, activation)` for row `i`: whether the kernel that sets its scale
+    holds the RMS `acts.remedy` recommends for the activation after it (measured, not read
+    off the initializer's config), a parenthesis with that RMS, and that activation."""
+    found = _kernel_behind(net, i)
+    if found is None:
+        return False, "", net.layout.activation[i] or ""
+    layer, w = found
+    activation = acts.following_activation_name(layer)
+    rms, wanted = w.stats["weight_rms"], acts.recommended_rms(activation, _shape(w))
+    measured = f" (kernel RMS {rms:.3g}" + (
+        f"; that scheme gives {wanted[0]:.3g})" if wanted else ")")
+    return acts.follows_remedy(activation, _shape(w), rms), measured, activation
+
+
+def _depth_remedy(net, kind, i, through_merges):
+    """What to change when the signal vanishes or explodes over depth at row `i`."""
     if through_merges and kind == "exploding":
         # Each residual block adds its branch's variance to the stream's.
         return ("The residual stream grows block over block, as an unnormalized residual "
                 "network does: start the last layer of each branch at zero (SkipInit, De & "
                 "Smith 2020; Fixup, Zhang et al. 2019), scale the branches down, or add "
                 "normalization (BatchNormalization, LayerNormalization) to each block")
-    activation = acts.activation_name(layer)
-    if not acts.follows_remedy(layer, activation):
-        init = getattr(layer, "kernel_initializer", None)
-        has = f" (it has {type(init).__name__})" if init is not None else ""
+    follows, measured, activation = _scale_advice(net, i)
+    if not follows:
         return ("The weights are too small for the depth" if kind == "vanishing" else
-                "The weights are too large") + f"{has}: " + acts.remedy(activation)
+                "The weights are too large") + f": {acts.remedy(activation)}{measured}"
     # Variance-preserving weights keep the signal's scale on average only: through a narrow
     # or very deep stack it still drifts at random (Hanin and Rolnick 2018).
-    return (f"The weights already scale for {activation or 'linear'} layers "
-            f"({type(layer.kernel_initializer).__name__}); at this depth and width the signal "
-            "still drifts: add normalization (BatchNormalization, LayerNormalization) or skip "
-            "connections, or make the network wider or shallower")
+    return (f"The weights already scale for {activation or 'linear'} layers{measured}; at "
+            "this depth and width the signal still drifts: add normalization "
+            "(BatchNormalization, LayerNormalization) or skip connections, or make the network "
+            "wider or shallower")
 
 
 def _layer_gain(net):
@@ -523,14 +555,12 @@ def _layer_gain(net):
             continue  # probabilities have no scale to compare with their input's
         gain = s["rms"] / s["input_rms"]
         if gain > net.t.layer_gain and math.isfinite(gain):
-            name = net.layout.activation[i]
-            init = getattr(layer, "kernel_initializer", None)
-            has = f" ({type(init).__name__})" if init is not None else ""
+            _, measured, name = _scale_advice(net, i)
             return [Finding(
                 "exploding", "activation", layer.name, gain, net.t.layer_gain,
                 f"Layer '{row.path}' alone multiplies the RMS of its input by {gain:.3g} "
-                f"(threshold {net.t.layer_gain:g}): its weights{has} are too large for its "
-                f"fan-in; {acts.remedy(name)}.", row.path, "warning")]
+                f"(threshold {net.t.layer_gain:g}): its weights{measured} are too large for "
+                f"its fan-in; {acts.remedy(name)}.", row.path, "warning")]
     return []
 
 
@@ -543,7 +573,7 @@ def _dead(net):
     return _first_of("dead", rows, t.dead_fraction, t.dead_error_fraction,
                      lambda path, layer, value: (
                          f"{100 * value:.0f}% of the units of '{path}' are zero for every "
-                         "sample: they receive no gradient. " + _dead_remedy(layer)))
+                         "sample: they receive no gradient. " + _dead_remedy(net, layer)))
 
 
 def _positions(samples, input_shape):
@@ -554,13 +584,15 @@ def _positions(samples, input_shape):
     return samples * math.prod(inner)
 
 
-def _dead_remedy(layer):
-    if not acts.follows_remedy(layer, "relu"):
-        return "Use kit_he with zero biases, a leaky ReLU, or a lower learning rate."
+def _dead_remedy(net, layer):
+    i = next(j for j, row in enumerate(net.rows) if row.layer is layer)
+    follows, measured, _ = _scale_advice(net, i)
+    if not follows:
+        return f"Use kit_he with zero biases, a leaky ReLU, or a lower learning rate{measured}."
     # He weights already: units die from the signal's drift over depth, not from the scale.
-    return (f"The weights already scale for ReLU ({type(layer.kernel_initializer).__name__}): "
-            "start the biases at zero, use a leaky ReLU, add normalization or skip connections, "
-            "or make the network wider or shallower (or lower the learning rate, if it "
+    return (f"The weights already scale for ReLU{measured}: start the biases at zero, use a "
+            "leaky ReLU, add normalization or skip connections, or make the network wider or "
+            "shallower (or lower the learning rate, if it "
             "happened in training).")
 
 
@@ -679,9 +711,13 @@ def _backward_remedy(net, i, kind):
     layer = net.rows[i].layer
     has_norm = any(net.norm)
     if kind == "vanishing":
-        return ("re-initialize with kit_he (ReLU) or kit_glorot (tanh)"
-                + (", or add normalization or skip connections." if not has_norm else
-                   ", or add skip connections."))
+        follows, measured, activation = _scale_advice(net, i)
+        structure = ("add normalization or skip connections" if not has_norm else
+                     "add skip connections")
+        if follows:  # the scale is right; depth and width make it drift
+            return (f"the weights already scale for {activation or 'linear'} layers"
+                    f"{measured}: {structure}, or make the network wider or shallower.")
+        return f"re-initialize: {acts.remedy(activation)}{measured}, or {structure}."
     too_big = [w.path for w in _kernels(net) if _larger_than_he(w)]
     if too_big:
         return (f"Weights larger than He scaling (first: '{too_big[0]}') amplify it: use "

@@ -38,13 +38,30 @@ def test_a_narrow_he_stack_is_not_told_to_use_he():
     report = keras_initkit.diagnose(mlp("kit_he", depth=40, width=8), batch())
     vanishing = next(f for f in report.findings if (f.kind, f.signal) == ("vanishing",
                                                                           "activation"))
-    assert "HeNormal" in vanishing.message and "normalization" in vanishing.message
+    assert "already scale for relu layers (kernel RMS" in vanishing.message
+    assert "normalization" in vanishing.message
     assert "use kit_he" not in vanishing.message
     # The same shape with Glorot weights (too small for ReLU) is still told to use kit_he.
-    report = keras_initkit.diagnose(mlp("kit_glorot_normal", depth=40, width=8), batch())
+    glorot = mlp("kit_glorot_normal", depth=40, width=8)
+    report = keras_initkit.diagnose(glorot, batch())
     vanishing = next(f for f in report.findings if (f.kind, f.signal) == ("vanishing",
                                                                           "activation"))
     assert "use kit_he" in vanishing.message
+    # Judged on the weights it holds: re-drawn with He, its config still says Glorot.
+    keras_initkit.reinitialize(glorot, "kit_he", seed=0)
+    report = keras_initkit.diagnose(glorot, batch())
+    messages = " ".join(f.message for f in report.findings)
+    assert "already scale for relu layers" in messages and "use kit_he" not in messages
+
+
+def test_a_dense_layer_followed_by_a_relu_layer_is_advised_for_relu():
+    keras.utils.set_random_seed(0)
+    small = keras.initializers.RandomNormal(0, 0.01)
+    model = keras.Sequential([keras.Input((128,))] + [
+        layer for _ in range(20) for layer in (L.Dense(128, kernel_initializer=small), L.ReLU())])
+    vanishing = next(f for f in keras_initkit.diagnose(model, batch()).findings
+                     if (f.kind, f.signal) == ("vanishing", "activation"))
+    assert "use kit_he for ReLU layers" in vanishing.message, vanishing.message
 
 
 def test_small_normal_relu_stack_vanishes_and_is_told_to_use_he():
@@ -131,7 +148,7 @@ def test_one_finding_per_kind_at_the_first_layer_however_many_are_dead():
     pairs = [(f.kind, f.signal) for f in report.findings]
     assert len(pairs) == len(set(pairs))
     # Its weights are He already: the remedy is not kit_he again.
-    assert "already scale for ReLU (HeNormal)" in dead[0].message
+    assert "already scale for ReLU (kernel RMS" in dead[0].message
     assert "Use kit_he" not in dead[0].message
 
 
