@@ -9,7 +9,7 @@ import dataclasses
 import keras
 
 from .batch import check_batch_sizes, one_batch
-from .findings import KINDS, SEVERITIES, SIGNALS, Finding, Thresholds
+from .findings import KINDS, SEVERITIES, SIGNALS, Finding, Thresholds, nonfinite_frozen_weights
 from .judge import ADAM_STEP, judge
 from .probe import LayerRow, Probe, ProbeResult, WeightRow, warn_once
 from .report import DiagnosisReport
@@ -68,6 +68,7 @@ def diagnose(model, x, y=None, *, loss=None, **thresholds):
     check_batch_sizes(x, y, "`x` and `y` hold")
     probe = cached_probe(model, loss, limits.saturation_threshold)
     result, findings, note = judge(probe, x, y, limits)
+    findings = findings + nonfinite_frozen_weights(model, findings)
     if not result.activations:
         warn_once(f"No layer output of {model.name!r} could be reached; the report holds "
                   "weights and gradients only.")

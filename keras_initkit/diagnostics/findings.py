@@ -663,6 +663,27 @@ def _nonfinite_weights(net):
     return []
 
 
+def nonfinite_frozen_weights(model, findings):
+    """A finding for the first non-trainable weight that is not finite (a BatchNormalization
+    moving statistic that a diverged step reached), unless `findings` already name a
+    non-finite weight. The probe runs in training mode, on batch statistics, so no activation
+    shows it; inference (`training=False`) reads it and outputs NaN."""
+    if any((f.kind, f.signal) == ("nonfinite", "weight") for f in findings):
+        return []
+    for variable in model.non_trainable_variables:
+        if keras.backend.is_float_dtype(variable.dtype) and not bool(
+                keras.ops.convert_to_numpy(keras.ops.all(keras.ops.isfinite(variable)))):
+            path = _owner_path(variable.path)
+            return [Finding(
+                "nonfinite", "weight", path.rsplit("/", 1)[-1], math.nan, 0.0,
+                f"The non-trainable weight '{variable.path}' holds NaN or Inf: every inference "
+                "call (predict, evaluate, training=False) outputs NaN, although training-mode "
+                "batch statistics hide it. Reset it (reinitialize(model) sets moving means to 0 "
+                "and variances to 1) or restore the last finite weights, then lower the "
+                "learning rate or clean the data.", path)]
+    return []
+
+
 def _nonfinite_gradient(net):
     for w in net.weights:
         bad = w.stats["grad_nan_count"] + w.stats["grad_inf_count"]

@@ -162,6 +162,20 @@ def test_nan_in_the_data_names_the_first_layer():
     assert ("nonfinite", "gradient") in kinds(report)
 
 
+def test_nan_in_a_moving_statistic_is_an_error_although_training_mode_hides_it():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((128,)), L.Dense(64, activation="relu"),
+                              L.BatchNormalization(name="bn"), L.Dense(10)])
+    assert keras_initkit.diagnose(model, batch()).healthy
+    variance = np.ones(64, "float32")
+    variance[5] = np.nan
+    model.get_layer("bn").moving_variance.assign(variance)
+    report = keras_initkit.diagnose(model, batch())
+    (finding,) = [f for f in report.findings if (f.kind, f.signal) == ("nonfinite", "weight")]
+    assert finding.layer == "bn" and "bn/moving_variance" in finding.message
+    assert not report.healthy
+
+
 @pytest.mark.parametrize("init,activation", [("kit_he", "relu"), ("kit_lecun_normal", "selu"),
                                              ("kit_lecun_normal", "tanh")])
 def test_healthy_mlps_raise_no_alarm(init, activation):
