@@ -178,7 +178,7 @@ def _diagnose(args):
     if isinstance(args.batch_size, bool) or args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1; received {args.batch_size}.")
     shape = tuple(model.inputs[0].shape[1:])
-    x, y = _diagnose_batch(args.data, args.batch_size, shape)
+    x, y = _diagnose_batch(args.data, args.batch_size, shape, model.inputs[0].dtype)
     check_out(args.out)
     loss = None if y is None else loss_for(model, y)
     try:
@@ -192,11 +192,16 @@ def _diagnose(args):
     return 1 if not report.healthy or (args.strict and report.findings) else 0
 
 
-def _diagnose_batch(path, size, shape):
-    """`(x, y)` from an .npz (`x_train`/`x`, `y_train`/`y`), or a synthetic N(0, 1) batch."""
+def _diagnose_batch(path, size, shape, dtype):
+    """`(x, y)` from an .npz (`x_train`/`x`, `y_train`/`y`), in the model's input dtype, or a
+    synthetic N(0, 1) batch."""
     import numpy as np
 
+    integers = np.issubdtype(np.dtype(dtype), np.integer)
     if path is None:
+        if integers:  # noise cast to ids would be a batch of a few repeated tokens
+            raise ValueError(f"The model takes {dtype} inputs (token ids, indices); pass --data "
+                             "with a batch of them.")
         if any(d is None for d in shape):
             raise ValueError(f"The model's input shape {shape} has an unknown size; pass "
                              "--data with a batch.")
@@ -210,7 +215,7 @@ def _diagnose_batch(path, size, shape):
         raise ValueError(f"Data file {path!r} holds no x_train (or x); found {sorted(arrays)}.")
     y = arrays.get("y_train", arrays.get("y"))
     check_samples(x, shape)
-    return x[:size].astype("float32"), None if y is None else y[:size]
+    return x[:size].astype(dtype if integers else "float32"), None if y is None else y[:size]
 
 
 if __name__ == "__main__":

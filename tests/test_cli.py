@@ -138,6 +138,15 @@ def bad_inputs(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     model = str(saved(tmp_path, depth=1))
+    val_shape = tmp_path / "val_shape.npz"
+    np.savez(val_shape, x_train=np.zeros((20, 64), "float32"), y_train=np.zeros(20, "int64"),
+             x_val=np.zeros((10, 5), "float32"), y_val=np.zeros(10, "int64"))
+    negative = tmp_path / "negative.npz"
+    np.savez(negative, x_train=np.zeros((20, 64), "float32"), y_train=np.arange(20) - 1)
+    tokens = keras.Input((16,), dtype="int32")
+    token_model = tmp_path / "tokens.keras"
+    keras.Model(tokens, L.Dense(5)(L.GlobalAveragePooling1D()(L.Embedding(100, 8)(tokens)))
+                ).save(token_model)
     return {
         "missing model": (["diagnose", str(tmp_path / "nope.keras")], "does not exist"),
         "corrupt model": (["compare", "--model", str(corrupt)], "Cannot load the model"),
@@ -164,6 +173,12 @@ def bad_inputs(tmp_path):
         "target accuracy above 1": (["compare", "--target-accuracy", "2"],
                                     "`target_accuracy` must be a number in [0, 1]"),
         "negative seed": (["compare", "--seed", "-1"], "received seed=-1"),
+        "validation shape": (["compare", "--model", model, "--data", str(val_shape)],
+                             "x_val: The data's samples have shape (5,)"),
+        "negative labels": (["compare", "--data", str(negative)],
+                            "y_train holds int64 labels down to -1"),
+        "token model without data": (["diagnose", str(token_model)],
+                                     "takes int32 inputs (token ids, indices); pass --data"),
     }
 
 
@@ -172,7 +187,9 @@ def bad_inputs(tmp_path):
                                   "unwritable out", "depths with a model", "depths not integers",
                                   "repeated depth", "zero jobs", "cnn on vectors",
                                   "negative learning rate", "nan learning rate",
-                                  "target accuracy above 1", "negative seed"])
+                                  "target accuracy above 1", "negative seed",
+                                  "validation shape", "negative labels",
+                                  "token model without data"])
 def test_bad_input_is_one_line_and_exit_code_2(capsys, tmp_path, case):
     argv, words = bad_inputs(tmp_path)[case]
     code, out, err = run(capsys, *argv, *(["--epochs", "1"] if argv[0] == "compare" else []))

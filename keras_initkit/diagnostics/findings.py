@@ -783,8 +783,11 @@ def _stuck_at_zero(net):
     moves them. Two zero kernels in a row (a branch's in and out, attention's value and
     output) each block the other's gradient, a saddle that no step leaves; a kernel zero on
     purpose (Fixup's, a zero classifier) gets a gradient and is not one."""
+    # Kernels by name: a token a model uses only sometimes (DINOv2's mask token) starts at
+    # zero and gets no gradient from an unmasked batch.
     stuck = [w for w in _kernels(net) if w.stats["weight_norm"] == 0 and
-             w.stats["grad_norm"] == 0 and _owner_path(w.path) not in net.silent]
+             w.stats["grad_norm"] == 0 and "kernel" in w.path.rsplit("/", 1)[-1]
+             and _owner_path(w.path) not in net.silent]
     if not stuck:
         return []
     first = stuck[0]

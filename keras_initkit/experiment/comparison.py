@@ -392,9 +392,11 @@ def compare(schemes=None, *, data=None, model=None, arch="mlp", depth=20, depths
         raise ValueError(f"--arch transformer reads token sequences: x_train must be non-negative "
                          f"integers of shape (samples, length); received {x_train.dtype} of "
                          f"shape {x_train.shape}.")
-    check_fits(plan.build(depths[0], seed), x_train, y_train)
+    _, _, x_val, y_val, classification, _ = plan.inputs()
+    base = plan.build(depths[0], seed)
+    check_fits(base, x_train, y_train)
+    check_fits(base, x_val, y_val, "val")
     check_out(out)
-    _, _, x_val, _, classification, _ = plan.inputs()
     settings = {"schemes": list(schemes),
                 "data": plan.data or ("delayed copy" if arch == "transformer" else "digits"),
                 "data_file": plan.data, "model_file": plan.model, "arch": arch,

@@ -97,22 +97,32 @@ def load_model(path):
                          f"{first_line(error)}).") from None
 
 
-def check_fits(model, x, y):
-    """Raises a ValueError when the data's shape does not fit the model's input or output."""
+def check_fits(model, x, y, part="train"):
+    """Raises a ValueError when the data's shape does not fit the model's input or output;
+    `part` ("train" or "val") names the arrays in the message."""
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(f"The model has {len(model.inputs)} inputs and {len(model.outputs)} "
                          "outputs; the experiment takes a model with one of each.")
-    check_samples(x, tuple(model.inputs[0].shape[1:]))
+    try:
+        check_samples(x, tuple(model.inputs[0].shape[1:]))
+    except ValueError as error:
+        raise ValueError(f"x_{part}: {error}") from None
+    if y.ndim == 1 and (y.dtype.kind in "USO" or (
+            np.issubdtype(y.dtype, np.integer) and y.min() < 0)):
+        raise ValueError(f"y_{part} holds {y.dtype} labels"
+                         + (f" down to {y.min()}" if y.dtype.kind in "iu" else "")
+                         + "; class labels are integers from 0 to classes - 1, regression "
+                         "targets floats.")
     units = model.outputs[0].shape[-1]
     if is_classification(y, model):
         classes = int(y.max()) + 1
         if units is None or units < classes or \
                 tuple(model.outputs[0].shape[1:-1]) != tuple(y.shape[1:]):
-            raise ValueError(f"The data has {classes} classes and labels of shape "
+            raise ValueError(f"y_{part} has {classes} classes and labels of shape "
                              f"{y.shape[1:]} per sample, but the model outputs "
                              f"{tuple(model.outputs[0].shape[1:])}.")
     elif tuple(model.outputs[0].shape[1:]) != tuple(y.shape[1:]):
-        raise ValueError(f"The targets have shape {y.shape[1:]} per sample but the model "
+        raise ValueError(f"y_{part}: the targets have shape {y.shape[1:]} per sample but the model "
                          f"outputs {tuple(model.outputs[0].shape[1:])}.")
 
 
