@@ -173,6 +173,7 @@ def bad_inputs(tmp_path):
         "target accuracy above 1": (["compare", "--target-accuracy", "2"],
                                     "`target_accuracy` must be a number in [0, 1]"),
         "negative seed": (["compare", "--seed", "-1"], "received seed=-1"),
+        "one scheme twice": (["compare", "--schemes", "he,kit_he"], "names a scheme twice"),
         "validation shape": (["compare", "--model", model, "--data", str(val_shape)],
                              "x_val: The data's samples have shape (5,)"),
         "negative labels": (["compare", "--data", str(negative)],
@@ -188,7 +189,7 @@ def bad_inputs(tmp_path):
                                   "repeated depth", "zero jobs", "cnn on vectors",
                                   "negative learning rate", "nan learning rate",
                                   "target accuracy above 1", "negative seed",
-                                  "validation shape", "negative labels",
+                                  "validation shape", "negative labels", "one scheme twice",
                                   "token model without data"])
 def test_bad_input_is_one_line_and_exit_code_2(capsys, tmp_path, case):
     argv, words = bad_inputs(tmp_path)[case]

@@ -372,7 +372,7 @@ def compare(schemes=None, *, data=None, model=None, arch="mlp", depth=20, depths
     resolved = [resolve_scheme(s) for s in schemes]
     if not resolved:
         raise ValueError("`schemes` is empty; give at least one scheme.")
-    if len(set(schemes)) != len(schemes):
+    if len(set(resolved)) != len(resolved):  # "he" and "kit_he" are one scheme
         raise ValueError(f"`schemes` names a scheme twice; received {list(schemes)}.")
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("seeds", seeds),
                         ("depth", depth), ("width", width)):

@@ -18,7 +18,8 @@ pre { background: #f7f7f7; padding: 0.75em; overflow-x: auto; font-size: 0.8em; 
 img { max-width: 100%; display: block; margin: 0.5em 0; }
 .error { color: #b00020; } .warning { color: #8a6d00; } .healthy { color: #1b7f3b; }
 """
-_TABLE_COLUMNS = ("scheme", "depth", "at_init", "train_loss", "val_loss", "val_loss_ci",
+_TABLE_COLUMNS = ("scheme", "depth", "at_init", "train_loss", "train_accuracy", "val_loss",
+                  "val_loss_ci",
                   "val_accuracy", "val_accuracy_ci", "target_epoch", "vs_best", "seconds")
 
 
