@@ -65,14 +65,16 @@ def recipes(built):
     return out
 
 
-def main():
+def main(out=None):
+    """The structures and recipes found; written as JSON to `out` when given. (Not read from
+    sys.argv here: in pytest's process that is pytest's own command line.)"""
     built = models()
     found = {"structures": structures(built), "recipes": recipes(built)}
-    if len(sys.argv) > 1:
-        with open(sys.argv[1], "w") as f:
+    if out is not None:
+        with open(out, "w") as f:
             json.dump(found, f)
     return found
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1])
