@@ -86,12 +86,15 @@ def activation_of(layer):
 def activation_name(layer):
     """The activation a layer applies itself, as a lower-case name ('' for none or linear)."""
     name, _ = activation_of(layer) if not isinstance(layer, L.PReLU) else ("prelu", {})
-    return name if isinstance(name, str) else getattr(name, "__name__", "callable").lower()
+    return _lower_name(name)
 
 
 def following_activation_name(layer):
     """`following_activation`'s name, lower-case as `activation_name` gives it."""
-    name, _ = following_activation(layer)
+    return _lower_name(following_activation(layer)[0])
+
+
+def _lower_name(name):
     return name if isinstance(name, str) else getattr(name, "__name__", "callable").lower()
 
 
@@ -162,25 +165,21 @@ _RECOMMENDED = {"relu": (_HE_SCALING,), "leaky_relu": (_HE_SCALING,), "prelu": (
                     "tanh", "sigmoid", "softsign", "hard_sigmoid", "", "linear")}}
 
 
-def recommended_rms(activation, shape):
-    """The RMS a kernel of `shape` `(*spatial, in, out)` has under each scheme `remedy`
-    recommends for `activation` (He's sqrt(2 / fan_in) for ReLU, ...); empty when it names
-    none."""
-    if len(shape) < 2:
-        return []
-    receptive = math.prod(shape[:-2])
-    fans = {"fan_in": receptive * shape[-2], "fan_avg": receptive * (shape[-2] + shape[-1]) / 2}
-    return [math.sqrt(scale / fans[mode]) for scale, mode in _RECOMMENDED.get(activation, ())
-            if fans[mode] > 0]
+def recommended_rms(activation, fans):
+    """The RMS a kernel of `(fan_in, fan_out)` has under each scheme `remedy` recommends for
+    `activation` (He's sqrt(2 / fan_in) for ReLU, ...); empty when it names none."""
+    fan = {"fan_in": fans[0], "fan_avg": (fans[0] + fans[1]) / 2}
+    return [math.sqrt(scale / fan[mode]) for scale, mode in _RECOMMENDED.get(activation, ())
+            if fan[mode] > 0]
 
 
-def follows_remedy(activation, shape, rms):
-    """Does a kernel of `shape` and measured `rms` already scale as `remedy(activation)`
-    would have it (within a factor 0.75-1.33: a Glorot ReLU layer, 0.71 of He in a square
-    one, does not)? Judged on the weights the layer holds, not on its initializer's config,
-    which `reinitialize` or loaded weights leave stale."""
+def follows_remedy(activation, fans, rms):
+    """Does a kernel of `fans` and measured `rms` already scale as `remedy(activation)` would
+    have it (within a factor 0.75-1.33: a Glorot ReLU layer, 0.71 of He in a square one,
+    does not)? Judged on the weights the layer holds, not on its initializer's config, which
+    `reinitialize` or loaded weights leave stale."""
     return math.isfinite(rms) and any(0.75 <= rms / wanted <= 1.33
-                                      for wanted in recommended_rms(activation, shape))
+                                      for wanted in recommended_rms(activation, fans))
 
 
 def bounded_name(layer):

@@ -200,8 +200,8 @@ def _diagnose_batch(path, size, shape, dtype):
     integers = np.issubdtype(np.dtype(dtype), np.integer)
     if path is None:
         if integers:  # noise cast to ids would be a batch of a few repeated tokens
-            raise ValueError(f"The model takes {dtype} inputs (token ids, indices); pass --data "
-                             "with a batch of them.")
+            raise ValueError(f"The model takes integer inputs ({dtype}: token ids, indices, "
+                             "pixels); pass --data with a batch of them.")
         if any(d is None for d in shape):
             raise ValueError(f"The model's input shape {shape} has an unknown size; pass "
                              "--data with a batch.")
@@ -215,11 +215,16 @@ def _diagnose_batch(path, size, shape, dtype):
         raise ValueError(f"Data file {path!r} holds no x_train (or x); found {sorted(arrays)}.")
     y = arrays.get("y_train", arrays.get("y"))
     check_samples(x, shape)
-    return x[:size].astype(dtype if integers else "float32"), None if y is None else y[:size]
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    x = x[:size]
+    if integers:
+        info = np.iinfo(np.dtype(dtype))
+        whole = np.issubdtype(x.dtype, np.integer) or bool(np.all(np.mod(x, 1) == 0))
+        if not whole or x.min() < info.min or x.max() > info.max:
+            raise ValueError(f"The model takes {dtype} inputs; {path!r} holds {x.dtype} values "
+                             f"from {x.min()} to {x.max()}, which {dtype} does not hold as they "
+                             "are.")
+        return x.astype(dtype), None if y is None else y[:size]
+    return x.astype("float32"), None if y is None else y[:size]
 
 
 def _coord_check(args):
@@ -286,3 +291,7 @@ def _coord_mlp(width, depth, features, mu):
         h = keras.layers.Dense(width, activation="relu")(h)
     head = mup.MuReadout(10, readout_zero_init=True) if mu else keras.layers.Dense(10)
     return keras.Model(inputs, head(h))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

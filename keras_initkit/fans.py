@@ -6,9 +6,12 @@ These are the two numbers every variance-preserving scheme is built from:
 import math
 import numbers
 
+import keras
 import numpy as np
 
-__all__ = ["compute_fans", "gain", "GAIN_NAMES"]
+L = keras.layers
+
+__all__ = ["compute_fans", "kernel_axes", "layer_fans", "gain", "GAIN_NAMES"]
 
 
 def check_axes(name, axes, rank=None):
@@ -88,6 +91,34 @@ _TORCH_GAINS = {
     "leaky_relu": _leaky_relu_gain,
     "selu": lambda: 0.75,
 }
+
+
+def kernel_axes(layer, name, shape):
+    """`(input_axes, output_axes)` of a kernel whose layout its shape does not tell, or None."""
+    rank = len(shape)
+    spatial = list(range(rank - 2))
+    if isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)):
+        # (*k, out, in)
+        return spatial + [rank - 1], spatial + [rank - 2]
+    depthwise = isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)) and name == "kernel"
+    if depthwise or name == "depthwise_kernel":  # (*k, in, multiplier): one channel per output
+        return spatial, spatial + [rank - 1]
+    if isinstance(layer, L.EinsumDense) and name == "kernel":
+        inputs, rest = layer.equation.split(",")
+        kernel_spec, output = rest.split("->")
+        kernel_spec = kernel_spec.replace("...", "")
+        if len(kernel_spec) == rank:
+            ins = [i for i, c in enumerate(kernel_spec) if c in inputs and c not in output]
+            outs = [i for i, c in enumerate(kernel_spec) if c in output]
+            if ins and outs:
+                return ins, outs
+    return None
+
+
+def layer_fans(layer, name, shape):
+    """`(fan_in, fan_out)` of a layer's weight `name`: `compute_fans` on the layout the layer
+    gives it (`kernel_axes`: EinsumDense, depthwise and transposed kernels)."""
+    return compute_fans(shape, *(kernel_axes(layer, name, shape) or (None, None)))
 
 
 def _elu(z, alpha=1.0):

@@ -143,6 +143,8 @@ def bad_inputs(tmp_path):
              x_val=np.zeros((10, 5), "float32"), y_val=np.zeros(10, "int64"))
     negative = tmp_path / "negative.npz"
     np.savez(negative, x_train=np.zeros((20, 64), "float32"), y_train=np.arange(20) - 1)
+    fractions = tmp_path / "fractions.npz"
+    np.savez(fractions, x_train=np.full((4, 16), 0.5, "float32"))
     tokens = keras.Input((16,), dtype="int32")
     token_model = tmp_path / "tokens.keras"
     keras.Model(tokens, L.Dense(5)(L.GlobalAveragePooling1D()(L.Embedding(100, 8)(tokens)))
@@ -167,7 +169,7 @@ def bad_inputs(tmp_path):
         "cnn on vectors": (["compare", "--arch", "cnn", "--data", str(wrong_shape)],
                            "takes images of shape (height, width, channels)"),
         "negative learning rate": (["compare", "--learning-rate", "-1"],
-                                   "`learning_rate` must be a finite number > 0; received "
+                                   "`learning_rate` must be > 0; received "
                                    "learning_rate=-1.0"),
         "nan learning rate": (["compare", "--learning-rate", "nan"], "learning_rate=nan"),
         "target accuracy above 1": (["compare", "--target-accuracy", "2"],
@@ -179,7 +181,9 @@ def bad_inputs(tmp_path):
         "negative labels": (["compare", "--data", str(negative)],
                             "y_train holds int64 labels down to -1"),
         "token model without data": (["diagnose", str(token_model)],
-                                     "takes int32 inputs (token ids, indices); pass --data"),
+                                     "takes integer inputs (int32: token ids"),
+        "fractions for a token model": (["diagnose", str(token_model), "--data",
+                                         str(fractions)], "holds float32 values from 0.5"),
     }
 
 
@@ -190,7 +194,7 @@ def bad_inputs(tmp_path):
                                   "negative learning rate", "nan learning rate",
                                   "target accuracy above 1", "negative seed",
                                   "validation shape", "negative labels", "one scheme twice",
-                                  "token model without data"])
+                                  "token model without data", "fractions for a token model"])
 def test_bad_input_is_one_line_and_exit_code_2(capsys, tmp_path, case):
     argv, words = bad_inputs(tmp_path)[case]
     code, out, err = run(capsys, *argv, *(["--epochs", "1"] if argv[0] == "compare" else []))

@@ -214,19 +214,28 @@ def test_default_jobs_stay_within_cores_cells_and_memory(monkeypatch):
 def test_a_scheme_that_diverged_in_one_seed_has_no_mean_and_is_never_best():
     from keras_initkit.experiment.comparison import _cell, _judge_against_best, _summary, _with_ci
 
-    def run(scheme, loss):
+    def run(scheme, loss, accuracy=None):
         return {"scheme": scheme, "depth": 3, "at_init": "healthy", "train_loss": loss,
-                "train_accuracy": None, "val_loss": loss, "val_loss_ci": None,
-                "val_accuracy": None, "val_accuracy_ci": None, "target_epoch": None,
+                "train_accuracy": accuracy, "val_loss": loss, "val_loss_ci": None,
+                "val_accuracy": accuracy, "val_accuracy_ci": None, "target_epoch": None,
                 "vs_best": None, "seeds": 1, "seconds": 1.0}
     finals = {"steady": [2.0, 2.1, 1.9], "diverges": [1.0, None, 3.0], "other": [2.5, 2.6, 2.4]}
     rows = [_summary(name, [run(name, v) for v in values]) for name, values in finals.items()]
     steady, diverges, other = rows
     assert diverges["val_loss"] is None and diverges["val_loss_ci"] is None
     assert steady["val_loss"] == pytest.approx(2.0)
-    _judge_against_best(rows, finals, "val_loss")
+    _judge_against_best(rows, finals, "val_loss", {"steady": 0, "diverges": 1, "other": 0})
     assert steady["vs_best"] == "best" and diverges["vs_best"] == "diverged in 1 of 3 seeds"
     assert other["vs_best"].startswith(("worse", "indistinguishable"))
+    # Classification: a NaN loss leaves a finite (chance) accuracy, which must not win.
+    runs = {"steady": [run("steady", 0.3, 0.90), run("steady", 0.3, 0.91)],
+            "diverges": [run("diverges", 0.2, 0.97), run("diverges", None, 0.10)]}
+    rows = [_summary(name, group) for name, group in runs.items()]
+    assert rows[1]["val_accuracy"] is None
+    _judge_against_best(rows, {name: [r["val_accuracy"] for r in group]
+                               for name, group in runs.items()}, "val_accuracy",
+                        {"steady": 0, "diverges": 1})
+    assert [r["vs_best"] for r in rows] == ["best", "diverged in 1 of 2 seeds"]
     # A number as wide as its column stays apart from the cell before it.
     assert (_cell(None, 11) + _with_ci(2.493e11, 1.9e8, 19)).split() == [
         "nan", "2.493e+11", "±", "1.9e+08"]

@@ -1,7 +1,7 @@
 """LSUVInit: layer-sequential unit-variance initialization when training starts."""
 import keras
 
-from ..model_init.lsuv import check_lsuv_args, lsuv
+from ..model_init.lsuv import check_lsuv_args, check_sample, lsuv
 
 
 class LSUVInit(keras.callbacks.Callback):
@@ -30,8 +30,7 @@ class LSUVInit(keras.callbacks.Callback):
 
     def __init__(self, x, *, target_var=1.0, tol=0.1, max_iter=10, orthonormal=True, seed=None):
         super().__init__()
-        if x is None:
-            raise ValueError("LSUVInit needs a batch of inputs `x`; received x=None.")
+        check_sample(x)
         check_lsuv_args(target_var, tol, max_iter, orthonormal, seed)  # at construction
         self.x = x
         self.options = dict(target_var=target_var, tol=tol, max_iter=max_iter,

@@ -13,6 +13,7 @@ import keras
 
 from .. import activations as acts
 from .._compat import flat_layers
+from ..fans import layer_fans
 from .probe import live_rows
 
 KINDS = ("vanishing", "exploding", "dead", "saturated", "nonfinite", "rank_collapse",
@@ -144,8 +145,9 @@ class Thresholds:
             sample above which the tokens have collapsed to one direction
             (an error), where the first sequence layer is below it. Default
             0.9: pure attention stacks reach 0.99 and above within a few
-            layers (Dong et al. 2021), stock GPT-2, BERT, Llama and ViT stay
-            below 0.5 at initialization (benchmarks/zoo.py).
+            layers (Dong et al. 2021), stock GPT-2, BERT and Llama stay below
+            0.5 at initialization (benchmarks/zoo.py); a stock ViT on images
+            scaled to [0, 1] reads 0.95-0.998 behind its skips (a warning).
         entropy_collapse_ratio: Mean attention entropy over its maximum (the
             log of the number of keys a query sees) below which attention has
             collapsed onto one key per query (an error; Zhai et al. 2023).
@@ -495,15 +497,14 @@ def _kernel_behind(net, i):
     Activation layer, dropout), or None."""
     kernels = {}
     for w in _kernels(net):
-        kernels.setdefault(id(w.layer), w)
+        if w.path.rsplit("/", 1)[-1].endswith("kernel"):  # not PReLU's alpha
+            kernels.setdefault(id(w.layer), w)
     for _ in range(4):
-        if i is None:
+        if i is None or net.norm[i]:  # a normalization sets the scale itself
             return None
         layer = net.rows[i].layer
         if id(layer) in kernels:
             return layer, kernels[id(layer)]
-        if layer.weights:  # a normalization sets the scale itself
-            return None
         i = net.rows[i].parent
     return None
 
@@ -517,10 +518,11 @@ def _scale_advice(net, i):
         return False, "", net.layout.activation[i] or ""
     layer, w = found
     activation = acts.following_activation_name(layer)
-    rms, wanted = w.stats["weight_rms"], acts.recommended_rms(activation, _shape(w))
+    fans = layer_fans(layer, w.path.rsplit("/", 1)[-1], _shape(w))
+    rms, wanted = w.stats["weight_rms"], acts.recommended_rms(activation, fans)
     measured = f" (kernel RMS {rms:.3g}" + (
         f"; that scheme gives {wanted[0]:.3g})" if wanted else ")")
-    return acts.follows_remedy(activation, _shape(w), rms), measured, activation
+    return acts.follows_remedy(activation, fans, rms), measured, activation
 
 
 def _depth_remedy(net, kind, i, through_merges):
@@ -573,7 +575,7 @@ def _dead(net):
     return _first_of("dead", rows, t.dead_fraction, t.dead_error_fraction,
                      lambda path, layer, value: (
                          f"{100 * value:.0f}% of the units of '{path}' are zero for every "
-                         "sample: they receive no gradient. " + _dead_remedy(net, layer)))
+                         "sample: they receive no gradient. " + _dead_remedy(net, path)))
 
 
 def _positions(samples, input_shape):
@@ -584,8 +586,8 @@ def _positions(samples, input_shape):
     return samples * math.prod(inner)
 
 
-def _dead_remedy(net, layer):
-    i = next(j for j, row in enumerate(net.rows) if row.layer is layer)
+def _dead_remedy(net, path):
+    i = next(j for j, row in enumerate(net.rows) if row.path == path)
     follows, measured, _ = _scale_advice(net, i)
     if not follows:
         return f"Use kit_he with zero biases, a leaky ReLU, or a lower learning rate{measured}."

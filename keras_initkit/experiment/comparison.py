@@ -15,7 +15,6 @@ import difflib
 import functools
 import json
 import math
-import numbers
 import os
 import shlex
 import time
@@ -26,7 +25,7 @@ import numpy as np
 from ..base_models import check_sizes, cnn, decoder, delayed_copy, mlp, residual_mlp
 from ..callbacks import SignalMonitor
 from ..diagnostics import diagnose
-from ..initializers.base import check_seed
+from ..initializers.base import check_number, check_seed
 from ..intervals import paired_p, t_interval
 from ..model_init import RECIPES, lsuv, reinitialize
 from ..registry import get, list_initializers
@@ -372,14 +371,19 @@ def compare(schemes=None, *, data=None, model=None, arch="mlp", depth=20, depths
     resolved = [resolve_scheme(s) for s in schemes]
     if not resolved:
         raise ValueError("`schemes` is empty; give at least one scheme.")
-    if len(set(resolved)) != len(resolved):  # "he" and "kit_he" are one scheme
-        raise ValueError(f"`schemes` names a scheme twice; received {list(schemes)}.")
+    twice = [(a, b) for i, a in enumerate(schemes) for b in schemes[i + 1:]
+             if resolve_scheme(a) == resolve_scheme(b)]
+    if twice:  # "he" and "kit_he" are one scheme
+        a, b = twice[0]
+        raise ValueError(f"`schemes` names a scheme twice: {a!r} and {b!r} are both "
+                         f"{resolve_scheme(a)!r}; received {list(schemes)}.")
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("seeds", seeds),
                         ("depth", depth), ("width", width)):
         check_sizes(**{name: value})
-    _check_number("learning_rate", learning_rate, "a finite number > 0", lambda v: v > 0)
-    _check_number("target_accuracy", target_accuracy, "a number in [0, 1]",
-                  lambda v: 0 <= v <= 1)
+    check_number("learning_rate", learning_rate, positive=True)
+    if not 0 <= check_number("target_accuracy", target_accuracy) <= 1:
+        raise ValueError(f"`target_accuracy` must be a number in [0, 1]; received "
+                         f"target_accuracy={target_accuracy!r}.")
     check_seed(seed)
     depths = _check_depths(depths, depth, model)
     jobs = parallel.check_jobs(jobs)
@@ -459,17 +463,19 @@ def _summarize(result, cells, outcomes):
         groups.setdefault((cell.depth, cell.name, key), []).append(outcome)
         result.runs.append({"scheme": cell.name, "depth": cell.depth, "seed": cell.seed,
                             "key": key, "row": outcome["row"], "history": outcome["history"]})
-    finals = {}
+    finals, lost = {}, {}
     for (depth, name, key), group in groups.items():
         result.diagnoses[key] = group[0]["report"]
         result.pictures[key] = group[0]["picture"]
         result.histories[key], result.bands[key] = _mean_history([o["history"] for o in group])
         result.rows.append(_summary(name, [o["row"] for o in group]))
         finals[key] = [o["row"][result.metric] for o in group]
+        lost[key] = sum(_diverged(o["row"]) for o in group)
     for depth in result.depths:
-        _judge_against_best([r for r in result.rows if r["depth"] == depth],
-                            {r["scheme"]: finals[result.key(r["scheme"], depth)]
-                             for r in result.rows if r["depth"] == depth}, result.metric)
+        rows = [r for r in result.rows if r["depth"] == depth]
+        _judge_against_best(rows, {r["scheme"]: finals[result.key(r["scheme"], depth)]
+                                   for r in rows}, result.metric,
+                            {r["scheme"]: lost[result.key(r["scheme"], depth)] for r in rows})
 
 
 def _mean_history(histories):
@@ -483,19 +489,15 @@ def _mean_history(histories):
     return means, bands
 
 
-def _check_number(name, value, allowed, holds):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
-            not math.isfinite(value) or not holds(value):
-        raise ValueError(f"`{name}` must be {allowed}; received {name}={value!r}.")
-
-
 def _summary(name, rows):
     """One row for a scheme: the means of its runs, the intervals of the validation numbers."""
     summary = dict(rows[0])
+    lost = any(_diverged(r) for r in rows)
     for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
         values = [r[key] for r in rows if r[key] is not None]
-        # A run that diverged (NaN) leaves no mean: the finite runs alone would flatter it.
-        mean, half = t_interval(values) if len(values) == len(rows) else (None, None)
+        # A run that diverged (NaN loss) leaves no mean: the finite runs alone, or a chance
+        # accuracy computed from NaN outputs, would flatter it.
+        mean, half = (None, None) if lost else t_interval(values)
         summary[key] = mean
         if key in ("val_loss", "val_accuracy"):
             summary[f"{key}_ci"] = half
@@ -506,14 +508,19 @@ def _summary(name, rows):
     return summary
 
 
-def _judge_against_best(rows, finals, metric):
+def _diverged(run_row):
+    """Did a run end with a loss that is not finite (NaN or Inf, kept as None)?"""
+    return run_row["train_loss"] is None or run_row["val_loss"] is None
+
+
+def _judge_against_best(rows, finals, metric, lost):
     """`vs_best` of each row: "best", "indistinguishable (p=...)", "worse (p=...)", or
-    "diverged in k of n seeds" (the metric not finite at the end of k runs)."""
+    "diverged in k of n seeds" (`lost[scheme]` runs ended with a loss that is not finite)."""
     for row in rows:
-        lost = sum(value is None for value in finals[row["scheme"]])
-        if lost:
-            row["vs_best"] = f"diverged in {lost} of {len(finals[row['scheme']])} seeds"
-    scored = [r for r in rows if r[metric] is not None]
+        if lost[row["scheme"]]:
+            row["vs_best"] = (f"diverged in {lost[row['scheme']]} of "
+                              f"{len(finals[row['scheme']])} seeds")
+    scored = [r for r in rows if r[metric] is not None and not lost[r["scheme"]]]
     if not scored:
         return
     best = (max if metric == "val_accuracy" else min)(scored, key=lambda r: r[metric])

@@ -19,8 +19,8 @@ img { max-width: 100%; display: block; margin: 0.5em 0; }
 .error { color: #b00020; } .warning { color: #8a6d00; } .healthy { color: #1b7f3b; }
 """
 _TABLE_COLUMNS = ("scheme", "depth", "at_init", "train_loss", "train_accuracy", "val_loss",
-                  "val_loss_ci",
-                  "val_accuracy", "val_accuracy_ci", "target_epoch", "vs_best", "seconds")
+                  "val_loss_ci", "val_accuracy", "val_accuracy_ci", "target_epoch", "vs_best",
+                  "seconds")
 
 
 def write(result, path):

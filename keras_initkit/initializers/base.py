@@ -2,8 +2,10 @@
 
 Keras 3's built-in random initializers fix their seed at construction, so one
 instance called twice (or shared by two layers) returns the same tensor. Ours
-derive a new seed for every call: symmetry is always broken, and an explicit
-integer seed still gives the same sequence of draws in every process.
+derive a new seed for every call, so symmetry is broken, and an explicit
+integer seed still gives the same sequence of draws in every process; a copy
+made from the config (clone_model, MultiHeadAttention's sub-layers) starts
+that sequence again (README, "Symmetry is broken").
 """
 import inspect
 import math

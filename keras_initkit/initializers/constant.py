@@ -37,7 +37,10 @@ class Constant(KitInitializer):
 
     def generate(self, shape, dtype):
         check_representable("value", self.value, dtype)
-        return ops.full(shape, self.value, dtype=dtype)
+        # An int only for an integer dtype: TensorFlow refuses a Python int beyond int64 for
+        # a float one (2**63 into bfloat16).
+        value = float(self.value) if keras.backend.is_float_dtype(dtype) else self.value
+        return ops.full(shape, value, dtype=dtype)
 
     def get_config(self):
         return {"value": self.value}

@@ -19,9 +19,10 @@ from keras import ops
 from .._compat import flat_layers
 from ..diagnostics.probe import layer_path
 from ..distribution import multi_worker
+from ..fans import kernel_axes
 from ..initializers import Orthogonal, RandomNormal
 from ..initializers.base import check_seed
-from .reinitialize import check_model, kernel_axes
+from .reinitialize import check_model
 from .report import Rows
 
 L = keras.layers

@@ -35,8 +35,9 @@ from keras import ops
 from .. import initializers as inits
 from .._compat import flat_layers
 from ..activations import following_activation, scheme_for
+from ..fans import kernel_axes
 from ..initializers.base import check_seed
-from .reinitialize import check_model, kernel_axes
+from .reinitialize import check_model
 
 
 class InfShape(typing.NamedTuple):
@@ -188,8 +189,9 @@ def set_base_shapes(model, base, delta=None, rescale_params=True, seed=None):
         fan_in, fan_out = _fan_axes(owners.get(id(variable)), variable.path.rsplit("/", 1)[-1],
                                     shape)
         shapes[id(variable)] = InfShape(shape, base_dims, fan_in, fan_out)
+    _check_readouts(model, shapes)  # before any shape is recorded: a refusal leaves none
+    for variable in model.weights:
         _remember(variable, shapes[id(variable)])
-    _check_readouts(model, owners, shapes)
     for layer in flat_layers(model):
         if isinstance(layer, MuReadout):
             layer.width_mult = shapes[id(layer.kernel)].mult(shapes[id(layer.kernel)].fan_in)
@@ -200,7 +202,7 @@ def set_base_shapes(model, base, delta=None, rescale_params=True, seed=None):
     return model
 
 
-def _check_readouts(model, owners, shapes):
+def _check_readouts(model, shapes):
     """mup's `assert_hidden_size_inf`: a Dense layer whose fan-in is width and whose fan-out
     is fixed reads the hidden width out (logits, a vocabulary) and must be a `MuReadout`,
     or its output grows with width and µP does not hold."""

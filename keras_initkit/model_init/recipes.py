@@ -66,7 +66,7 @@ def _scaled_auto(structure, path, factor=1.0):
 
 
 def _glorot(structure, path, distribution, gain=1.0):
-    from .reinitialize import kernel_axes
+    from ..fans import kernel_axes
     name, shape = path.rsplit("/", 1)[-1], tuple(structure.variables[path].shape)
     axes = kernel_axes(structure.owner[path], name, shape) or (None, None)  # EinsumDense's fans
     init = inits.VarianceScaling(scale=gain**2, mode="fan_avg", distribution=distribution,
@@ -175,7 +175,7 @@ def warn_if_unfit(model, structure, recipe):
             f"recipe={recipe!r} is for {kind.format(model.name)} that its traced graph "
             "shows; its weights were drawn by the recipe's rules "
             "for other layers, which is not the recipe. For such a model use "
-            "reinitialize(model, 'auto') or a scheme.", stacklevel=3)
+            "reinitialize(model, 'auto') or a scheme.", stacklevel=4)  # the user's call
 
 
 def apply_recipe(model, recipe, draws, rows, x=None):

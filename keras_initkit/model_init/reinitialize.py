@@ -21,7 +21,7 @@ from .._compat import flat_layers, inbound_nodes, own_variables
 from ..activations import NORMALIZATIONS, following_activation, scheme_for
 from ..diagnostics.probe import layer_path
 from ..distribution import multi_worker
-from ..fans import compute_fans, second_moment
+from ..fans import compute_fans, kernel_axes, second_moment
 from ..initializers.base import check_seed
 from ..registry import get
 from .recipes import RECIPES, apply_recipe
@@ -29,7 +29,6 @@ from .report import Rows
 
 L = keras.layers
 
-_CONV_TRANSPOSE = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
 _GATES = {L.LSTMCell: 4, L.GRUCell: 3, L.SimpleRNNCell: 1}
 BIASES = ("zeros", "keep")
 
@@ -73,27 +72,6 @@ def closest_recipe(name):
     key = re.sub(r"[-_ ]", "", name.lower())
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
     return known[key] if key in known else known[close[0]] if close else None
-
-
-def kernel_axes(layer, name, shape):
-    """`(input_axes, output_axes)` of a kernel whose layout its shape does not tell, or None."""
-    rank = len(shape)
-    spatial = list(range(rank - 2))
-    if isinstance(layer, _CONV_TRANSPOSE):  # (*k, out, in)
-        return spatial + [rank - 1], spatial + [rank - 2]
-    depthwise = isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)) and name == "kernel"
-    if depthwise or name == "depthwise_kernel":  # (*k, in, multiplier): one channel per output
-        return spatial, spatial + [rank - 1]
-    if isinstance(layer, L.EinsumDense) and name == "kernel":
-        inputs, rest = layer.equation.split(",")
-        kernel_spec, output = rest.split("->")
-        kernel_spec = kernel_spec.replace("...", "")
-        if len(kernel_spec) == rank:
-            ins = [i for i, c in enumerate(kernel_spec) if c in inputs and c not in output]
-            outs = [i for i, c in enumerate(kernel_spec) if c in output]
-            if ins and outs:
-                return ins, outs
-    return None
 
 
 def reinitialize(model, scheme="auto", *, layers=None, seed=None, biases="zeros",

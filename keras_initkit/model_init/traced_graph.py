@@ -171,15 +171,16 @@ def _tensorflow(model, x):
             builder.weights[key(internal)] = by_handle[id(external)]
     builder.inputs.update(key(t) for t in graph.inputs if key(t) not in captured)
     # Keras runs a grouped convolution (ConvNeXt's depthwise one) as a call of a compiled
-    # function: the call counts as a convolution when its body has one.
-    bodies = {f.signature.name: {n.op for n in f.node_def}
+    # function: the call counts as a convolution when its body is one (a single conv op; a
+    # user's function of several layers stays opaque).
+    bodies = {f.signature.name: [n.op for n in f.node_def]
               for f in graph.as_graph_def().library.function}
     for op in graph.get_operations():
         if op.type == "Placeholder":
             continue
         kind = _TF_KINDS.get(op.type, "conv" if "Conv" in op.type else "other")
-        if op.type in ("PartitionedCall", "StatefulPartitionedCall") and any(
-                "Conv" in t for t in bodies.get(op.get_attr("f").name, ())):
+        if op.type in ("PartitionedCall", "StatefulPartitionedCall") and sum(
+                "Conv" in t for t in bodies.get(op.get_attr("f").name, ())) == 1:
             kind = "conv"
         builder.ops.append(Op(kind, op.type, [key(t) for t in op.inputs],
                               [key(t) for t in op.outputs]))

@@ -103,8 +103,10 @@ def test_set_base_shapes_draws_by_mup():
         inputs = keras.Input((8,))
         return keras.Model(inputs, L.Dense(5, name="head")(L.Dense(width)(inputs)))
     # mup's assert_hidden_size_inf: a plain Dense that reads the width out is not µP.
+    refused = plain_head(256)
     with pytest.raises(ValueError, match="'head'.*width fan-in.*must be.*MuReadout.*Dense"):
-        mup.set_base_shapes(plain_head(256), plain_head(64))
+        mup.set_base_shapes(refused, plain_head(64))
+    assert all(mup.infshape(v) is None for v in refused.weights)  # nothing half-recorded
 
 
 def test_a_width_mult_set_after_predict_reaches_fit_and_predict():
