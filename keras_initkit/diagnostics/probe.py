@@ -64,7 +64,8 @@ class LayerRow(typing.NamedTuple):
         stats: `stats.ACTIVATION_FIELDS` -> float. `input_*` describe the
             layer's input (the `parent` row's output, or a model input).
         parent: Index of the row whose output the layer read (its first
-            input), or None for a model input.
+            input; for a merge, the input made first, the stream a residual
+            branch is computed from), or None for a model input.
         is_output: Whether the output is a model output.
         input_shape: The static shape of its (first) input, or None.
     """
@@ -139,6 +140,12 @@ class ProbeResult:
 def _batch_size(x):
     shape = getattr(next(iter(keras.tree.flatten(x)), None), "shape", None)
     return int(shape[0]) if shape is not None and len(shape) and shape[0] is not None else None
+
+
+def _floats(args):
+    """Every float tensor in `args`, as a tuple."""
+    return tuple(t for t in keras.tree.flatten(args) if hasattr(t, "dtype") and
+                 keras.backend.is_float_dtype(keras.backend.standardize_dtype(t.dtype)))
 
 
 def _first_float(output):
@@ -287,7 +294,10 @@ class Probe:
                 output = _original(*args, **kwargs)
                 if self._taps and index in self._taps:  # JAX: d loss / d tap = d loss / d output
                     output = _add_to_first_float(output, self._taps[index])
-                self._records[index] = (_layer, _first_float(args), output)
+                # A merge keeps every input: its row's parent is the stream (`_collect`).
+                inputs = _floats(args) if isinstance(_layer, acts.MERGES) else \
+                    _first_float(args)
+                self._records[index] = (_layer, inputs, output)
                 return output
 
             originals[layer] = original if "call" in vars(layer) else None
@@ -355,6 +365,11 @@ class Probe:
             tensor = _first_float(output)
             if tensor is None or not ours(tensor):
                 continue
+            if isinstance(inputs, tuple):
+                # A merge's stream is the input made first (a model input before any row): a
+                # residual branch is computed from it, so Add([branch, x]) reads as Add([x,
+                # branch]).
+                inputs = min(inputs, key=lambda t: made_by.get(key(t), -1), default=None)
             if inputs is not None and not ours(inputs):
                 inputs = None
             parent = made_by.get(key(inputs)) if inputs is not None else None

@@ -273,6 +273,20 @@ def test_a_residual_branch_scaled_down_on_purpose_is_no_alarm():
     assert len(vanishing) == 1 and vanishing[0].value < 1e-4
 
 
+@pytest.mark.parametrize("branch_first", [False, True])
+def test_the_order_of_a_residual_sum_does_not_change_the_verdict(branch_first):
+    # keras.io writes layers.add([x, residual]) and layers.add([residual, x]) alike.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32,))
+    h = inputs
+    for _ in range(4):
+        b = L.Dense(32, activation="relu", kernel_initializer="he_normal")(h)
+        b = L.Dense(32, kernel_initializer=keras.initializers.RandomNormal(0, 1e-7))(b)
+        h = L.Add()([b, h] if branch_first else [h, b])
+    model = keras.Model(inputs, L.Dense(10)(h))
+    assert keras_initkit.diagnose(model, batch(64, 32)).findings == []
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_float32_variables_and_float16_overflow(policy):
     # Variables stay float32 with the promised statistics; a float16 overflow (65504) becomes a
