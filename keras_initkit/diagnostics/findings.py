@@ -699,6 +699,8 @@ def _nonfinite_gradient(net):
 
 def _backward_scale(net):
     """The backward signal vanishing or exploding relative to its reference, measured."""
+    if net.once(_nonfinite_weights) or net.once(_nonfinite_gradient):
+        return []  # past a NaN the backward scale means nothing, and that finding says why
     t, refs = net.t, net.backward_references()
     trends = [_Trend("vanishing", True, t.gradient_vanishing_ratio,
                      t.gradient_vanishing_error_ratio),

@@ -162,6 +162,17 @@ def test_nan_in_the_data_names_the_first_layer():
     assert ("nonfinite", "gradient") in kinds(report)
 
 
+def test_a_nan_weight_gets_no_backward_scale_verdict_beside_its_own():
+    model = mlp("kit_he", depth=8, width=64, inputs=128)
+    kernel = model.layers[4].kernel.numpy()
+    kernel[3, 5] = np.nan
+    model.layers[4].kernel.assign(kernel)
+    report = keras_initkit.diagnose(model, batch())
+    assert ("nonfinite", "weight") in kinds(report)
+    assert not any(f.signal == "gradient" and f.kind in ("vanishing", "exploding")
+                   for f in report.findings), report.findings
+
+
 def test_nan_in_a_moving_statistic_is_an_error_although_training_mode_hides_it():
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((128,)), L.Dense(64, activation="relu"),
