@@ -525,6 +525,26 @@ def _scale_advice(net, i):
     return acts.follows_remedy(activation, fans, rms), measured, activation
 
 
+def _dominant_bias(net, i):
+    """A sentence when the biases of the kernel behind row `i` outweigh its weighted input
+    (a bias of -10 before a ReLU kills every unit whatever the weights), else ""."""
+    found = _kernel_behind(net, i)
+    if found is None:
+        return ""
+    layer, kernel = found
+    bias = next((w for w in net.weights if w.layer is layer
+                 and w.path.rsplit("/", 1)[-1] == "bias"), None)
+    row = next((r for r in net.rows if r.layer is layer), None)
+    if bias is None or row is None:
+        return ""
+    fan_in = layer_fans(layer, kernel.path.rsplit("/", 1)[-1], _shape(kernel))[0]
+    weighted = kernel.stats["weight_rms"] * math.sqrt(fan_in) * row.stats["input_rms"]
+    if not bias.stats["weight_rms"] > weighted:
+        return ""
+    return (f"The biases of '{row.path}' (RMS {bias.stats['weight_rms']:.3g}) outweigh its "
+            f"weighted input (RMS about {weighted:.3g}): start the biases at zero")
+
+
 def _depth_remedy(net, kind, i, through_merges):
     """What to change when the signal vanishes or explodes over depth at row `i`."""
     if through_merges and kind == "exploding":
@@ -533,6 +553,9 @@ def _depth_remedy(net, kind, i, through_merges):
                 "network does: start the last layer of each branch at zero (SkipInit, De & "
                 "Smith 2020; Fixup, Zhang et al. 2019), scale the branches down, or add "
                 "normalization (BatchNormalization, LayerNormalization) to each block")
+    bias = _dominant_bias(net, i) if kind == "vanishing" else ""
+    if bias:
+        return bias
     follows, measured, activation = _scale_advice(net, i)
     if not follows:
         return ("The weights are too small for the depth" if kind == "vanishing" else
@@ -588,6 +611,9 @@ def _positions(samples, input_shape):
 
 def _dead_remedy(net, path):
     i = next(j for j, row in enumerate(net.rows) if row.path == path)
+    bias = _dominant_bias(net, i)
+    if bias:
+        return bias + "."
     follows, measured, _ = _scale_advice(net, i)
     if not follows:
         return f"Use kit_he with zero biases, a leaky ReLU, or a lower learning rate{measured}."
@@ -736,6 +762,9 @@ def _backward_remedy(net, i, kind):
     layer = net.rows[i].layer
     has_norm = any(net.norm)
     if kind == "vanishing":
+        bias = _dominant_bias(net, i)
+        if bias:
+            return bias + "."
         follows, measured, activation = _scale_advice(net, i)
         structure = ("add normalization or skip connections" if not has_norm else
                      "add skip connections")

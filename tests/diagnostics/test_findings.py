@@ -122,6 +122,17 @@ def test_zero_weights_leave_every_relu_dead():
     assert dead[0].message.endswith(f"Also dead: {', '.join(rest)}.")
 
 
+def test_biases_that_kill_every_unit_are_named_not_the_weights():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((128,))] + [
+        L.Dense(64, activation="relu", bias_initializer=keras.initializers.Constant(-10.0),
+                name=f"dense{i}") for i in range(4)], name="net")
+    report = keras_initkit.diagnose(model, batch())
+    messages = [f.message for f in report.findings if f.kind in ("dead", "vanishing")]
+    assert messages and all("biases of 'net/dense0' (RMS 10)" in m and
+                            "start the biases at zero" in m for m in messages), messages
+
+
 def test_a_batch_too_small_to_tell_dead_from_quiet_gets_no_dead_verdict():
     # One sample: about half of a healthy He/ReLU layer's units are zero for "every sample".
     # A whole dead layer (zero weights) is judged once the batch holds 8 samples or more.
