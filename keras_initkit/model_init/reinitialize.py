@@ -18,7 +18,7 @@ from keras import ops
 
 from .. import initializers as inits
 from .._compat import flat_layers, inbound_nodes, own_variables
-from ..activations import NORMALIZATIONS, following_activation, scheme_for
+from ..activations import NORMALIZATIONS, following_activation, is_normalization, scheme_for
 from ..diagnostics.probe import layer_path
 from ..distribution import multi_worker
 from ..fans import compute_fans, kernel_axes, second_moment
@@ -26,6 +26,7 @@ from ..initializers.base import check_seed
 from ..registry import get
 from .recipes import RECIPES, apply_recipe
 from .report import Rows
+from .residual import input_shape_of
 
 L = keras.layers
 
@@ -116,8 +117,12 @@ def reinitialize(model, scheme="auto", *, layers=None, seed=None, biases="zeros"
     distributions. Fans follow the layer: a transposed convolution's kernel is
     `(*k, out, in)`, a depthwise kernel sees one input channel per output
     (fan_in = kernel area), an EinsumDense kernel's fans come from its
-    equation, and each LSTM or GRU gate block is drawn on its own. Weights of
-    other layers (a PReLU's slope, custom layers) are kept and listed as such.
+    equation, and each LSTM or GRU gate block is drawn on its own. A layer
+    whose class says "norm" and that normalizes (keras-hub's `LlamaLayerNorm`)
+    is reset as Keras' own normalizations are. Weights of other layers (a
+    PReLU's slope, a position embedding, a class token, LayerScale, custom
+    layers) and every weight of a frozen (`trainable=False`) layer are kept,
+    and listed with the scheme "keep".
 
     A whole-model recipe (`"gpt2"`, `"bert"`, `"vit"`, `"fixup"`,
     `"skipinit"`, `"t_fixup"`, `"deepnorm"`) draws each weight by the role it
@@ -298,8 +303,14 @@ def auto_initializer(layer, name, shape, orthogonal=False, activation=None):
 
 
 def _redraw(layer, chosen, chosen_label, bias_init, draw, orthogonal):
-    """Re-draws a layer's own weights; yields `(variable, scheme, (fan_in, fan_out), gain)`."""
-    if isinstance(layer, NORMALIZATIONS):
+    """Re-draws a layer's own weights; yields `(variable, scheme, (fan_in, fan_out), gain)`,
+    scheme "keep" for a weight left as it is."""
+    if not layer.trainable:  # a frozen layer (a pretrained backbone) stays as it is
+        for variable in own_variables(layer):
+            yield variable, "keep (frozen layer)", (0, 0), 1.0
+        return
+    # Keras' normalizations by class; keras-hub's RMS norms and a user's by what they do.
+    if isinstance(layer, NORMALIZATIONS) or is_normalization(layer, input_shape_of(layer)):
         for variable in own_variables(layer):
             value = 1.0 if re.search(r"(gamma|variance|scale)$", variable.path) else 0.0
             variable.assign(ops.full(variable.shape, value, variable.dtype))
@@ -312,6 +323,7 @@ def _redraw(layer, chosen, chosen_label, bias_init, draw, orthogonal):
         shape = tuple(variable.shape)
         if name == "bias":
             if bias_init == "keep":
+                yield variable, "keep", (0, 0), 1.0
                 continue
             value = ops.zeros(shape, variable.dtype) if bias_init == "zeros" else \
                 draw.fresh(bias_init)(shape, dtype=variable.dtype)
@@ -348,5 +360,6 @@ def _redraw(layer, chosen, chosen_label, bias_init, draw, orthogonal):
                 init, label, g = auto_initializer(layer, name, shape, orthogonal, activation)
             variable.assign(draw.fresh(init)(shape, dtype=variable.dtype))
             yield variable, label, fans, g
-        # Anything else (a PReLU slope, a custom layer's state) is kept as it is.
+        else:  # a PReLU slope, a position embedding, a custom layer's state: listed, kept
+            yield variable, "keep", (0, 0), 1.0
 

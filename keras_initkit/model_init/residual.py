@@ -84,7 +84,7 @@ def _roles(structure):
     for path, variable in structure.variables.items():
         name = path.rsplit("/", 1)[-1]
         layer = structure.owner.get(path)
-        norm = layer is not None and is_normalization(layer, _input_shape(layer))
+        norm = layer is not None and is_normalization(layer, input_shape_of(layer))
         if norm:
             roles[path] = ("norm_statistic" if "moving" in name else
                            "norm_shift" if name in ("beta", "bias", "offset") else "norm_scale")
@@ -116,7 +116,7 @@ def _roles(structure):
     return roles
 
 
-def _input_shape(layer):
+def input_shape_of(layer):
     """The layer's input shape; for a layer called inside another layer's `call` (no Keras
     history), the shape its rank-1 weight implies, `(None, size)`."""
     try:
@@ -201,7 +201,7 @@ class _Reader:
             elif heavy and op.kind in ("bilinear", "conv"):
                 self.kernel_ops[op] = tuple(heavy)
         norm_scales = {p for p, layer in owner.items()
-                       if rank.get(p) == 1 and is_normalization(layer, _input_shape(layer))
+                       if rank.get(p) == 1 and is_normalization(layer, input_shape_of(layer))
                        and p.rsplit("/", 1)[-1] in ("gamma", "scale")}
         branches, sums = [], set()
         for op in self.ops:

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 import keras_initkit
+from keras_initkit._compat import flat_layers, own_variables
+from keras_initkit.diagnostics.probe import layer_path
 
 L = keras.layers
 
@@ -216,7 +218,7 @@ def test_seed_layers_and_biases_options():
     np.testing.assert_array_equal(three.layers[1].bias.numpy(), 1.0)
     q = three.layers[0].kernel.numpy()
     np.testing.assert_allclose(q @ q.T, np.eye(8), atol=1e-5)
-    assert [r["scheme"] for r in report] == ["kit_orthogonal"]
+    assert [r["scheme"] for r in report] == ["kit_orthogonal", "keep"]  # the kept bias listed
 
 
 @pytest.mark.parametrize("kwargs, error, words", [
@@ -238,3 +240,31 @@ def test_unbuilt_and_non_models_are_refused():
         keras_initkit.reinitialize(keras.Sequential([L.Dense(3)]))
     with pytest.raises(TypeError, match="keras.Model"):
         keras_initkit.reinitialize(L.Dense(3))
+
+
+def test_auto_resets_norms_known_by_what_they_do_and_lists_what_it_keeps():
+    import keras_hub
+
+    model = keras_hub.models.LlamaBackbone(vocabulary_size=50, num_layers=1, num_query_heads=2,
+                                           num_key_value_heads=2, hidden_dim=16,
+                                           intermediate_dim=32)
+    norm = model.get_layer("sequence_output_layernorm")
+    norm.scale.assign(np.full(norm.scale.shape, 3.0, "float32"))  # as if trained
+    rows = keras_initkit.reinitialize(model, seed=0)
+    assert (norm.scale.numpy() == 1.0).all()
+    listed = {(r["layer"], r["weight"]) for r in rows}
+    assert all((layer_path(v_layer), v.path.rsplit("/", 1)[-1]) in listed
+               for v_layer in flat_layers(model) for v in own_variables(v_layer))
+
+
+def test_a_frozen_layer_is_kept_and_listed():
+    keras.utils.set_random_seed(0)
+    backbone = keras.Sequential([keras.Input((8,)), L.Dense(16, name="pretrained")],
+                                name="backbone")
+    backbone.trainable = False
+    model = keras.Sequential([keras.Input((8,)), backbone, L.Dense(4, name="head")])
+    before = backbone.layers[0].kernel.numpy().copy()
+    rows = keras_initkit.reinitialize(model, seed=0)
+    np.testing.assert_array_equal(backbone.layers[0].kernel.numpy(), before)
+    frozen = [r for r in rows if r["layer"].endswith("pretrained")]
+    assert [r["scheme"] for r in frozen] == ["keep (frozen layer)"] * 2
