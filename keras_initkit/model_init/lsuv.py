@@ -17,6 +17,7 @@ import keras
 from keras import ops
 
 from .._compat import flat_layers
+from ..diagnostics.batch import one_batch
 from ..diagnostics.probe import layer_path
 from ..distribution import multi_worker
 from ..fans import kernel_axes
@@ -52,9 +53,11 @@ def check_lsuv_args(target_var, tol, max_iter, orthonormal, seed=None):
 
 
 def check_sample(x):
+    """The batch of inputs `x` stands for: itself, or a dataset's first batch's inputs."""
     if x is None:
         raise TypeError("`x` must be a batch of the model's inputs (an array, or a list or "
                         "dict of arrays, as the model takes them); received x=None.")
+    return one_batch(x, "x", pairs=False)[0]
 
 
 def scaled_kernel(layer):
@@ -100,7 +103,9 @@ def lsuv(model, x, *, target_var=1.0, tol=0.1, max_iter=10, orthonormal=True, se
     Args:
         model: A built `keras.Model` (Sequential, Functional, nested or subclassed).
         x: One batch of inputs, as the model takes them (an array, or a list or
-            dict of arrays). A few hundred samples make the variances stable.
+            dict of arrays), or a `tf.data.Dataset` or `keras.utils.PyDataset`
+            whose first batch's inputs are used. A few hundred samples make the
+            variances stable.
         target_var: The output variance each layer is brought to. Default 1.
         tol: The accepted distance from `target_var`. Default 0.1, the paper's.
         max_iter: The most rescalings per layer. Default 10, the paper's.
@@ -124,7 +129,7 @@ def lsuv(model, x, *, target_var=1.0, tol=0.1, max_iter=10, orthonormal=True, se
     """
     check_model(model)
     check_lsuv_args(target_var, tol, max_iter, orthonormal, seed)
-    check_sample(x)
+    x = check_sample(x)
     if orthonormal and seed is None and multi_worker(model):
         warnings.warn(
             f"lsuv: model {model.name!r} trains on several workers and seed=None: each worker "
@@ -279,7 +284,7 @@ def weight_norm_init(model, x, *, init_std=0.05, seed=None):
             not math.isfinite(init_std) or init_std <= 0:
         raise ValueError(f"`init_std` must be a positive number; received init_std={init_std!r}.")
     seed = check_seed(seed)
-    check_sample(x)
+    x = check_sample(x)
     start = time.perf_counter()
     leaves = [layer for layer in flat_layers(model)
               if isinstance(layer, _PER_CHANNEL)]

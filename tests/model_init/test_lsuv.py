@@ -127,6 +127,25 @@ def test_nested_functional_model_and_the_callback():
     assert model.layers[1].layers[0].call.__func__ is L.Dense.call  # no wrapper left behind
 
 
+def test_the_callback_takes_a_dataset_and_leaves_a_trained_model_alone():
+    import tensorflow as tf
+
+    model, x = deep_mlp("kit_he", depth=3), data((64,))
+    y = np.zeros((len(x), 10), "float32")
+    model.compile("adam", "mse")
+    model.fit(x, y, epochs=1, verbose=0)  # trained: LSUV would wipe what it learned
+    trained = [w.copy() for w in model.get_weights()]
+    callback = LSUVInit(tf.data.Dataset.from_tensor_slices((x, y)).batch(64), seed=0)
+    assert callback.x.shape == (64, 64)  # the dataset's first batch
+    steps = int(model.optimizer.iterations.numpy())  # 256 samples, batches of 32
+    with pytest.warns(UserWarning, match=f"trained {steps} steps already, so LSUV did not run"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+    assert callback.report is False
+    # Adam's steps move each weight by about 1e-3 each; a re-drawn kernel would move by ~0.1.
+    drift = max(np.abs(a - b).max() for a, b in zip(trained, model.get_weights()))
+    assert drift <= 2e-3 * steps, drift
+
+
 def test_zero_variance_names_the_layer():
     model = keras.Sequential([keras.Input((8,)), L.Dense(8, name="fine"),
                               L.Dense(8, kernel_initializer="zeros", name="flat")])
