@@ -237,6 +237,10 @@ def _select(model, names):
         return leaves
     if isinstance(names, (str, L.Layer)):
         names = [names]
+    if not isinstance(names, (list, tuple)) or not all(
+            isinstance(n, (str, L.Layer)) for n in names):
+        raise TypeError(f"`layers` must be a layer name or path, a layer, or a list of them; "
+                        f"received layers={names!r}.")
     every = [layer for layer in flat_layers(model)]
     by_name = {}
     for layer in every:

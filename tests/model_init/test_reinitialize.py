@@ -257,6 +257,12 @@ def test_auto_resets_norms_known_by_what_they_do_and_lists_what_it_keeps():
                for v_layer in flat_layers(model) for v in own_variables(v_layer))
 
 
+def test_layers_that_are_not_names_are_refused_naming_the_argument():
+    model = keras.Sequential([keras.Input((4,)), L.Dense(3)])
+    with pytest.raises(TypeError, match="`layers` must be.*received layers=5"):
+        keras_initkit.reinitialize(model, layers=5)
+
+
 def test_a_frozen_layer_is_kept_and_listed():
     keras.utils.set_random_seed(0)
     backbone = keras.Sequential([keras.Input((8,)), L.Dense(16, name="pretrained")],
