@@ -36,7 +36,8 @@ def main():
     best = max(result.rows, key=lambda row: row["val_accuracy"] or 0.0)
     print(f"best mean validation accuracy: {best['scheme']} ({best['val_accuracy']:.3f}); "
           "the others against it, paired over seeds: " + ", ".join(
-              f"{row['scheme']} {row['vs_best']}" for row in result.rows if row is not best))
+              f"{row['scheme']} {row['vs_best'] or '- (one seed: no test)'}"
+              for row in result.rows if row is not best))
     print(f"figures: {result.files['learning_curves']}, {result.files['signal_at_init']}")
 
 

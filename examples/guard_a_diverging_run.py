@@ -84,7 +84,7 @@ def main():
         steps = int(net.optimizer.iterations.numpy())
         restores = monitor.history["restores"]
         print(f"{name}: {steps} steps, weights finite: {finite}" + "".join(
-            f"\n    step {r['step']}: {r['reason'][:80]}; restored step {r['restored_step']}, "
+            f"\n    step {r['step']}: {r['reason']}; restored step {r['restored_step']}, "
             f"{r['action']}" for r in restores))
         trace.restored = [r["step"] for r in restores]
         traces[name] = trace

@@ -4,11 +4,17 @@ won't train.
 Importing the package registers every `kit_*` alias with Keras, so that
 `keras.layers.Dense(64, kernel_initializer="kit_he")` works.
 """
+import sys
+
 from . import callbacks, initializers
 from .diagnostics import DiagnosisReport, Finding, diagnose
 from .fans import compute_fans, gain
 from .model_init import audit, lsuv, mimetic, mup, reinitialize, transfer_weights, weight_norm_init
 from .registry import get, list_initializers, register_initializer
+
+# `import keras_initkit.mup` and `from keras_initkit.mup import ...`, as the README writes
+# `keras_initkit.mup`: the module lives in model_init.
+sys.modules[f"{__name__}.mup"] = mup
 
 __version__ = "0.1.0"
 

@@ -152,7 +152,7 @@ def _compare(args):
         for key, path in result.files.items():
             if key != "logs":
                 print(f"wrote {path}")
-    print(f"\nOpen the training logs: tensorboard --logdir {result.files['logs']}")
+        print(f"\nOpen the training logs: tensorboard --logdir {result.files['logs']}")
     return 0
 
 

@@ -128,6 +128,8 @@ class DeltaOrthogonal(_CentreTapScheme):
     Args:
         gain: Positive multiplier (the paper uses 1 for tanh at criticality;
             `keras_initkit.gain("relu")` for ReLU).
+        groups: The convolution's `groups`, an integer >= 1 dividing the
+            output channels: each group's centre tap is orthogonal on its own.
         seed: None, or a non-negative integer for a reproducible sequence of draws.
 
     Returns:

@@ -117,6 +117,13 @@ def test_a_width_mult_set_after_predict_reaches_fit_and_predict():
     np.testing.assert_allclose(model.predict(x, verbose=0), model(x), rtol=1e-6)
 
 
+def test_mup_imports_as_the_readme_names_it():
+    import keras_initkit.mup as imported
+    from keras_initkit.mup import set_base_shapes
+
+    assert imported is mup and set_base_shapes is mup.set_base_shapes
+
+
 def test_mu_readout_survives_a_keras_round_trip(tmp_path):
     model = keras_mlp(64, 64)
     mup.set_base_shapes(model, keras_mlp(16, 16), seed=1)
