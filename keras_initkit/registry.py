@@ -161,7 +161,8 @@ def get(identifier):
         try:
             return keras.initializers.get(identifier)
         except ValueError:
-            close = difflib.get_close_matches(identifier, list(_aliases), n=3, cutoff=0.75)
+            close = [f"kit_{identifier}"] if f"kit_{identifier}" in _aliases else \
+                difflib.get_close_matches(identifier, list(_aliases), n=3, cutoff=0.75)
             hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             raise ValueError(
                 f"Unknown initializer {identifier!r}.{hint} keras_initkit.list_initializers() "

@@ -45,6 +45,8 @@ def test_alias_with_a_config():
 def test_get_suggests_the_closest_alias():
     with pytest.raises(ValueError, match="Did you mean 'kit_he'"):
         keras_initkit.get("kit_hee")
+    with pytest.raises(ValueError, match="Did you mean 'kit_he'"):
+        keras_initkit.get("he")  # the name `initkit compare` takes
     with pytest.raises(TypeError, match="3.5"):
         keras_initkit.get(3.5)
 
