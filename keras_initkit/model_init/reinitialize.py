@@ -360,6 +360,13 @@ def _redraw(layer, chosen, chosen_label, bias_init, draw, orthogonal):
             fans = compute_fans(shape, *(axes or (None, None)))
             if chosen is not None:
                 init, label, g = chosen, chosen_label, 1.0
+                config = chosen.get_config() if hasattr(chosen, "get_config") else {}
+                if axes is not None and config.get("input_axes", 0) is None:
+                    # A kit_ variance scaling takes the layer's layout, as "auto" does.
+                    init = type(chosen).from_config(
+                        {**config, "input_axes": axes[0], "output_axes": axes[1]})
+                elif axes is not None:  # it draws on the plain shape: report those fans
+                    fans = compute_fans(shape)
             else:
                 init, label, g = auto_initializer(layer, name, shape, orthogonal, activation)
             variable.assign(draw.fresh(init)(shape, dtype=variable.dtype))

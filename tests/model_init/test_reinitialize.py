@@ -1,5 +1,7 @@
 """reinitialize(): the scheme follows the activation, fans follow the layer type, nothing else
 moves."""
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -274,3 +276,16 @@ def test_a_frozen_layer_is_kept_and_listed():
     np.testing.assert_array_equal(backbone.layers[0].kernel.numpy(), before)
     frozen = [r for r in rows if r["layer"].endswith("pretrained")]
     assert [r["scheme"] for r in frozen] == ["keep (frozen layer)"] * 2
+
+
+def test_a_named_scheme_draws_on_the_layers_fans_and_reports_the_fans_it_used():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((16, 16, 64)), L.DepthwiseConv2D(3, name="dw")])
+    rows = keras_initkit.reinitialize(model, "kit_he_normal", seed=0, biases="keep")
+    kernel = model.get_layer("dw").kernel.numpy()
+    std = math.sqrt(2 / 9)  # one input channel per output: fan_in is the kernel area
+    assert abs(kernel.std() - std) <= 6 * std / math.sqrt(2 * kernel.size)
+    assert rows[0]["fan_in"] == 9
+    # An initializer without input_axes draws on the plain shape: the row says so.
+    rows = keras_initkit.reinitialize(model, keras.initializers.RandomNormal(), biases="keep")
+    assert rows[0]["fan_in"] == 9 * 64
