@@ -492,8 +492,8 @@ def _trend_findings(net, trends, signal, message):
 
 
 def _kernel_behind(net, i):
-    """`(layer, kernel WeightRow)` of the layer whose kernel sets row `i`'s scale: row i's
-    own, or the nearest one before it through layers without weights (a separate ReLU or
+    """`(row index, kernel WeightRow)` of the layer whose kernel sets row `i`'s scale: row
+    i's own, or the nearest one before it through layers without weights (a separate ReLU or
     Activation layer, dropout), or None."""
     kernels = {}
     for w in _kernels(net):
@@ -504,7 +504,7 @@ def _kernel_behind(net, i):
             return None
         layer = net.rows[i].layer
         if id(layer) in kernels:
-            return layer, kernels[id(layer)]
+            return i, kernels[id(layer)]
         i = net.rows[i].parent
     return None
 
@@ -516,7 +516,7 @@ def _scale_advice(net, i):
     found = _kernel_behind(net, i)
     if found is None:
         return False, "", net.layout.activation[i] or ""
-    layer, w = found
+    layer, w = net.rows[found[0]].layer, found[1]
     activation = acts.following_activation_name(layer)
     fans = layer_fans(layer, w.path.rsplit("/", 1)[-1], _shape(w))
     rms, wanted = w.stats["weight_rms"], acts.recommended_rms(activation, fans)
@@ -531,11 +531,11 @@ def _dominant_bias(net, i):
     found = _kernel_behind(net, i)
     if found is None:
         return ""
-    layer, kernel = found
+    row, kernel = net.rows[found[0]], found[1]
+    layer = row.layer
     bias = next((w for w in net.weights if w.layer is layer
                  and w.path.rsplit("/", 1)[-1] == "bias"), None)
-    row = next((r for r in net.rows if r.layer is layer), None)
-    if bias is None or row is None:
+    if bias is None:
         return ""
     fan_in = layer_fans(layer, kernel.path.rsplit("/", 1)[-1], _shape(kernel))[0]
     weighted = kernel.stats["weight_rms"] * math.sqrt(fan_in) * row.stats["input_rms"]

@@ -371,12 +371,13 @@ def compare(schemes=None, *, data=None, model=None, arch="mlp", depth=20, depths
     resolved = [resolve_scheme(s) for s in schemes]
     if not resolved:
         raise ValueError("`schemes` is empty; give at least one scheme.")
-    twice = [(a, b) for i, a in enumerate(schemes) for b in schemes[i + 1:]
-             if resolve_scheme(a) == resolve_scheme(b)]
+    named = list(zip(schemes, resolved))
+    twice = [(a, b, same) for i, (a, same) in enumerate(named) for b, other in named[i + 1:]
+             if same == other]
     if twice:  # "he" and "kit_he" are one scheme
-        a, b = twice[0]
+        a, b, same = twice[0]
         raise ValueError(f"`schemes` names a scheme twice: {a!r} and {b!r} are both "
-                         f"{resolve_scheme(a)!r}; received {list(schemes)}.")
+                         f"{same!r}; received {list(schemes)}.")
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("seeds", seeds),
                         ("depth", depth), ("width", width)):
         check_sizes(**{name: value})
